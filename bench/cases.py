@@ -1,0 +1,176 @@
+"""The benchmark cases: ``baseline`` (one device), ``dp`` (DataParallel) and ``ddp`` (DDP).
+
+All three go through the same Lightning Trainer loop, module, data and timing:
+
+* ``baseline``: Trainer(devices=1).
+* ``dp``: one process; the network inside the LightningModule is wrapped in
+  ``torch.nn.DataParallel`` over the node's GPUs and the Trainer runs on cuda:0 with a
+  SingleDeviceStrategy (Lightning 2 removed ``strategy='dp'``). DataParallel splits each global
+  batch over the GPUs, so the per-device batch is global / GPUs. Skipped with < 2 CUDA devices.
+* ``ddp``: Lightning's DDPStrategy (gloo on CPU, nccl on GPU), one process per device. On one
+  machine Lightning's launcher starts the other ranks by re-running this command; under
+  ``srun`` every task is a rank and SLURMEnvironment reads rank and world size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from filelock import FileLock
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+from torch import nn
+
+from bench import environment
+from bench.config import BenchConfig, ConfigError
+from bench.data import CifarDataModule, cache_path, prepare_cache
+from bench.model import CifarModule, count_parameters
+from bench.timing import TrainingTimer
+
+
+def dp_skip_reason(config: BenchConfig) -> str | None:
+    """Why the dp case cannot run here, or None when it can."""
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found < 2:
+        return f"DataParallel needs 2 or more CUDA devices on one node; this machine has {found}"
+    if config.devices < 2 or config.devices > found:
+        return f"dp asks for {config.devices} GPUs; this node has {found} (use --devices 2..{found})"
+    return None
+
+
+def wrap_data_parallel(module: CifarModule, device_ids: list[int]) -> CifarModule:
+    """Replace ``module.net`` by ``nn.DataParallel(net, device_ids)`` and return the module.
+
+    Without CUDA, DataParallel calls the wrapped network directly (used by the CPU unit test).
+    """
+    module.net = nn.DataParallel(module.net, device_ids=device_ids or None)
+    return module
+
+
+def set_cpu_threads(config: BenchConfig) -> int:
+    """Share this process's usable CPU cores among the ranks of its node; return the threads set."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    ranks_here = config.devices if config.case == "ddp" and config.accelerator == "cpu" else 1
+    threads = max(1, usable // ranks_here)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def ensure_data(config: BenchConfig) -> None:
+    """Decode the data set into the cache once (under a file lock, so concurrent ranks wait).
+
+    Runs before any process group exists, so a bad data set fails every rank with a clear
+    error and never leaves ranks waiting in a collective.
+
+    Raises:
+        bench.sources.DataError: missing, unreadable or corrupt data.
+    """
+    if config.data == "synthetic":
+        return
+    path = cache_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock", timeout=3600):
+        prepare_cache(config)
+
+
+def _strategy(config: BenchConfig):
+    if config.case == "ddp":
+        backend = "nccl" if config.accelerator == "gpu" else "gloo"
+        return DDPStrategy(process_group_backend=backend, find_unused_parameters=False)
+    if config.case == "dp":
+        return SingleDeviceStrategy(device=torch.device("cuda", 0))
+    return "auto"
+
+
+def build_trainer(config: BenchConfig, run_id: str, callbacks: list[L.Callback]) -> L.Trainer:
+    """The Lightning Trainer of a case: strategy, devices, precision, logger and callbacks."""
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
+    validate = config.val_every_n_epochs > 0
+    return L.Trainer(
+        accelerator=config.accelerator,
+        devices=config.devices if config.case == "ddp" else 1,
+        num_nodes=config.num_nodes if config.case == "ddp" else 1,
+        strategy=_strategy(config),
+        plugins=plugins,
+        precision=config.precision,
+        max_epochs=config.epochs,
+        logger=TensorBoardLogger(config.out_dir, name="tensorboard", version=run_id, default_hp_metric=False),
+        callbacks=callbacks,
+        use_distributed_sampler=False,  # bench.data's samplers already shard by rank
+        check_val_every_n_epoch=config.val_every_n_epochs if validate else None,
+        limit_val_batches=1.0 if validate else 0,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        log_every_n_steps=10,
+    )
+
+
+def build_module(config: BenchConfig) -> CifarModule:
+    """A seeded CifarModule (or loaded from ``config.init_weights``), wrapped for DP in the dp case.
+
+    Raises:
+        ConfigError: init_weights cannot be read or does not fit the network.
+    """
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    module = CifarModule(config)
+    if config.init_weights:
+        try:
+            module.net.load_state_dict(torch.load(config.init_weights, map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError) as err:
+            raise ConfigError(f"cannot load init_weights {config.init_weights}: {err}") from err
+    if config.case == "dp":
+        wrap_data_parallel(module, list(range(config.devices)))
+    return module
+
+
+def parameter_digest(module: nn.Module) -> str:
+    """SHA-256 of all parameter values in order (bit-exact identity check across ranks)."""
+    h = hashlib.sha256()
+    for p in module.parameters():
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def gather_rank_facts(module: CifarModule) -> list[dict]:
+    """Every rank's hostname, parameter digest and mean training loss of the last epoch.
+
+    Collective: every rank must call it. Returns the list ordered by global rank.
+    """
+    steps = max(module.loss_steps, 1)
+    mine = {"hostname": socket.gethostname(), "param_digest": parameter_digest(module),
+            "loss_mean": float(module.loss_sum) / steps}
+    if not (dist.is_available() and dist.is_initialized()):
+        return [mine]
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    return everyone
+
+
+def destroy_process_group() -> None:
+    """Tear the process group down (gloo can abort at interpreter exit otherwise)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def check_accelerator(config: BenchConfig) -> None:
+    """Fail early when a GPU is requested but not usable (never fall back to CPU silently)."""
+    if config.accelerator == "gpu":
+        environment.check_gpu_usable(config.devices)
+
+
+def bare_network(module: CifarModule) -> nn.Module:
+    """The network without its DataParallel wrapper."""
+    return module.net.module if isinstance(module.net, nn.DataParallel) else module.net
+
+
+def trained_parameters(module: CifarModule) -> int:
+    """Trainable parameters of the network (without the DataParallel wrapper)."""
+    return count_parameters(bare_network(module))

@@ -1,0 +1,126 @@
+"""Facts about the machine, software and job a run happened in, for its result JSON.
+
+Everything here is read-only and cheap (no GPU work besides device queries); nothing fails a run:
+facts that cannot be read are recorded as None.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import lightning
+import torch
+import torchmetrics
+import torchvision
+
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NNODES", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE",
+              "SLURM_CPUS_PER_TASK", "SLURM_JOB_PARTITION", "SLURM_STEP_ID")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class GPUUnavailableError(RuntimeError):
+    """A GPU was requested but none is usable (no device, or a driver too old for this CUDA build)."""
+
+
+def check_gpu_usable(count: int = 1) -> None:
+    """Raise unless ``count`` CUDA devices are usable by this torch build.
+
+    Raises:
+        GPUUnavailableError: with torch's own reason (e.g. "The NVIDIA driver on your system is too
+            old") and the CUDA version torch was built for.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = torch.cuda.is_available()
+        found = torch.cuda.device_count() if available else 0
+    if found >= count:
+        return
+    reasons = "; ".join(str(w.message).strip() for w in caught) or "no CUDA device is visible"
+    raise GPUUnavailableError(
+        f"--accelerator gpu needs {count} usable CUDA device(s), found {found} ({reasons}). "
+        f"torch {torch.__version__} is built for CUDA {torch.version.cuda}; check nvidia-smi, "
+        "CUDA_VISIBLE_DEVICES and the driver, or run with --accelerator cpu")
+
+
+def _run(cmd: list[str]) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def cpu_model() -> str | None:
+    """The CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def gpu_facts() -> dict:
+    """GPU names/count, driver, CUDA build, cuDNN and NCCL versions (None where absent)."""
+    facts: dict = {"torch_cuda_build": torch.version.cuda, "gpu_names": [], "gpu_count": 0,
+                   "cuda_driver": None, "cudnn": None, "nccl": None}
+    if torch.version.cuda:
+        try:
+            facts["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+        except (RuntimeError, AttributeError):
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if not torch.cuda.is_available():
+            return facts
+    facts["gpu_count"] = torch.cuda.device_count()
+    facts["gpu_names"] = [torch.cuda.get_device_name(i) for i in range(facts["gpu_count"])]
+    facts["cudnn"] = torch.backends.cudnn.version()
+    driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    facts["cuda_driver"] = driver.splitlines()[0] if driver else None
+    return facts
+
+
+def git_facts() -> dict:
+    """Commit and dirty flag of the source tree, or $BENCH_GIT_COMMIT inside an image."""
+    commit = _run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"])
+    if commit is None:
+        return {"git_commit": os.environ.get("BENCH_GIT_COMMIT"), "git_dirty": None}
+    status = _run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"])
+    return {"git_commit": commit, "git_dirty": bool(status)}
+
+
+def container_facts() -> dict:
+    """The container image the run is in, if any (Apptainer/Singularity or Docker)."""
+    image = (os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
+             or os.environ.get("BENCH_IMAGE"))
+    runtime = "apptainer" if os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER") \
+        else ("docker" if Path("/.dockerenv").exists() else None)
+    return {"container_runtime": runtime, "container_image": image}
+
+
+def collect() -> dict:
+    """All environment facts as a flat JSON-serialisable dict."""
+    return {
+        "hostname": socket.gethostname(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lightning": lightning.__version__,
+        "torchmetrics": torchmetrics.__version__,
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        **gpu_facts(),
+        "slurm": {k: os.environ[k] for k in SLURM_VARS if k in os.environ} or None,
+        **container_facts(),
+        **git_facts(),
+    }

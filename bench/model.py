@@ -1,0 +1,167 @@
+"""The workload: CIFAR-10 networks and the LightningModule that trains and tests them.
+
+Networks are chosen by name (:func:`build_network`). The module computes the cross-entropy
+loss normalised by the *global* batch, so that every case (1 device, DataParallel, DDP with
+any world size) takes the same optimizer step from the same global batch, also when the last
+batch of an epoch is split unevenly over the ranks.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+import torchvision
+from torch import nn
+
+from bench.config import BenchConfig
+from bench.data import normalize
+
+NUM_CLASSES = 10
+
+
+class SimpleCNN(nn.Module):
+    """The classic small CIFAR-10 CNN: conv5x5(6) -> pool -> conv5x5(16) -> pool -> FC 120-84-10.
+
+    62,006 parameters. Input (N, 3, 32, 32) float, output (N, 10) logits.
+    Source: the PyTorch "Training a classifier" CIFAR-10 tutorial network.
+    """
+
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2, 2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(),
+            nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def cifar_resnet18(num_classes: int = NUM_CLASSES) -> nn.Module:
+    """torchvision's ResNet-18 adapted to 32x32 inputs: 3x3 stride-1 stem, no max-pool.
+
+    About 11.2 M parameters and 0.56 GMAC per 32x32 image (the usual CIFAR ResNet-18,
+    e.g. kuangliu/pytorch-cifar). Input (N, 3, 32, 32), output (N, num_classes).
+    """
+    net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    return net
+
+
+def build_network(name: str) -> nn.Module:
+    """Return a freshly initialised network by name ("simple_cnn" or "resnet18").
+
+    Raises:
+        ValueError: unknown name.
+    """
+    builders = {"simple_cnn": SimpleCNN, "resnet18": cifar_resnet18}
+    if name not in builders:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(builders)}")
+    return builders[name]()
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Number of trainable parameters (elements)."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+class CifarModule(L.LightningModule):
+    """Network + cross-entropy loss + SGD with momentum + torchmetrics accuracy.
+
+    Batches are ``(images, labels)`` with images (n, 3, 32, 32) uint8 (normalised here, after the
+    transfer to the device) and labels (n,) int64, where n is this rank's share of the global batch.
+
+    The loss is ``sum(per-image loss) / global batch * ranks``, so that DDP's averaging of
+    gradients over ranks gives exactly the mean over the global batch, also for a last batch
+    split unevenly.
+
+    Args:
+        config: the run's configuration (lr, momentum, weight decay, model).
+    """
+
+    def __init__(self, config: BenchConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.net = build_network(config.model)
+        # Test metrics accumulate per rank and synchronise once, in compute(): no per-step
+        # collective, so uneven test shards over the ranks cannot hang.
+        self.test_accuracy = torchmetrics.classification.MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.test_correct = torchmetrics.SumMetric()
+        self.test_total = torchmetrics.SumMetric()
+        self.loss_sum = torch.zeros(())  # this rank's loss summed over the current epoch's steps
+        self.loss_steps = 0
+        self.test_results: dict[str, float] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Normalise the uint8 image batch on the device it was moved to."""
+        images, labels = batch
+        return normalize(images) if images.dtype == torch.uint8 else images, labels
+
+    def _loss_scale(self, batch_idx: int, local_n: int) -> float:
+        """Factor turning a sum of per-image losses into this rank's share of the global mean.
+
+        The global batch sizes come from the attached datamodule (``global_batch_sizes``);
+        without one (unit tests) this is the plain mean over the local batch.
+        """
+        sizes = getattr(getattr(self._trainer, "datamodule", None), "global_batch_sizes", None)
+        if sizes and batch_idx < len(sizes):
+            return self._trainer.world_size / sizes[batch_idx]
+        return 1.0 / local_n
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, reduction="sum") * self._loss_scale(batch_idx, len(labels))
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, rank_zero_only=True)
+        self.loss_sum = self.loss_sum.to(loss.device) + loss.detach()
+        self.loss_steps += 1
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.loss_sum, self.loss_steps = torch.zeros((), device=self.device), 0
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        images, labels = batch
+        preds = self(images).argmax(dim=1)
+        self.test_accuracy.update(preds, labels)
+        self.test_correct.update((preds == labels).sum())
+        self.test_total.update(torch.tensor(labels.numel(), device=labels.device))
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def _finish_evaluation(self, prefix: str) -> None:
+        # compute() synchronises the states over all ranks (one all-gather each), so the
+        # numbers below are global and identical on every rank.
+        self.test_results = {
+            "test_accuracy": float(self.test_accuracy.compute()),
+            "test_correct": int(self.test_correct.compute()),
+            "test_total": int(self.test_total.compute()),
+        }
+        for metric in (self.test_accuracy, self.test_correct, self.test_total):
+            metric.reset()
+        self.log(f"{prefix}/accuracy", self.test_results["test_accuracy"], rank_zero_only=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_evaluation("test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        c = self.config
+        return torch.optim.SGD(self.parameters(), lr=c.lr, momentum=c.momentum,
+                               weight_decay=c.weight_decay)

@@ -1,0 +1,112 @@
+"""One benchmark run from config to result JSON: checks, fit, test, gather, write (rank 0).
+
+Order matters for clear failures: the configuration, the accelerator and the data set are
+checked before any process group exists, so bad input fails every process with a message and
+leaves no result JSON. Failures during training leave a ``failed`` result with the error.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from bench import cases, environment
+from bench.config import BenchConfig
+from bench.data import CifarDataModule, atomic_torch_save
+from bench.knobs import StepSleep, active_knobs
+from bench.results import build_result, new_run_id, result_path, utc_now, write_json_atomic
+from bench.timing import TrainingTimer, wall_seconds
+
+
+def _sanity(config: BenchConfig, metrics: dict) -> dict:
+    """Correctness checks, kept apart from the performance figures."""
+    loss_ok = metrics.get("train_loss") is not None and math.isfinite(metrics["train_loss"])
+    acc = metrics.get("test_accuracy")
+    acc_ok = (not metrics.get("accuracy_meaningful")) or (acc is not None and acc >= config.accuracy_floor)
+    return {"loss_finite": loss_ok, "accuracy_floor": config.accuracy_floor, "accuracy_ok": acc_ok,
+            "passed": loss_ok and acc_ok}
+
+
+def _world(config: BenchConfig, trainer, facts: list[dict], threads: int) -> dict:
+    return {
+        "world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
+        "devices_per_node": config.devices, "backend": getattr(trainer.strategy, "_process_group_backend", None),
+        "launcher": type(trainer.strategy.launcher).__name__ if trainer.strategy.launcher else "none (srun or single)",
+        "hostnames": [f["hostname"] for f in facts],
+        "global_batch_size": config.global_batch_size, "per_device_batch_size": config.per_device_batch_size,
+        "params_identical": len({f["param_digest"] for f in facts}) == 1,
+        "torch_threads_per_rank": threads,
+    }
+
+
+def _metrics(config: BenchConfig, trainer, module, dm: CifarDataModule, timer: TrainingTimer,
+             facts: list[dict]) -> dict:
+    images = len(dm.train_set) if dm.train_set is not None else 0
+    train_s = sum(timer.epoch_train_s)
+    return {
+        "fit_s": timer.fit_s, "epoch_train_s": timer.epoch_train_s,
+        "throughput_img_s": images * len(timer.epoch_train_s) / train_s if train_s else None,
+        "wall_s": wall_seconds(), "optimizer_steps": trainer.global_step,
+        "steps_per_epoch": len(dm.global_batch_sizes), "train_images_per_epoch": images,
+        "train_loss": sum(f["loss_mean"] for f in facts) / len(facts),
+        **module.test_results,
+        "accuracy_meaningful": config.data != "synthetic",
+        "parameters": cases.trained_parameters(module),
+    }
+
+
+def skipped(config: BenchConfig, reason: str) -> dict:
+    """Write and return the result of a case that cannot run on this hardware."""
+    started = utc_now()
+    result = build_result(run_id=new_run_id(config.case), case=config.case, status="skipped", reason=reason,
+                          config=config.to_dict(), started_utc=started, environment=environment.collect())
+    result["path"] = str(write_json_atomic(result, result_path(config.out_dir, result["run_id"])))
+    return result
+
+
+def run_case(config: BenchConfig) -> dict | None:
+    """Run one case end to end; return the result on global rank 0 (None on other ranks).
+
+    Raises:
+        bench.sources.DataError, bench.environment.GPUUnavailableError: before anything runs.
+        Exception: whatever broke training, after writing a ``failed`` result.
+    """
+    if config.case == "dp" and (reason := cases.dp_skip_reason(config)):
+        return skipped(config, reason)
+    cases.check_accelerator(config)
+    started = utc_now()
+    run_id = new_run_id(config.case)
+    threads = cases.set_cpu_threads(config)
+    cases.ensure_data(config)
+    timer, knobs = TrainingTimer(), active_knobs()
+    # The knob's sleep runs before the timer's hook, so it lies inside the timed steps.
+    trainer = cases.build_trainer(config, run_id, ([StepSleep(knobs)] if knobs else []) + [timer])
+    module, dm = cases.build_module(config), CifarDataModule(config)
+    base = dict(run_id=run_id, case=config.case, config=config.to_dict(), started_utc=started, test_knobs=knobs)
+    try:
+        if config.epochs > 0:
+            trainer.fit(module, datamodule=dm)
+        trainer.test(module, datamodule=dm, verbose=False)
+        facts = cases.gather_rank_facts(module)
+    except Exception as err:
+        _write_on_rank_zero(trainer, build_result(status="failed", reason=f"{type(err).__name__}: {err}",
+                                                  environment=environment.collect(), **base), config)
+        cases.destroy_process_group()
+        raise
+    metrics = _metrics(config, trainer, module, dm, timer, facts)
+    result = build_result(status="ok", metrics=metrics, sanity=_sanity(config, metrics),
+                          world=_world(config, trainer, facts, threads), environment=environment.collect(), **base)
+    path = _write_on_rank_zero(trainer, result, config)
+    cases.destroy_process_group()
+    if trainer.global_rank != 0:
+        return None
+    result["path"] = str(path)
+    if config.save_weights:
+        result["weights_path"] = str(_save_weights(module, path.with_suffix(".weights.pt")))
+    return result
+
+
+def _save_weights(module, path: Path) -> Path:
+    """The trained network's state_dict (no DataParallel prefix), written atomically."""
+    atomic_torch_save(cases.bare_network(module).state_dict(), path)
+    return path

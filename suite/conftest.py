@@ -1,0 +1,83 @@
+"""pytest-benchmark plumbing for the benchmark cases (see README, "The suite").
+
+Run:  pytest suite --bench-preset smoke --bench-data PATH --benchmark-json out.json
+
+Design: each case runs ``python -m bench run`` in a child process, and the test reads that
+run's result JSON. So Lightning's DDP launcher re-executes ``python -m bench run``, never pytest;
+every round starts from a clean process; and under ``srun`` each task's pytest starts one child
+that inherits the task's SLURM_* variables and becomes one rank (SLURMEnvironment). Only global
+rank 0 (SLURM_PROCID 0, or no Slurm) writes JSON: the run's result and the --benchmark-json.
+
+pytest-benchmark's own statistics time the whole child call (process start, data load, fit,
+test); the figure to compare is the run's ``fit_s``, put in ``extra_info`` with the rest of the
+run's metrics and the full result under ``extra_info["result"]``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench import environment
+from bench.results import format_table
+
+RESULTS = pytest.StashKey[list]()  # result dicts of the cases run in this session (rank 0)
+_SKIP_LOG: list[dict] = []  # skipped cases: {"test", "case", "reason"}
+
+
+def global_rank() -> int:
+    """This process's global rank under srun (SLURM_PROCID), 0 elsewhere."""
+    return int(os.environ.get("SLURM_PROCID", "0")) if "SLURM_STEP_ID" in os.environ else 0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("cifar-bench")
+    g.addoption("--bench-preset", default=os.environ.get("BENCH_PRESET", "smoke"), help="smoke, cpu or full")
+    g.addoption("--bench-data", default=os.environ.get("BENCH_DATA"), help="data set path or 'synthetic'")
+    g.addoption("--bench-out", default=os.environ.get("BENCH_OUT", "runs/suite"), help="folder for result JSON")
+    g.addoption("--bench-rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "1")),
+                help="repeats of each case (fit_s samples)")
+    g.addoption("--bench-devices", type=int, default=None,
+                help="ddp devices per node (default: SLURM_NTASKS_PER_NODE, visible GPUs, or 2 CPU processes)")
+    g.addoption("--bench-nodes", type=int, default=None, help="ddp nodes (default: SLURM_NNODES or 1)")
+    g.addoption("--bench-arg", action="append", default=[], help="extra `cifar-bench run` argument (repeatable)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RESULTS] = []
+    if global_rank() != 0 and hasattr(config.option, "benchmark_json"):
+        config.option.benchmark_json = None  # only global rank 0 writes the suite's JSON
+        config.option.benchmark_autosave = False
+        config.option.benchmark_save = None
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember skipped benchmark cases with their reason (they never reach --benchmark-json)."""
+    if report.skipped and report.when in ("setup", "call") and "suite/" in report.nodeid.replace("\\", "/"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIP_LOG.append({"test": report.nodeid, "case": report.nodeid.rsplit("test_", 1)[-1],
+                          "reason": reason.removeprefix("Skipped: ")})
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
+    """Add the skipped cases and their reasons to the --benchmark-json output."""
+    output_json["skipped"] = list(_SKIP_LOG)
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Add GPU, driver, Slurm and container facts to pytest-benchmark's machine_info."""
+    facts = environment.collect()
+    keys = ("gpu_names", "gpu_count", "cuda_driver", "torch_cuda_build", "cudnn", "nccl", "slurm",
+            "container_runtime", "container_image", "torch", "lightning", "cpu_model", "git_commit", "git_dirty")
+    machine_info["cifar_bench"] = {k: facts.get(k) for k in keys}
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    results = config.stash.get(RESULTS, [])
+    if results and global_rank() == 0:
+        terminalreporter.section("cifar-bench cases")
+        terminalreporter.write_line(format_table(results))
+        for r in results:
+            if r.get("path"):
+                terminalreporter.write_line(f"{r['case']}: {r['path']}")

@@ -1,0 +1,117 @@
+"""The benchmark cases as pytest-benchmark tests: baseline, dp, ddp.
+
+Run:  pytest suite --bench-preset cpu --bench-data ../shared/data/cifar10-jpeg.tar.gz \
+          --benchmark-json runs/suite.json
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.results import load_result
+from suite.conftest import RESULTS, global_rank
+
+
+def _devices_and_nodes(config: pytest.Config) -> tuple[int, int]:
+    devices = config.getoption("--bench-devices")
+    nodes = config.getoption("--bench-nodes")
+    if "SLURM_STEP_ID" in os.environ:
+        devices = devices or int(os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0])
+        nodes = nodes or int(os.environ.get("SLURM_NNODES", "1"))
+    return devices or 2, nodes or 1
+
+
+def _command(config: pytest.Config, case: str, out: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "bench", "run", "--case", case, "--preset", config.getoption("--bench-preset"),
+           "--out", str(out)]
+    if config.getoption("--bench-data"):
+        cmd += ["--data", config.getoption("--bench-data")]
+    if case == "ddp":
+        devices, nodes = _devices_and_nodes(config)
+        cmd += ["--devices", str(devices), "--num-nodes", str(nodes)]
+    return cmd + config.getoption("--bench-arg")
+
+
+def _run_id(case: str, round_index: int) -> str:
+    if "SLURM_STEP_ID" in os.environ:  # identical in every task of the step
+        return f"{case}-job{os.environ['SLURM_JOB_ID']}.{os.environ['SLURM_STEP_ID']}-r{round_index}"
+    return f"{case}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-r{round_index}"
+
+
+def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | None:
+    """Benchmark ``rounds`` runs of ``case``; return the last result (None on ranks > 0).
+
+    Skips (pytest.skip) when the run reports the case as skipped on this hardware.
+    """
+    config = request.config
+    out = Path(config.getoption("--bench-out"))
+    results: list[dict] = []
+
+    def once() -> None:
+        run_id = _run_id(case, len(results))
+        env = {**os.environ, "BENCH_RUN_ID": run_id}
+        proc = subprocess.run(_command(config, case, out), env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.fail(f"{case} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        if global_rank() == 0:
+            result = load_result(out / f"{run_id}.json")
+            result["path"] = str(out / f"{run_id}.json")
+            results.append(result)
+            if result["status"] == "skipped":
+                config.stash[RESULTS].append(result)
+                pytest.skip(result["reason"])
+        else:
+            results.append({})
+
+    benchmark.pedantic(once, rounds=config.getoption("--bench-rounds"), iterations=1, warmup_rounds=0)
+    if global_rank() != 0:
+        return None
+    last = results[-1]
+    fit = [r["metrics"]["fit_s"] for r in results]
+    benchmark.extra_info.update({
+        "figure": "stats time the whole `python -m bench run` call; compare extra_info.fit_s (training loop)",
+        "case": case, "fit_s": statistics.median(fit), "fit_s_samples": fit,
+        **{k: last["metrics"].get(k) for k in ("throughput_img_s", "epoch_train_s", "optimizer_steps",
+                                                "train_loss", "test_accuracy", "test_correct", "test_total")},
+        "world_size": last["world"]["world_size"], "result_paths": [r["path"] for r in results],
+        "result": {**last, "metrics": {**last["metrics"], "fit_s_samples": fit}},
+    })
+    config.stash[RESULTS].append(last)
+    return last
+
+
+def _check(result: dict | None, case: str) -> None:
+    if result is None:  # a rank > 0 under srun: its child exited 0, rank 0 checks the result
+        return
+    assert result["status"] == "ok", result.get("reason")
+    assert result["case"] == case
+    assert result["metrics"]["fit_s"] > 0
+    assert result["sanity"]["passed"], result["sanity"]  # correctness, apart from the timing figures
+
+
+def test_baseline(request, benchmark):
+    _check(run_case(request, benchmark, "baseline"), "baseline")
+
+
+def test_dp(request, benchmark):
+    _check(run_case(request, benchmark, "dp"), "dp")
+
+
+def test_ddp(request, benchmark):
+    result = run_case(request, benchmark, "ddp")
+    _check(result, "ddp")
+    if result is not None:
+        assert result["world"]["world_size"] == _world_size(request.config)
+        assert result["world"]["params_identical"]
+
+
+def _world_size(config: pytest.Config) -> int:
+    devices, nodes = _devices_and_nodes(config)
+    return devices * nodes

@@ -1,0 +1,125 @@
+"""Samplers (strong scaling, exact coverage), subsets, cache (atomic, reused, concurrent)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import data
+from bench.config import make_config
+from bench.data import GlobalBatchSampler, balanced_subset, global_batch_sizes, shard_bounds
+from bench.sources import DataError
+from tests.conftest import write_image_tree
+
+
+def test_global_batch_sizes_keep_the_partial_last_batch():
+    assert global_batch_sizes(10, 4) == [4, 4, 2]
+    assert global_batch_sizes(8, 4) == [4, 4]
+
+
+def test_shards_cover_everything_once_and_differ_by_at_most_one():
+    bounds = [shard_bounds(10_000, r, 3) for r in range(3)]
+    assert bounds == [(0, 3334), (3334, 6667), (6667, 10_000)]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_every_world_size_trains_the_same_global_batches(world):
+    n, batch = 1000, 96  # 10 full batches and one of 40 images
+    single = list(GlobalBatchSampler(n, batch, 0, 1, seed=7))
+    ranks = [list(GlobalBatchSampler(n, batch, r, world, seed=7)) for r in range(world)]
+    assert all(len(r) == len(single) == 11 for r in ranks)  # same optimizer steps per epoch
+    for step, global_batch in enumerate(single):
+        assert sum((r[step] for r in ranks), []) == global_batch
+    seen = sorted(i for r in ranks for b in r for i in b)
+    assert seen == list(range(n))  # each image exactly once per epoch
+
+
+def test_epochs_permute_differently_but_reproducibly():
+    s = GlobalBatchSampler(100, 10, 0, 1, seed=1)
+    first = list(s)
+    s.set_epoch(1)
+    assert list(s) != first
+    s.set_epoch(0)
+    assert list(s) == first
+
+
+def test_last_batch_smaller_than_world_is_refused():
+    with pytest.raises(DataError, match="fewer than the 4 ranks"):
+        GlobalBatchSampler(102, 10, 0, 4, seed=0)
+
+
+def test_balanced_subset_takes_each_class_evenly():
+    labels = torch.arange(10).repeat(50)
+    idx = balanced_subset(labels, 25)
+    counts = labels[idx].bincount(minlength=10).tolist()
+    assert counts == [3] * 5 + [2] * 5 and idx.tolist() == sorted(idx.tolist())
+    assert len(balanced_subset(labels, 0)) == 500
+    with pytest.raises(DataError, match="only 500"):
+        balanced_subset(labels, 501)
+
+
+def test_cache_is_written_atomically_and_reused(tmp_path, monkeypatch):
+    tree = write_image_tree(tmp_path / "tree", per_class=(2, 1))
+    config = make_config("smoke", data=str(tree), cache_dir=str(tmp_path / "cache"))
+    path = data.prepare_cache(config)
+    assert path.is_file() and not list(path.parent.glob("*.tmp"))
+    monkeypatch.setattr(data, "decode_source", lambda c: pytest.fail("decoded again"))
+    assert data.prepare_cache(config) == path
+    loaded = data.load_decoded(config)
+    assert loaded.train_images.shape == (20, 3, 32, 32) and loaded.train_images.dtype == torch.uint8
+
+
+def test_failed_cache_write_leaves_no_file(tmp_path, monkeypatch):
+    target = tmp_path / "c" / "x.pt"
+
+    def broken(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError):
+        data.atomic_torch_save({"a": 1}, target)
+    assert list(target.parent.iterdir()) == []
+
+
+def _prepare(args):
+    from bench import cases
+
+    tree, cache = args
+    config = make_config("smoke", data=tree, cache_dir=cache)
+    cases.ensure_data(config)
+    return data.load_decoded(config).train_images.shape[0]
+
+
+def test_concurrent_ranks_build_and_read_one_cache(tmp_path):
+    tree = write_image_tree(tmp_path / "tree", per_class=(3, 1))
+    with mp.get_context("spawn").Pool(3) as pool:
+        sizes = pool.map(_prepare, [(str(tree), str(tmp_path / "cache"))] * 3)
+    assert sizes == [30, 30, 30]
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+
+
+def test_cache_key_changes_when_the_source_changes(tmp_path):
+    tree = write_image_tree(tmp_path / "tree", per_class=(1, 1))
+    config = make_config("smoke", data=str(tree), cache_dir=str(tmp_path / "cache"))
+    before = data.cache_path(config)
+    write_image_tree(tmp_path / "tree", per_class=(2, 1))
+    assert data.cache_path(config) != before
+
+
+def test_train_augmentation_keeps_uint8_and_shape():
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    out = data.train_transform()(image)
+    assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
+    batch = data.normalize(torch.full((2, 3, 32, 32), 255, dtype=torch.uint8))
+    expected = (1 - torch.tensor(data.CIFAR10_MEAN)) / torch.tensor(data.CIFAR10_STD)
+    assert torch.allclose(batch[0, :, 0, 0], expected)
+
+
+def test_synthetic_is_seeded_and_marked(tmp_path: Path):
+    a = data.synthetic(make_config("smoke", data="synthetic", train_samples=50, test_samples=10))
+    b = data.synthetic(make_config("smoke", data="synthetic", train_samples=50, test_samples=10))
+    assert torch.equal(a.train_images, b.train_images) and a.train_images.shape == (50, 3, 32, 32)

@@ -1,0 +1,110 @@
+"""Networks, the DataParallel wrapper on CPU, the loss normalisation, and config validation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench import cases
+from bench.config import ConfigError, make_config
+from bench.model import CifarModule, build_network, count_parameters
+
+
+def test_simple_cnn_has_the_classic_62k_parameters():
+    net = build_network("simple_cnn")
+    assert count_parameters(net) == 62_006
+    assert net(torch.zeros(4, 3, 32, 32)).shape == (4, 10)
+
+
+def test_resnet18_is_the_cifar_variant():
+    net = build_network("resnet18")
+    assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1)
+    assert isinstance(net.maxpool, torch.nn.Identity)
+    with FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 3, 32, 32))
+    gmac = counter.get_total_flops() / 2 / 1e9
+    assert 0.54 < gmac < 0.57  # ~0.56 GMAC per image
+    assert 11.1e6 < count_parameters(net) < 11.2e6
+
+
+def test_unknown_model_is_an_error():
+    with pytest.raises(ValueError, match="resnet18"):
+        build_network("vgg")
+
+
+def test_data_parallel_wrapper_on_cpu_computes_the_same():
+    config = make_config("smoke", data="synthetic")
+    plain = cases.build_module(config)
+    wrapped = cases.wrap_data_parallel(copy.deepcopy(plain), [])
+    assert isinstance(wrapped.net, torch.nn.DataParallel)
+    x = torch.randn(8, 3, 32, 32)
+    assert torch.equal(plain(x), wrapped(x))
+    for module in (plain, wrapped):
+        module.training_step((x, torch.arange(8) % 10), 0).backward()
+    assert torch.equal(plain.net.features[0].weight.grad, wrapped.net.module.features[0].weight.grad)
+    assert cases.trained_parameters(wrapped) == 62_006
+
+
+def test_seeded_modules_start_identical():
+    config = make_config("smoke", data="synthetic")
+    a, b = cases.build_module(config), cases.build_module(config)
+    assert cases.parameter_digest(a) == cases.parameter_digest(b)
+
+
+def test_loss_scale_gives_global_mean_across_uneven_ranks():
+    """Sum over ranks of (rank loss) / world == mean over the global batch (what DDP averages)."""
+    torch.manual_seed(0)
+    logits, labels = torch.randn(10, 10), torch.randint(0, 10, (10,))
+    global_mean = torch.nn.functional.cross_entropy(logits, labels)
+    world, shares = 3, [(0, 4), (4, 7), (7, 10)]
+    per_rank = [torch.nn.functional.cross_entropy(logits[a:b], labels[a:b], reduction="sum") * world / 10
+                for a, b in shares]
+    assert torch.allclose(sum(per_rank) / world, global_mean)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(case="baseline", devices=2), "exactly one device"),
+    (dict(case="ddp", devices=3, global_batch_size=64), "not divisible by the 3"),
+    (dict(case="dp", accelerator="gpu", num_nodes=2, devices=2), "cannot span nodes"),
+    (dict(model="vgg"), "model='vgg'"),
+    (dict(global_batch_size=0), "global_batch_size must be >= 1"),
+    (dict(persistent_workers=True, num_workers=0), "persistent_workers needs"),
+    (dict(accuracy_floor=48.0), "fraction"),
+])
+def test_invalid_configs_are_refused_with_the_reason(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config("smoke", data="synthetic", **overrides)
+
+
+def test_config_is_frozen_and_records_batch_sizes():
+    config = make_config("cpu", data="synthetic", case="ddp", devices=2, num_nodes=2, global_batch_size=256)
+    assert config.world_size == 4 and config.per_device_batch_size == 64
+    with pytest.raises(AttributeError):
+        config.epochs = 3  # type: ignore[misc]
+    assert config.to_dict()["global_batch_size"] == 256
+
+
+def test_data_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("BENCH_DATA", "/some/where")
+    assert make_config("smoke").data == "/some/where"
+    monkeypatch.delenv("BENCH_DATA")
+    with pytest.raises(ConfigError, match="BENCH_DATA"):
+        make_config("smoke")
+
+
+def test_gpu_request_without_gpu_is_an_error(monkeypatch):
+    from bench.environment import GPUUnavailableError, check_gpu_usable
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(GPUUnavailableError, match="--accelerator cpu"):
+        check_gpu_usable(1)
+
+
+def test_module_without_trainer_uses_plain_mean():
+    module = CifarModule(make_config("smoke", data="synthetic"))
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    expected = torch.nn.functional.cross_entropy(module(x), y)
+    assert torch.allclose(module.training_step((x, y), 0), expected)
