@@ -43,7 +43,7 @@ from typing import Any, Iterable
 
 SCHEMA = "cifar-bench/baseline"
 SCHEMA_VERSION = 1
-RESULT_SCHEMA = "cifar-bench/result"
+from bench.results import SCHEMA as RESULT_SCHEMA  # noqa: E402  (one definition of the result schema)
 
 #: Config fields that define the work a run did; runs differing in one of them are not comparable.
 WORK_FIELDS = ("model", "epochs", "global_batch_size", "data_kind", "train_samples",

@@ -4,9 +4,11 @@
     cifar-bench data download DIR
     cifar-bench data prepare --data PATH
     cifar-bench table RESULT.json...
+    cifar-bench compare RESULT.json... --baseline a100-2node [--tolerance 10]
+    cifar-bench baseline record RESULT.json... --name NAME
 
-Exit status: 0 success (also a case skipped on this hardware), 1 training failed,
-2 bad input (configuration, data set, accelerator), 3 a sanity check failed.
+Exit status: 0 success (also a case skipped on this hardware), 1 training failed or a
+regression found by ``compare``, 2 bad input (configuration, data set, accelerator), 3 a sanity check failed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from bench.config import CASES, DATA_ENV, MODELS, PRECISIONS, PRESETS, ConfigError, make_config
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SANITY = 1, 2, 3
+BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
 
 
 def _add_run_parser(sub) -> None:
@@ -40,6 +43,9 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--val-every-n-epochs", type=int)
     p.add_argument("--data-checksums", help="official (default), skip, or a JSON file {name: md5}")
     p.add_argument("--cache-dir", help="decoded-data cache folder (default $BENCH_CACHE or ~/.cache/cifar-bench)")
+    p.add_argument("--init-weights", help="start from this network state_dict (from --save-weights)")
+    p.add_argument("--save-weights", action="store_true", default=None,
+                   help="write the trained network beside the result JSON (<run_id>.weights.pt)")
     p.add_argument("--out", dest="out_dir", help="folder for the result JSON (default: runs)")
 
 
@@ -62,13 +68,27 @@ def parser() -> argparse.ArgumentParser:
     _add_data_parser(sub)
     t = sub.add_parser("table", help="print the table of result JSON files")
     t.add_argument("results", nargs="+", type=Path)
+    _add_compare_parsers(sub)
     return ap
+
+
+def _add_compare_parsers(sub) -> None:
+    c = sub.add_parser("compare", help="compare results with a stored baseline; exit 1 on a regression")
+    c.add_argument("results", nargs="+", type=Path, help="result JSON, pytest-benchmark JSON or baseline files")
+    c.add_argument("--baseline", required=True, help="baseline name (baselines/NAME.json) or path")
+    c.add_argument("--tolerance", type=float, default=10.0, help="allowed slowdown in percent (default 10)")
+    b = sub.add_parser("baseline", help="stored baselines")
+    bsub = b.add_subparsers(dest="baseline_cmd", required=True)
+    r = bsub.add_parser("record", help="write baselines/NAME.json from results")
+    r.add_argument("results", nargs="+", type=Path)
+    r.add_argument("--name", required=True)
+    r.add_argument("--source", default="recorded with cifar-bench baseline record")
 
 
 def _run_config(args: argparse.Namespace):
     fields = ("case", "data", "model", "epochs", "global_batch_size", "devices", "num_nodes", "accelerator",
               "precision", "train_samples", "test_samples", "lr", "seed", "num_workers", "val_every_n_epochs",
-              "data_checksums", "cache_dir", "out_dir")
+              "data_checksums", "cache_dir", "init_weights", "save_weights", "out_dir")
     overrides = {f: getattr(args, f) for f in fields}
     if args.case == "dp":
         overrides["accelerator"] = overrides["accelerator"] or "gpu"
@@ -120,15 +140,55 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+# Lightning warnings that do not apply to this design (see the comments at each).
+_QUIET = (
+    # the module normalises batches in on_after_batch_transfer on purpose (after the device copy)
+    r".*overridden `on_after_batch_transfer` in `LightningModule`.*",
+    # test metrics are synchronised by torchmetrics' compute(), once, not by self.log
+    r".*sync_dist=True.* when logging on epoch level.*",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench import compare
+    from bench.baselines import load_baseline
+
+    comparisons = compare.compare(compare.load_results(args.results), load_baseline(args.baseline, BASELINES_DIR),
+                                  tolerance_pct=args.tolerance)
+    print(compare.format_table(comparisons))
+    return EXIT_FAILED if compare.any_regression(comparisons) else 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from bench import compare
+    from bench.baselines import record_baseline, write_baseline
+
+    baseline = record_baseline(compare.load_results(args.results), args.name, args.source)
+    print(f"baseline: {write_baseline(baseline, BASELINES_DIR / f'{args.name}.json')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
+    import warnings
+
+    for pattern in _QUIET:
+        warnings.filterwarnings("ignore", message=pattern)
     args = parser().parse_args(argv)
     from bench.environment import GPUUnavailableError
     from bench.sources import DataError
 
     try:
-        return {"run": cmd_run, "data": cmd_data, "table": cmd_table}[args.command](args)
+        commands = {"run": cmd_run, "data": cmd_data, "table": cmd_table, "compare": cmd_compare,
+                    "baseline": cmd_baseline}
+        return commands[args.command](args)
     except (ConfigError, DataError, GPUUnavailableError) as err:
+        print(f"cifar-bench: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as err:  # how the result and baseline readers report a bad file
+        if args.command == "run":
+            raise
         print(f"cifar-bench: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -110,3 +110,10 @@ def _save_weights(module, path: Path) -> Path:
     """The trained network's state_dict (no DataParallel prefix), written atomically."""
     atomic_torch_save(cases.bare_network(module).state_dict(), path)
     return path
+
+
+def _write_on_rank_zero(trainer, result: dict, config: BenchConfig) -> Path | None:
+    """Write the result JSON on global rank 0 only; other ranks return None."""
+    if trainer.global_rank != 0:
+        return None
+    return write_json_atomic(result, result_path(config.out_dir, result["run_id"]))

@@ -1,0 +1,53 @@
+# cifar-bench: make setup | make bench | make test | make lock | make cluster-up | make cluster-down
+# Run `make help` for what each target does.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The real CIFAR-10 images shipped beside the repository; override with BENCH_DATA=PATH.
+BENCH_DATA ?= $(abspath ../shared/data/cifar10-jpeg.tar.gz)
+PRESET ?= cpu
+STAMP  := $(shell date -u +%Y%m%dT%H%M%SZ)
+RUNS   ?= runs/bench-$(STAMP)
+
+.PHONY: help setup bench test lock cluster-up cluster-down clean
+
+help:
+	@echo "make setup        create $(VENV) and install the locked dependencies (requirements.lock)"
+	@echo "make bench        the main job: baseline, dp, ddp on real CIFAR-10 (PRESET=$(PRESET)), JSON in runs/"
+	@echo "make test         start the local Slurm cluster and run the whole test suite"
+	@echo "make lock         regenerate requirements.lock from requirements.in (pip-compile, hashes)"
+	@echo "make cluster-up / cluster-down   the local 2-node Slurm cluster used by the tests"
+
+setup: $(VENV)/.installed
+
+# Exactly the lock, hash-checked, no resolver: CI and the container install the same files.
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
+	touch $@
+
+bench: setup
+	@test -e "$(BENCH_DATA)" || { echo "no data at $(BENCH_DATA): set BENCH_DATA=PATH (see README, Data)"; exit 2; }
+	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest suite -p no:cacheprovider -q \
+	  --bench-preset $(PRESET) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json
+	@echo "results: $(RUNS)/ (one JSON per case, suite.json from pytest-benchmark)"
+
+test: setup cluster-up
+	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest -p no:cacheprovider -ra tests suite \
+	  --bench-preset smoke --bench-out runs/test-suite-$(STAMP)
+
+lock:
+	$(PYTHON) -m venv .venv-tools && .venv-tools/bin/pip install --quiet pip-tools
+	.venv-tools/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-find-links --no-emit-index-url -o requirements.lock requirements.in
+
+cluster-up:
+	slurm/cluster.sh up
+
+cluster-down:
+	slurm/cluster.sh down
+
+clean:
+	rm -rf runs .benchmarks
