@@ -10,7 +10,7 @@ PRESET ?= cpu
 STAMP  := $(shell date -u +%Y%m%dT%H%M%SZ)
 RUNS   ?= runs/bench-$(STAMP)
 
-.PHONY: help setup bench test lock cluster-up cluster-down clean
+.PHONY: help setup bench test lock cluster-up cluster-down clean image
 
 help:
 	@echo "make setup        create $(VENV) and install the locked dependencies (requirements.lock)"
@@ -51,3 +51,8 @@ cluster-down:
 
 clean:
 	rm -rf runs .benchmarks
+
+# cifar.sif, the Apptainer image for the cluster (apptainer.def; IMAGE_FROM=docker builds it via
+# the Dockerfile; CUDA_VARIANT=cu130|cu128|cu126). Stops with status 2 where apptainer is missing.
+image:
+	bash container/build-image.sh

@@ -69,6 +69,12 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("table", help="print the table of result JSON files")
     t.add_argument("results", nargs="+", type=Path)
     _add_compare_parsers(sub)
+    m = sub.add_parser("mark-interrupted", help="record a case as interrupted (used by slurm/suite.sh)")
+    m.add_argument("--case", choices=CASES, required=True)
+    m.add_argument("--preset", choices=tuple(PRESETS), default="smoke")
+    m.add_argument("--data", default="unknown")
+    m.add_argument("--out", dest="out_dir", required=True)
+    m.add_argument("--reason", required=True)
     return ap
 
 
@@ -150,6 +156,15 @@ _QUIET = (
 )
 
 
+def cmd_mark_interrupted(args: argparse.Namespace) -> int:
+    from bench.runner import record_status
+
+    config = make_config(args.preset, case=args.case, data=args.data, out_dir=args.out_dir,
+                         accelerator="gpu" if args.case == "dp" else None, devices=2 if args.case == "dp" else None)
+    print(f"result: {record_status(config, 'interrupted', args.reason)['path']}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench import compare
     from bench.baselines import load_baseline
@@ -181,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         commands = {"run": cmd_run, "data": cmd_data, "table": cmd_table, "compare": cmd_compare,
-                    "baseline": cmd_baseline}
+                    "baseline": cmd_baseline, "mark-interrupted": cmd_mark_interrupted}
         return commands[args.command](args)
     except (ConfigError, DataError, GPUUnavailableError) as err:
         print(f"cifar-bench: error: {err}", file=sys.stderr)

@@ -30,7 +30,7 @@ from bench.sources import DataError, Decoded, detect_kind, read_image_folder, re
 # (computed over the 50,000 official training images; the values torchvision examples use).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-CACHE_FORMAT = 1  # bump when the cache file's content changes
+CACHE_FORMAT = 2  # bump when the cache file's content changes (2: torchvision decoder)
 SYNTHETIC_SIZES = (50_000, 10_000)  # train, test images of the synthetic data set
 
 

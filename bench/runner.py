@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
 from bench import cases, environment
 from bench.config import BenchConfig
 from bench.data import CifarDataModule, atomic_torch_save
@@ -31,12 +33,21 @@ def _world(config: BenchConfig, trainer, facts: list[dict], threads: int) -> dic
     return {
         "world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
         "devices_per_node": config.devices, "backend": getattr(trainer.strategy, "_process_group_backend", None),
-        "launcher": type(trainer.strategy.launcher).__name__ if trainer.strategy.launcher else "none (srun or single)",
+        "cluster_environment": _cluster_environment(trainer),
         "hostnames": [f["hostname"] for f in facts],
         "global_batch_size": config.global_batch_size, "per_device_batch_size": config.per_device_batch_size,
         "params_identical": len({f["param_digest"] for f in facts}) == 1,
         "torch_threads_per_rank": threads,
     }
+
+
+def _cluster_environment(trainer) -> str | None:
+    """Who started the ranks: e.g. "SLURMEnvironment (processes started by srun)"."""
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    if env is None:
+        return None
+    started = "srun/external" if env.creates_processes_externally else "Lightning's launcher"
+    return f"{type(env).__name__} (processes started by {started})"
 
 
 def _metrics(config: BenchConfig, trainer, module, dm: CifarDataModule, timer: TrainingTimer,
@@ -55,13 +66,18 @@ def _metrics(config: BenchConfig, trainer, module, dm: CifarDataModule, timer: T
     }
 
 
-def skipped(config: BenchConfig, reason: str) -> dict:
-    """Write and return the result of a case that cannot run on this hardware."""
-    started = utc_now()
-    result = build_result(run_id=new_run_id(config.case), case=config.case, status="skipped", reason=reason,
-                          config=config.to_dict(), started_utc=started, environment=environment.collect())
+def record_status(config: BenchConfig, status: str, reason: str) -> dict:
+    """Write and return a result without figures: a case ``skipped`` on this hardware, or one
+    ``interrupted`` before it could write its own result (e.g. by a Slurm time limit)."""
+    result = build_result(run_id=new_run_id(config.case), case=config.case, status=status, reason=reason,
+                          config=config.to_dict(), started_utc=utc_now(), environment=environment.collect())
     result["path"] = str(write_json_atomic(result, result_path(config.out_dir, result["run_id"])))
     return result
+
+
+def skipped(config: BenchConfig, reason: str) -> dict:
+    """Write and return the result of a case that cannot run on this hardware."""
+    return record_status(config, "skipped", reason)
 
 
 def run_case(config: BenchConfig) -> dict | None:
@@ -88,6 +104,10 @@ def run_case(config: BenchConfig) -> dict | None:
             trainer.fit(module, datamodule=dm)
         trainer.test(module, datamodule=dm, verbose=False)
         facts = cases.gather_rank_facts(module)
+    except (SIGTERMException, KeyboardInterrupt, SystemExit) as err:  # Slurm time limit, scancel, Ctrl-C
+        _write_on_rank_zero(trainer, build_result(status="interrupted", reason=f"{type(err).__name__} during the run",
+                                                  environment=environment.collect(), **base), config)
+        raise
     except Exception as err:
         _write_on_rank_zero(trainer, build_result(status="failed", reason=f"{type(err).__name__}: {err}",
                                                   environment=environment.collect(), **base), config)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.results import load_result
 from suite.conftest import RESULTS, global_rank
@@ -53,6 +54,8 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
     config = request.config
     out = Path(config.getoption("--bench-out"))
     results: list[dict] = []
+    if case == "dp":
+        _skip_dp_without_gpus(config, out)  # before the benchmark: a skipped one has no timings
 
     def once() -> None:
         run_id = _run_id(case, len(results))
@@ -85,6 +88,23 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
     })
     config.stash[RESULTS].append(last)
     return last
+
+
+def _skip_dp_without_gpus(config: pytest.Config, out: Path) -> None:
+    """Skip the dp case, recording a skipped result JSON with the reason, on < 2 GPUs."""
+    from bench.cases import dp_skip_reason
+    from bench.config import make_config
+    from bench.runner import skipped
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    dp = make_config(config.getoption("--bench-preset"), case="dp", accelerator="gpu", devices=max(found, 2),
+                     data=config.getoption("--bench-data") or "synthetic", out_dir=str(out))
+    reason = dp_skip_reason(dp)
+    if reason is None:
+        return
+    if global_rank() == 0:
+        config.stash[RESULTS].append(skipped(dp, reason))
+    pytest.skip(reason)
 
 
 def _check(result: dict | None, case: str) -> None:

@@ -1,0 +1,443 @@
+"""The publishable report of a set of runs: a markdown table, the same table for the terminal, a figure.
+
+    cifar-bench report RESULTS... [--baseline NAME|PATH] [--tolerance PCT] --out DIR
+
+writes ``DIR/report.md`` and ``DIR/report.png`` (each atomically: temp file in DIR, then
+``os.replace``). Inputs are whatever :func:`bench.compare.load_results` reads: per-run result JSON,
+pytest-benchmark JSON, or a baseline file (``cifar-bench report baselines/a100-2node.json --out DIR``
+gives the reference table).
+
+The table, one row per case (order baseline, ddp, dp, then others - the order of the published
+reference table), in the form users publish::
+
+    Configuration | Training Time | Speedup | Devices | Nodes | Throughput (img/s) | Test accuracy
+        | Scaling efficiency [| CV of fit_s] [| vs BASELINE]
+
+* Training Time: median ``fit_s`` of the case's ok runs (all their samples), seconds.
+* Speedup: fit_s(``baseline`` case) / fit_s(case), e.g. ``1.85x``; ``-`` without a baseline case
+  or when the two did different work (:data:`bench.baselines.WORK_FIELDS`).
+* Scaling efficiency: speedup / devices (ddp: world size, dp: GPUs, baseline: 1), as
+  :mod:`bench.compare` computes it.
+* Throughput and test accuracy: medians over the case's runs.
+* CV of fit_s: sample stdev / mean of the fit_s samples, shown when a case has >= 2 samples.
+* vs BASELINE (with ``--baseline``): the change of the median fit_s against the baseline file and
+  :func:`bench.compare.compare`'s verdict, with its notes below the table.
+
+Skipped, failed and interrupted cases are listed with their reasons below the table, then an
+environment summary (GPUs, driver, nodes, versions, image, git commit; ``unknown`` where the
+results do not say). The figure has two panels: training time per case, and speedup per case with
+the ideal speedup (= devices) marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import os
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import compare as cmp
+from bench.baselines import devices_used, fit_samples, load_baseline, summary_stats, work_differences
+
+REPORT_CASE_ORDER = ("baseline", "ddp", "dp")
+CASE_LABELS = {"baseline": "Baseline", "ddp": "DDP", "dp": "DP"}
+UNKNOWN = "unknown"
+
+
+# --- rows ---------------------------------------------------------------------------------------
+
+def _case_key(case: str) -> tuple[int, str]:
+    return (REPORT_CASE_ORDER.index(case) if case in REPORT_CASE_ORDER else len(REPORT_CASE_ORDER), case)
+
+
+def _nodes(result: dict[str, Any]) -> int:
+    world, config = result.get("world") or {}, result.get("config") or {}
+    return int(world.get("num_nodes") or config.get("num_nodes") or 1)
+
+
+def _accelerator(result: dict[str, Any]) -> str | None:
+    """"gpu", "cpu", or None when neither the config nor the environment says."""
+    config, env = result.get("config") or {}, result.get("environment") or {}
+    if config.get("accelerator") in ("gpu", "cpu"):
+        return config["accelerator"]
+    if result.get("case") == "dp":
+        return "gpu"  # DataParallel runs only on GPUs
+    if env.get("gpu_count") or env.get("gpu_names"):
+        return "gpu"
+    if "gpu_count" in env:
+        return "cpu"
+    return None
+
+
+def configuration(case: str, devices: int, nodes: int, accelerator: str | None) -> str:
+    """The row label, e.g. "1 GPU (baseline)", "DDP, 2 nodes x 2 GPUs", "DP, 2 GPUs on 1 node".
+
+    On CPU the devices are processes ("DDP, 2 processes on 1 node"); an unknown accelerator is
+    taken as GPU (the reference figures do not record it).
+    """
+    unit = ("process", "processes") if accelerator == "cpu" else ("GPU", "GPUs")
+    count = lambda n: f"{n} {unit[0] if n == 1 else unit[1]}"  # noqa: E731
+    if case == "baseline":
+        return f"{count(devices)} (baseline)"
+    label = CASE_LABELS.get(case, case)
+    if nodes > 1:
+        return f"{label}, {nodes} nodes x {count(devices // nodes)}"
+    return f"{label}, {count(devices)} on 1 node"
+
+
+def _median_metric(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [(r.get("metrics") or {}).get(key) for r in runs]
+    values = [float(v) for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def case_rows(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """Group results by case: (rows of cases with ok runs, not-run cases, notes).
+
+    A row: ``case, configuration, devices, nodes, accelerator, samples, stats`` (of
+    :func:`bench.baselines.summary_stats`), ``fit_s`` (median, seconds), ``speedup``,
+    ``efficiency`` (fractions; None when not available), ``throughput_img_s``, ``test_accuracy``,
+    ``accuracy_meaningful``, ``runs``, ``config``. A not-run entry: ``case, status, reason``.
+
+    Raises:
+        ValueError: no results, or ok runs of one case that used different device/node counts
+            or did different work (one row must describe one configuration).
+    """
+    if not results:
+        raise ValueError("no results to report: pass per-run result JSON files, a pytest-benchmark "
+                         "--benchmark-json file, or a baseline file")
+    by_case: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_case.setdefault(r["case"], []).append(r)
+    rows, not_run, notes = [], [], []
+    for case in sorted(by_case, key=_case_key):
+        runs = by_case[case]
+        ok = [r for r in runs if r.get("status") == "ok"]
+        if not ok:
+            not_run.append({"case": case, "status": runs[0].get("status"),
+                            "reason": runs[0].get("reason") or "no reason given"})
+            continue
+        shapes = sorted({(devices_used(r), _nodes(r)) for r in ok})
+        if len(shapes) > 1:
+            raise ValueError(f"runs of case {case!r} used different devices/nodes "
+                             f"({', '.join(f'{d} on {n}' for d, n in shapes)}): a row describes one "
+                             "configuration - report them separately")
+        for other in ok[1:]:
+            diff = work_differences(ok[0].get("config"), other.get("config"))
+            if diff:
+                raise ValueError(f"runs of case {case!r} did different work ({', '.join(diff)} differ): "
+                                 "a row describes one configuration - report them separately")
+        if len(ok) < len(runs):
+            notes.append(f"{case}: {len(runs) - len(ok)} other run(s) did not finish ok and are left out")
+        samples = [s for r in ok for s in fit_samples(r)]
+        stats = summary_stats(samples)
+        devices, nodes = shapes[0]
+        accel = _accelerator(ok[0])
+        meaningful = all((r.get("metrics") or {}).get("accuracy_meaningful", True) for r in ok)
+        rows.append({"case": case, "configuration": configuration(case, devices, nodes, accel),
+                     "devices": devices, "nodes": nodes, "accelerator": accel, "samples": samples,
+                     "stats": stats, "fit_s": stats["median"], "speedup": None, "efficiency": None,
+                     "throughput_img_s": _median_metric(ok, "throughput_img_s"),
+                     "test_accuracy": _median_metric(ok, "test_accuracy"), "accuracy_meaningful": meaningful,
+                     "runs": ok, "config": ok[0].get("config")})
+    base = next((row for row in rows if row["case"] == "baseline"), None)
+    if rows and base is None:
+        notes.append("no ok 'baseline' case among the results: speedup and scaling efficiency need one")
+    for row in rows:
+        if base is None:
+            continue
+        diff = work_differences(row["config"], base["config"])
+        if diff:
+            notes.append(f"{row['case']}: did different work than the baseline case ({', '.join(diff)} "
+                         "differ): no speedup")
+            continue
+        row["speedup"] = base["fit_s"] / row["fit_s"]
+        row["efficiency"] = row["speedup"] / row["devices"]
+    if any(r["accelerator"] is None for r in rows):
+        notes.append("device type not recorded for some results (no config or environment): taken as GPU")
+    knobs = sorted({f"{k}={v}" for r in results for k, v in (r.get("test_knobs") or {}).items()})
+    if knobs:
+        notes.append(f"NOT A REAL BENCHMARK: some runs used test knobs ({', '.join(knobs)})")
+    if any(r.get("profiled") for r in results):
+        notes.append("some runs were profiled: their times include the profiler's overhead")
+    return rows, not_run, notes
+
+
+# --- table --------------------------------------------------------------------------------------
+
+def _fmt_seconds(s: float) -> str:
+    return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s" if s >= 1 else f"{s:.2f} s"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table(results: list[dict[str, Any]], comparisons: list | None,
+           baseline: dict | None) -> tuple[list[str], list[list[str]], list[str], list[dict[str, Any]], list[str]]:
+    """(headers, cells, alignments 'l'/'r', not-run cases, notes)."""
+    rows, not_run, notes = case_rows(results)
+    show_cv = any(row["stats"]["n"] >= 2 for row in rows)
+    by_case = {c.case: c for c in comparisons or []}
+    show_vs = comparisons is not None
+    headers = ["Configuration", "Training Time", "Speedup", "Devices", "Nodes", "Throughput (img/s)",
+               "Test accuracy", "Scaling efficiency"]
+    align = ["l", "r", "r", "r", "r", "r", "r", "r"]
+    if show_cv:
+        headers.append("CV of fit_s")
+        align.append("r")
+    if show_vs:
+        headers.append(f"vs {(baseline or {}).get('name') or 'baseline'}")
+        align.append("l")
+    cells = []
+    for row in rows:
+        acc = row["test_accuracy"]
+        acc_text = "-" if acc is None else f"{acc:.1%}" + ("" if row["accuracy_meaningful"] else " (synthetic)")
+        line = [row["configuration"], _fmt_seconds(row["fit_s"]), _fmt(row["speedup"], ".2f") +
+                ("x" if row["speedup"] is not None else ""), str(row["devices"]), str(row["nodes"]),
+                _fmt(row["throughput_img_s"], ",.0f"), acc_text, _fmt(row["efficiency"], ".1%")]
+        if show_cv:
+            st = row["stats"]
+            line.append(f"{st['cv']:.1%} (n={st['n']})" if st["cv"] is not None else f"- (n={st['n']})")
+        if show_vs:
+            c = by_case.get(row["case"])
+            line.append(_vs_cell(c))
+        cells.append(line)
+    for c in comparisons or []:
+        if c.verdict in ("skipped", "failed"):
+            continue  # listed under "not run"
+        notes.extend(f"vs baseline, {c.case} ({c.verdict}): {note}" for note in c.notes)
+        if c.verdict == "missing":
+            notes.append(f"vs baseline, {c.case}: in the baseline file ({_fmt_seconds(c.fit_s_baseline)}) "
+                         "but not among the results")
+    return headers, cells, align, not_run, notes
+
+
+def _vs_cell(c: Any) -> str:
+    """The change against the baseline file: "+5.2% (regression)"; on ratios only the verdict."""
+    if c is None:
+        return "-"
+    if c.basis == "ratio" or c.diff_pct is None or c.verdict == "not comparable":
+        return c.verdict + (" (on ratios: different hardware)" if c.basis == "ratio" else "")
+    return f"{c.diff_pct:+.1f}% ({c.verdict})"
+
+
+def _environment(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(label, value) pairs summarising the environments; distinct values joined, 'unknown' where missing."""
+    used = [r for r in results if r.get("status") == "ok"] or results
+
+    def values(get) -> str:
+        seen: list[str] = []
+        for r in used:
+            value = get(r.get("environment") or {}, r)
+            text = UNKNOWN if value in (None, "", []) else str(value)
+            if text not in seen:
+                seen.append(text)
+        known = [v for v in seen if v != UNKNOWN]
+        return ", ".join(known + ([f"{UNKNOWN} for some results"] if known and UNKNOWN in seen else [])) or UNKNOWN
+
+    def gpus(env: dict, _r: dict) -> str | None:
+        names = env.get("gpu_names")
+        if names:
+            counts: dict[str, int] = {}
+            for n in names:
+                counts[n] = counts.get(n, 0) + 1
+            return ", ".join(f"{c} x {n}" for n, c in counts.items()) + " per node"
+        if env.get("gpu_count") == 0:
+            return "none (CPU: " + (env.get("cpu_model") or "model unknown") + f", {env.get('cpu_count') or '?'} cores)"
+        return None
+
+    def commit(env: dict, _r: dict) -> str | None:
+        c = env.get("git_commit")
+        return None if not c else c[:12] + (" (dirty)" if env.get("git_dirty") else "")
+
+    def image(env: dict, _r: dict) -> str | None:
+        img, rt = env.get("container_image"), env.get("container_runtime")
+        return img if img and not rt else f"{img or 'image unknown'} ({rt})" if rt else None
+
+    nodes = max((_nodes(r) for r in used), default=1)
+    hosts = sorted({h for r in used for h in ((r.get("world") or {}).get("hostnames") or [])})
+    return [("GPUs", values(gpus)), ("Driver", values(lambda e, r: e.get("cuda_driver") or ("none (no GPU)" if e.get("gpu_count") == 0
+                                                                      else None))),
+            ("CUDA (torch build)", values(lambda e, r: e.get("torch_cuda_build"))),
+            ("Nodes", f"{nodes} (hosts: {', '.join(hosts) if hosts else UNKNOWN})"),
+            ("torch", values(lambda e, r: e.get("torch"))), ("lightning", values(lambda e, r: e.get("lightning"))),
+            ("Python", values(lambda e, r: e.get("python"))), ("Image", values(image)),
+            ("Git commit", values(commit))]
+
+
+def build_report(results: list[dict], comparisons: list | None, baseline: dict | None) -> str:
+    """The markdown report (see the module docstring) of results from :func:`bench.compare.load_results`.
+
+    Args:
+        results: per-run result dicts.
+        comparisons: :func:`bench.compare.compare` output against ``baseline``, or None (no column).
+        baseline: the baseline dict the comparisons were made against (its name heads the column).
+
+    Raises:
+        ValueError: see :func:`case_rows`.
+    """
+    headers, cells, align, not_run, notes = _table(results, comparisons, baseline)
+    out = ["# cifar-bench report", "",
+           f"Generated {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} from "
+           f"{len(results)} result(s). Training time = median `fit_s` (Lightning's training loop, seconds); "
+           "speedup = training time of the baseline case / training time of the case; scaling efficiency = "
+           "speedup / devices.", ""]
+    if cells:
+        esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+        out.append("| " + " | ".join(esc(h) for h in headers) + " |")
+        out.append("|" + "|".join("---:" if a == "r" else ":---" for a in align) + "|")
+        out += ["| " + " | ".join(esc(c) for c in row) + " |" for row in cells]
+    else:
+        out.append("No case finished ok: there is nothing to time.")
+    if not_run:
+        out += ["", "**Not run:**", ""]
+        out += [f"- {n['case']}: {n['status']} - {n['reason']}" for n in not_run]
+    if notes:
+        out += ["", "**Notes:**", ""] + [f"- {n}" for n in notes]
+    if cells:
+        out += ["", "![Training time and speedup per case](report.png)"]
+    out += ["", "## Environment", ""] + [f"- {label}: {value}" for label, value in _environment(results)]
+    return "\n".join(out) + "\n"
+
+
+def format_terminal_table(results: list[dict], comparisons: list | None = None,
+                          baseline: dict | None = None) -> str:
+    """The report's table as aligned plain text, then the not-run cases and notes."""
+    headers, cells, align, not_run, notes = _table(results, comparisons, baseline)
+    widths = [max(len(r[i]) for r in [headers] + cells) for i in range(len(headers))]
+    just = lambda row: "  ".join(c.rjust(w) if a == "r" else c.ljust(w)  # noqa: E731
+                                 for c, w, a in zip(row, widths, align)).rstrip()
+    lines = [just(headers), "  ".join("-" * w for w in widths)] + [just(r) for r in cells]
+    if not cells:
+        lines.append("(no case finished ok)")
+    lines += [f"not run: {n['case']}: {n['status']} - {n['reason']}" for n in not_run]
+    lines += [f"note: {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+# --- figure -------------------------------------------------------------------------------------
+
+def render_png(results: list[dict]) -> bytes:
+    """The two-panel figure (PNG bytes): training time per case, speedup with the ideal (= devices)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows, _, _ = case_rows(results)
+    fig = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)  # Agg, without pyplot's global state
+    ax_t, ax_s = fig.subplots(1, 2)
+    labels = [r["configuration"].replace(", ", ",\n", 1) for r in rows]
+    x = list(range(len(rows)))
+    if rows:
+        times = [r["fit_s"] for r in rows]
+        errs = [r["stats"]["stdev"] or 0.0 for r in rows]
+        bars = ax_t.bar(x, times, yerr=errs if any(errs) else None, capsize=4, color="tab:blue")
+        ax_t.bar_label(bars, labels=[_fmt_seconds(t) for t in times], padding=2)
+        speed = [r["speedup"] or 0.0 for r in rows]
+        bars = ax_s.bar(x, speed, color="tab:green", label="speedup")
+        ax_s.bar_label(bars, labels=[_fmt(r["speedup"], ".2f") + ("x" if r["speedup"] else "") for r in rows],
+                       padding=2)
+        ax_s.scatter(x, [r["devices"] for r in rows], marker="_", s=900, linewidths=2.5, color="tab:red",
+                     zorder=3, label="ideal (= devices)")
+        ax_s.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        ax_s.legend(loc="upper left")
+        ax_s.set_ylim(0, max(speed + [r["devices"] for r in rows]) * 1.2)
+        ax_t.set_ylim(0, max(t + e for t, e in zip(times, errs)) * 1.15)
+    else:
+        for ax in (ax_t, ax_s):
+            ax.text(0.5, 0.5, "no case finished ok", ha="center", va="center", transform=ax.transAxes)
+    for ax, title, ylabel in ((ax_t, "Training time (median fit_s)", "seconds"),
+                              (ax_s, "Speedup over the baseline case", "speedup (x)")):
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        ax.set_xticks(x, labels, fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# --- files --------------------------------------------------------------------------------------
+
+def _write_atomic(data: bytes, target: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def prepare(paths: list[str | Path], baseline: str | os.PathLike | dict | None = None,
+            tolerance: float = 10.0) -> tuple[list[dict], list | None, dict | None]:
+    """Load results and the baseline (name, path or dict) and compare: (results, comparisons, baseline).
+
+    Raises:
+        ValueError: unreadable inputs or baseline, negative tolerance, no results.
+    """
+    if not paths:
+        raise ValueError("no input files: pass result JSON, pytest-benchmark JSON or baseline files")
+    results = cmp.load_results(list(paths))
+    if baseline is None:
+        return results, None, None
+    if not isinstance(baseline, dict):
+        from bench.cli import BASELINES_DIR
+
+        baseline = load_baseline(baseline, BASELINES_DIR)
+    return results, cmp.compare(results, baseline, tolerance_pct=tolerance), baseline
+
+
+def write_report(paths: list[str | Path], out_dir: str | Path, baseline: str | os.PathLike | dict | None = None,
+                 tolerance: float = 10.0) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.png`` into ``out_dir`` (created if needed), each atomically.
+
+    Returns:
+        (path of report.md, path of report.png).
+
+    Raises:
+        ValueError: bad inputs (see :func:`prepare` and :func:`case_rows`); nothing is written then.
+        OSError: ``out_dir`` cannot be created or written.
+    """
+    return _write_files(*prepare(paths, baseline, tolerance), out_dir)
+
+
+def _write_files(results: list[dict], comparisons: list | None, base: dict | None,
+                 out_dir: str | Path) -> tuple[Path, Path]:
+    markdown = build_report(results, comparisons, base)  # both built before anything is written
+    png = render_png(results)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return (_write_atomic(markdown.encode("utf-8"), out / "report.md"),
+            _write_atomic(png, out / "report.png"))
+
+
+# --- command line -------------------------------------------------------------------------------
+
+def add_report_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``report RESULTS... [--baseline NAME|PATH] [--tolerance PCT] --out DIR`` to ``subparsers``."""
+    p = subparsers.add_parser("report", help="write report.md (publishable table) and report.png from results")
+    p.add_argument("results", nargs="+", type=Path, help="result JSON, pytest-benchmark JSON or baseline files")
+    p.add_argument("--baseline", help="also compare with this baseline (baselines/NAME.json or a path)")
+    p.add_argument("--tolerance", type=float, default=10.0, help="allowed slowdown in percent (default 10)")
+    p.add_argument("--out", required=True, type=Path, help="folder for report.md and report.png")
+    p.set_defaults(func=cmd_report)
+    return p
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print the table, write the report, print the paths. Returns 0 (bad input raises ValueError)."""
+    results, comparisons, base = prepare(args.results, args.baseline, args.tolerance)
+    print(format_terminal_table(results, comparisons, base), end="")
+    md, png = _write_files(results, comparisons, base, args.out)
+    print(f"report: {md}")
+    print(f"figure: {png}")
+    return 0

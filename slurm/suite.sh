@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Run: sbatch slurm/suite.sh
+#   e.g. CIFAR_SIF=cifar.sif BENCH_DATA=/scratch/cifar10 sbatch -p gpu -A myproject slurm/suite.sh
+#        sbatch --nodes=4 --ntasks-per-node=4 --gres=gpu:4 slurm/suite.sh    (4 nodes x 4 GPUs)
+#
+# Runs the three cases of the suite, each as its own srun step, and writes one JSON per case into
+# runs/slurm-<jobid>/ (override the parent with BENCH_RUNS), then the comparison with the stored
+# baseline of this system (BENCH_BASELINE, default a100-2node) and a report.
+#   baseline: 1 node, 1 task, 1 GPU    dp: 1 node, 1 task, all GPUs of the node
+#   ddp:      all nodes, one task per GPU (Lightning's SLURMEnvironment reads rank/world size/master)
+# Environment:
+#   CIFAR_SIF      Apptainer image (make image); unset = the host's Python (.venv if present)
+#   BENCH_DATA     data set path (folder or .tar.gz, see README "Data"); required
+#   BENCH_PRESET   smoke | cpu | full (default full)
+#   BENCH_PYTHON   host Python when CIFAR_SIF is unset (default .venv/bin/python, else python3)
+#   BENCH_DEVICES  optional; must equal the tasks per node (one DDP rank per device) if set
+#   EXTRA_PYTEST_ARGS  more suite options, e.g. "--bench-rounds 3 --bench-arg=--accelerator=cpu"
+# Time limit: Slurm sends SIGUSR1 to this batch shell 120 s before the end (--signal=B:USR1@120);
+# finished cases keep their JSON, the running one is stopped and marked `interrupted`, and nothing
+# is requeued (--no-requeue here, SLURMEnvironment(auto_requeue=False) in the runs).
+#
+#SBATCH --job-name=cifar-bench
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=2
+#SBATCH --gres=gpu:2
+#SBATCH --cpus-per-task=8
+#SBATCH --time=01:00:00
+#SBATCH --output=slurm-%j.out
+#SBATCH --signal=B:USR1@120
+#SBATCH --no-requeue
+set -euo pipefail
+
+cd "${SLURM_SUBMIT_DIR:-.}"
+die() { echo "suite.sh: error: $*" >&2; exit 2; }
+[ -n "${SLURM_JOB_ID:-}" ] || die "run this with sbatch (see the first line of this script)"
+
+PRESET=${BENCH_PRESET:-full}
+NODES=${SLURM_JOB_NUM_NODES:?}
+TASKS_PER_NODE=${SLURM_NTASKS_PER_NODE%%(*}  # "2(x2)" -> "2"
+CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}
+GPUS_PER_NODE=${SLURM_GPUS_ON_NODE:-0}
+RUN_DIR=${BENCH_RUNS:-runs}/slurm-$SLURM_JOB_ID
+BASELINE=${BENCH_BASELINE:-a100-2node}
+
+# --- checks before anything launches -------------------------------------------------------------
+[ -n "${BENCH_DATA:-}" ] || die "set BENCH_DATA to the data set; stage it first with: cifar-bench data download DIR (on a login node) or make data"
+[ -e "$BENCH_DATA" ] || die "no data at BENCH_DATA=$BENCH_DATA; stage it first with: cifar-bench data download DIR (on a login node) or make data"
+# One place decides the devices Lightning is told: the tasks per node. GPUs per node must match it.
+if [ "$GPUS_PER_NODE" -gt 0 ] && [ "$TASKS_PER_NODE" -ne "$GPUS_PER_NODE" ]; then
+    die "--ntasks-per-node=$TASKS_PER_NODE but --gres=gpu:$GPUS_PER_NODE: DDP runs one task per GPU; submit with --ntasks-per-node=$GPUS_PER_NODE"
+fi
+if [ -n "${BENCH_DEVICES:-}" ] && [ "$BENCH_DEVICES" -ne "$TASKS_PER_NODE" ]; then
+    die "BENCH_DEVICES=$BENCH_DEVICES differs from --ntasks-per-node=$TASKS_PER_NODE; set them equal (or unset BENCH_DEVICES)"
+fi
+
+if [ -n "${CIFAR_SIF:-}" ]; then
+    [ -f "$CIFAR_SIF" ] || die "CIFAR_SIF=$CIFAR_SIF does not exist; build it with: make image"
+    data_dir=$(cd "$(dirname "$BENCH_DATA")" && pwd)
+    RUN=(apptainer exec --nv --bind "$data_dir:$data_dir:ro" --bind "$PWD" --pwd "$PWD" "$CIFAR_SIF" python)
+    export BENCH_IMAGE=$CIFAR_SIF
+else
+    py=${BENCH_PYTHON:-}
+    [ -n "$py" ] || { [ -x .venv/bin/python ] && py=.venv/bin/python; } || py=python3
+    RUN=("$py")
+fi
+mkdir -p "$RUN_DIR"
+echo "suite.sh: job $SLURM_JOB_ID, $NODES node(s) x $TASKS_PER_NODE task(s), $GPUS_PER_NODE GPU(s)/node, preset $PRESET, results in $RUN_DIR"
+
+# --- the time-limit signal -----------------------------------------------------------------------
+current_case=""
+step_pid=""
+interrupted=0
+# shellcheck disable=SC2329  # invoked through the trap below
+on_usr1() {
+    interrupted=1
+    echo "suite.sh: SIGUSR1 (time limit near): stopping case '$current_case'"
+    [ -n "$step_pid" ] && kill -TERM "$step_pid" 2>/dev/null || true
+}
+trap on_usr1 USR1
+
+read -ra extra_args <<< "${EXTRA_PYTEST_ARGS:-}"  # e.g. "--bench-rounds 3"
+
+# run_case CASE SRUN_OPTIONS... : one srun step of pytest running one case of the suite
+run_case() {
+    local case=$1; shift
+    current_case=$case
+    srun --kill-on-bad-exit=1 --cpus-per-task="$CPUS_PER_TASK" "$@" \
+        "${RUN[@]}" -m pytest suite -p no:cacheprovider -q -k "test_$case" \
+        --bench-preset "$PRESET" --bench-data "$BENCH_DATA" --bench-out "$RUN_DIR" \
+        --benchmark-json "$RUN_DIR/suite-$case.json" "${extra_args[@]}" &
+    step_pid=$!
+    local status=0
+    # `wait` returns early when the USR1 trap runs; wait again (bounded) for the step to end.
+    wait "$step_pid" || status=$?
+    if [ "$interrupted" = 1 ]; then
+        for _ in $(seq 1 60); do kill -0 "$step_pid" 2>/dev/null || break; sleep 1; done
+        kill -KILL "$step_pid" 2>/dev/null || true
+        if ! grep -qsl '"status": "interrupted"' "$RUN_DIR/$case"-*.json; then
+            "${RUN[@]}" -m bench mark-interrupted --case "$case" --preset "$PRESET" --data "$BENCH_DATA" \
+                --out "$RUN_DIR" --reason "stopped by the Slurm time limit (SIGUSR1)"
+        fi
+        return 1
+    fi
+    step_pid=""
+    return "$status"
+}
+
+# gres N: the --gres option of a step using N GPUs per node (none on a job without GPUs)
+gres() { [ "$GPUS_PER_NODE" -gt 0 ] && echo "--gres=gpu:$1" || echo "--gres=none"; }
+
+failed=0
+run_case baseline -N1 -n1 --ntasks-per-node=1 "$(gres 1)" || failed=1
+if [ "$interrupted" = 0 ]; then
+    run_case dp -N1 -n1 --ntasks-per-node=1 "$(gres "$GPUS_PER_NODE")" || failed=1
+fi
+if [ "$interrupted" = 0 ]; then
+    run_case ddp -N"$NODES" --ntasks-per-node="$TASKS_PER_NODE" "$(gres "$GPUS_PER_NODE")" || failed=1
+fi
+
+# --- comparison and report (rank-0 results only) ------------------------------------------------
+shopt -s nullglob
+results=("$RUN_DIR"/*-job"$SLURM_JOB_ID".*.json)  # per-run results, skipped cases included
+if [ "${#results[@]}" -gt 0 ]; then
+    echo "suite.sh: comparison with baseline '$BASELINE'"
+    "${RUN[@]}" -m bench compare "${results[@]}" --baseline "$BASELINE" || echo "suite.sh: compare exit $?"
+fi
+[ "$interrupted" = 1 ] && { echo "suite.sh: interrupted; finished cases are in $RUN_DIR"; exit 3; }
+exit "$failed"

@@ -1,0 +1,84 @@
+"""End-to-end check of the verdicts with real runs: a baseline, unchanged runs, and genuinely slower runs.
+
+Nine real ``python -m bench run`` processes (smoke preset, synthetic data, CPU):
+
+* 3 runs recorded as a baseline (in-process, with ``record_baseline``/``write_baseline`` into
+  tmp_path, so the repository's ``baselines/`` stays clean);
+* 3 unchanged runs: ``python -m bench compare`` exits 0, no regression;
+* 3 runs slowed by ``BENCH_TEST_STEP_SLEEP_S`` (a real sleep after every training step, inside the
+  timed region) sized to ~30 % of the baseline's fit time: ``compare`` exits 1 and the verdict
+  is ``regression``; each of these results records the knob in ``test_knobs``.
+
+The runs are interleaved (baseline, unchanged, slowed, then again), so that a drift in the
+machine's load over the test's ~2-3 minutes affects the three groups alike. The sleep is sized from
+the first baseline run's measured ``fit_s`` and ``optimizer_steps``: sleep = 0.3 * fit_s / steps.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+from bench.baselines import record_baseline, write_baseline
+from bench.knobs import STEP_SLEEP_ENV
+from bench.results import load_result
+from tests.conftest import REPO, run_cli
+
+RUN = ("run", "--case", "baseline", "--data", "synthetic", "--preset", "smoke",
+       "--train-samples", "2048", "--test-samples", "500")
+ROUNDS = 3
+SLOWDOWN = 0.30
+
+
+def _run(out: Path, env: dict | None = None) -> tuple[Path, dict]:
+    proc = run_cli(*RUN, "--out", str(out), env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    path = Path(next(line.split("result: ", 1)[1] for line in proc.stdout.splitlines()
+                     if line.startswith("result: ")))
+    result = load_result(path)
+    assert result["status"] == "ok" and result["sanity"]["passed"], result
+    return path, result
+
+
+def _verdict(stdout: str) -> str:
+    match = re.search(r"^baseline\s+(\S+)", stdout, re.M)
+    assert match, stdout
+    return match.group(1)
+
+
+@pytest.mark.slow
+def test_unchanged_runs_pass_and_slowed_runs_are_a_regression(tmp_path, cache):
+    base, same, slow = [], [], []
+    sleep_s = None
+    for _ in range(ROUNDS):
+        base.append(_run(tmp_path / "base"))
+        if sleep_s is None:
+            metrics = base[0][1]["metrics"]
+            sleep_s = SLOWDOWN * metrics["fit_s"] / metrics["optimizer_steps"]
+        same.append(_run(tmp_path / "same"))
+        slow.append(_run(tmp_path / "slow", env={STEP_SLEEP_ENV: repr(sleep_s)}))
+
+    baseline = record_baseline([r for _, r in base], name="e2e", source="tests/test_verdicts_e2e.py")
+    baseline_path = write_baseline(baseline, tmp_path / "e2e.json")
+    fit = {name: [r["metrics"]["fit_s"] for _, r in runs] for name, runs in
+           (("base", base), ("same", same), ("slow", slow))}
+    summary = f"sleep {sleep_s * 1000:.1f} ms/step; fit_s {fit}"
+
+    # the knob is real and recorded; unchanged runs carry none
+    assert all(r["test_knobs"] == {STEP_SLEEP_ENV: pytest.approx(sleep_s)} for _, r in slow), summary
+    assert all(r["test_knobs"] == {} for _, r in base + same)
+    # the slowed runs are really about 30 % slower (beyond the 10 % tolerance)
+    ratio = statistics.median(fit["slow"]) / statistics.median(fit["base"])
+    assert 1.15 < ratio < 2.0, f"slowdown {ratio:.2f}; {summary}"
+
+    unchanged = run_cli("compare", *(str(p) for p, _ in same), "--baseline", str(baseline_path))
+    assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr + summary
+    assert _verdict(unchanged.stdout) != "regression", unchanged.stdout + summary
+
+    slowed = run_cli("compare", *(str(p) for p, _ in slow), "--baseline", str(baseline_path))
+    assert slowed.returncode == 1, slowed.stdout + slowed.stderr + summary
+    assert _verdict(slowed.stdout) == "regression", slowed.stdout + summary
+    assert not any((REPO / "baselines").glob("e2e*.json"))  # nothing written into the repository
