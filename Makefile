@@ -10,12 +10,16 @@ PRESET ?= cpu
 STAMP  := $(shell date -u +%Y%m%dT%H%M%SZ)
 RUNS   ?= runs/bench-$(STAMP)
 
-.PHONY: help setup bench test lock cluster-up cluster-down clean image
+# Where `make data` stages the data set and its decoded cache.
+DATA_DIR ?= data
+
+.PHONY: help setup bench test lock data image cluster-up cluster-down clean
 
 help:
 	@echo "make setup        create $(VENV) and install the locked dependencies (requirements.lock)"
 	@echo "make bench        the main job: baseline, dp, ddp on real CIFAR-10 (PRESET=$(PRESET)), JSON in runs/"
 	@echo "make test         start the local Slurm cluster and run the whole test suite"
+	@echo "make data         stage CIFAR-10 once (login node): DATA_DIR=dir [ARCHIVE=file] -> decoded cache in DATA_DIR/cache"
 	@echo "make lock         regenerate requirements.lock from requirements.in (pip-compile, hashes)"
 	@echo "make cluster-up / cluster-down   the local 2-node Slurm cluster used by the tests"
 
@@ -37,6 +41,14 @@ bench: setup
 test: setup cluster-up
 	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest -p no:cacheprovider -ra tests suite \
 	  --bench-preset smoke --bench-out runs/test-suite-$(STAMP)
+
+# Download (MD5-checked) into DATA_DIR, or use ARCHIVE=path given by the user; then decode once
+# into DATA_DIR/cache. Jobs read it with BENCH_DATA=<same data path> BENCH_CACHE=DATA_DIR/cache.
+data: setup
+	@if [ -n "$(ARCHIVE)" ]; then src="$(abspath $(ARCHIVE))"; \
+	else $(BIN)/cifar-bench data download "$(DATA_DIR)" && src="$(abspath $(DATA_DIR))"; fi; \
+	$(BIN)/cifar-bench data prepare --data "$$src" --cache-dir "$(abspath $(DATA_DIR))/cache" && \
+	echo "staged: export BENCH_DATA=$$src BENCH_CACHE=$(abspath $(DATA_DIR))/cache"
 
 lock:
 	$(PYTHON) -m venv .venv-tools && .venv-tools/bin/pip install --quiet pip-tools

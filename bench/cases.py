@@ -74,6 +74,8 @@ def ensure_data(config: BenchConfig) -> None:
     if config.data == "synthetic":
         return
     path = cache_path(config)
+    if path.is_file():  # staged ahead (make data): jobs only read, the folder may be read-only
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock", timeout=3600):
         prepare_cache(config)

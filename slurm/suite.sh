@@ -11,6 +11,7 @@
 # Environment:
 #   CIFAR_SIF      Apptainer image (make image); unset = the host's Python (.venv if present)
 #   BENCH_DATA     data set path (folder or .tar.gz, see README "Data"); required
+#   BENCH_CACHE    decoded-data cache staged by `make data` (read-only is fine)
 #   BENCH_PRESET   smoke | cpu | full (default full)
 #   BENCH_PYTHON   host Python when CIFAR_SIF is unset (default .venv/bin/python, else python3)
 #   BENCH_DEVICES  optional; must equal the tasks per node (one DDP rank per device) if set
@@ -56,7 +57,9 @@ fi
 if [ -n "${CIFAR_SIF:-}" ]; then
     [ -f "$CIFAR_SIF" ] || die "CIFAR_SIF=$CIFAR_SIF does not exist; build it with: make image"
     data_dir=$(cd "$(dirname "$BENCH_DATA")" && pwd)
-    RUN=(apptainer exec --nv --bind "$data_dir:$data_dir:ro" --bind "$PWD" --pwd "$PWD" "$CIFAR_SIF" python)
+    binds=(--bind "$data_dir:$data_dir:ro" --bind "$PWD")
+    [ -n "${BENCH_CACHE:-}" ] && binds+=(--bind "$BENCH_CACHE:$BENCH_CACHE:ro")  # staged by make data
+    RUN=(apptainer exec --nv "${binds[@]}" --pwd "$PWD" "$CIFAR_SIF" python)
     export BENCH_IMAGE=$CIFAR_SIF
 else
     py=${BENCH_PYTHON:-}
@@ -95,10 +98,6 @@ run_case() {
     if [ "$interrupted" = 1 ]; then
         for _ in $(seq 1 60); do kill -0 "$step_pid" 2>/dev/null || break; sleep 1; done
         kill -KILL "$step_pid" 2>/dev/null || true
-        if ! grep -qsl '"status": "interrupted"' "$RUN_DIR/$case"-*.json; then
-            "${RUN[@]}" -m bench mark-interrupted --case "$case" --preset "$PRESET" --data "$BENCH_DATA" \
-                --out "$RUN_DIR" --reason "stopped by the Slurm time limit (SIGUSR1)"
-        fi
         return 1
     fi
     step_pid=""
@@ -116,6 +115,20 @@ fi
 if [ "$interrupted" = 0 ]; then
     run_case ddp -N"$NODES" --ntasks-per-node="$TASKS_PER_NODE" "$(gres "$GPUS_PER_NODE")" || failed=1
 fi
+
+# mark_unfinished: after the time-limit signal, every case without a result of its own gets an
+# `interrupted` record (the running one, and those never started), so nothing looks finished.
+mark_unfinished() {
+    local case reason
+    for case in baseline dp ddp; do
+        compgen -G "$RUN_DIR/$case-*.json" >/dev/null && continue  # finished (or marked by the run)
+        reason="not started: the Slurm time limit was near (SIGUSR1)"
+        [ "$case" = "$current_case" ] && reason="stopped by the Slurm time limit (SIGUSR1)"
+        "${RUN[@]}" -m bench mark-interrupted --case "$case" --preset "$PRESET" --data "$BENCH_DATA" \
+            --out "$RUN_DIR" --reason "$reason" || true
+    done
+}
+[ "$interrupted" = 1 ] && mark_unfinished
 
 # --- comparison and report (rank-0 results only) ------------------------------------------------
 shopt -s nullglob
