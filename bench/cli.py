@@ -6,6 +6,7 @@
     cifar-bench table RESULT.json...
     cifar-bench compare RESULT.json... --baseline a100-2node [--tolerance 10]
     cifar-bench baseline record RESULT.json... --name NAME
+    cifar-bench report RESULTS... [--baseline NAME] --out DIR
 
 Exit status: 0 success (also a case skipped on this hardware), 1 training failed or a
 regression found by ``compare``, 2 bad input (configuration, data set, accelerator), 3 a sanity check failed.
@@ -69,6 +70,9 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("table", help="print the table of result JSON files")
     t.add_argument("results", nargs="+", type=Path)
     _add_compare_parsers(sub)
+    from bench.report import add_report_parser
+
+    add_report_parser(sub)
     m = sub.add_parser("mark-interrupted", help="record a case as interrupted (used by slurm/suite.sh)")
     m.add_argument("--case", choices=CASES, required=True)
     m.add_argument("--preset", choices=tuple(PRESETS), default="smoke")
@@ -165,6 +169,12 @@ def cmd_mark_interrupted(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import cmd_report
+
+    return cmd_report(args)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench import compare
     from bench.baselines import load_baseline
@@ -196,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         commands = {"run": cmd_run, "data": cmd_data, "table": cmd_table, "compare": cmd_compare,
-                    "baseline": cmd_baseline, "mark-interrupted": cmd_mark_interrupted}
+                    "baseline": cmd_baseline, "mark-interrupted": cmd_mark_interrupted,
+                    "report": _cmd_report}
         return commands[args.command](args)
     except (ConfigError, DataError, GPUUnavailableError) as err:
         print(f"cifar-bench: error: {err}", file=sys.stderr)

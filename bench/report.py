@@ -60,7 +60,7 @@ def _nodes(result: dict[str, Any]) -> int:
 
 
 def _accelerator(result: dict[str, Any]) -> str | None:
-    """"gpu", "cpu", or None when neither the config nor the environment says."""
+    """Return "gpu", "cpu", or None when neither the config nor the environment says."""
     config, env = result.get("config") or {}, result.get("environment") or {}
     if config.get("accelerator") in ("gpu", "cpu"):
         return config["accelerator"]

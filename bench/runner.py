@@ -98,6 +98,8 @@ def run_case(config: BenchConfig) -> dict | None:
     # The knob's sleep runs before the timer's hook, so it lies inside the timed steps.
     trainer = cases.build_trainer(config, run_id, ([StepSleep(knobs)] if knobs else []) + [timer])
     module, dm = cases.build_module(config), CifarDataModule(config)
+    for logger in trainer.loggers:  # rank-zero-only inside Lightning's loggers
+        logger.log_hyperparams({**config.to_dict(), "run_id": run_id, "test_knobs": str(knobs)})
     base = dict(run_id=run_id, case=config.case, config=config.to_dict(), started_utc=started, test_knobs=knobs)
     try:
         if config.epochs > 0:

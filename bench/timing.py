@@ -84,6 +84,16 @@ class TrainingTimer(L.Callback):
         # Every rank has the same number of batches (GlobalBatchSampler), so all reach this barrier.
         if batch_idx == trainer.num_training_batches - 1:
             self.epoch_train_s.append(self._synchronized_now(trainer) - self._epoch_start)
+            self._log_epoch(trainer)
+
+    def _log_epoch(self, trainer: L.Trainer) -> None:
+        """Epoch training time (s) and global throughput (images/s) to the loggers (rank 0 writes)."""
+        images = getattr(trainer.datamodule, "global_batch_sizes", None)
+        metrics = {"time/epoch_train_s": self.epoch_train_s[-1]}
+        if images:
+            metrics["throughput/images_per_s"] = sum(images) / self.epoch_train_s[-1]
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.current_epoch)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.fit_s = self._synchronized_now(trainer) - self._fit_start

@@ -5,7 +5,7 @@
 #
 # Runs the three cases of the suite, each as its own srun step, and writes one JSON per case into
 # runs/slurm-<jobid>/ (override the parent with BENCH_RUNS), then the comparison with the stored
-# baseline of this system (BENCH_BASELINE, default a100-2node) and a report.
+# baseline of this system (BENCH_BASELINE, default a100-2node) and report.md / report.png there.
 #   baseline: 1 node, 1 task, 1 GPU    dp: 1 node, 1 task, all GPUs of the node
 #   ddp:      all nodes, one task per GPU (Lightning's SLURMEnvironment reads rank/world size/master)
 # Environment:
@@ -136,6 +136,8 @@ results=("$RUN_DIR"/*-job"$SLURM_JOB_ID".*.json)  # per-run results, skipped cas
 if [ "${#results[@]}" -gt 0 ]; then
     echo "suite.sh: comparison with baseline '$BASELINE'"
     "${RUN[@]}" -m bench compare "${results[@]}" --baseline "$BASELINE" || echo "suite.sh: compare exit $?"
+    "${RUN[@]}" -m bench report "${results[@]}" --baseline "$BASELINE" --out "$RUN_DIR" \
+        || echo "suite.sh: report exit $?"
 fi
 [ "$interrupted" = 1 ] && { echo "suite.sh: interrupted; finished cases are in $RUN_DIR"; exit 3; }
 exit "$failed"

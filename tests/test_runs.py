@@ -60,6 +60,13 @@ def test_result_json_holds_the_promised_fields(real_data, cache, tmp_path):
     assert {"cuda_driver", "cudnn", "nccl", "gpu_names", "slurm", "container_image", "git_commit"} <= set(env)
     assert r["started_utc"] <= r["ended_utc"]
     assert r["config"]["data"] == str(real_data) and r["config"]["train_samples"] == 8000
+    from tbparse import SummaryReader  # TensorBoard's event files, read back
+
+    scalars = SummaryReader(str(out / "tensorboard" / r["run_id"])).scalars
+    steps = scalars.groupby("tag")["step"].count().to_dict()
+    assert steps["time/epoch_train_s"] == 1 and steps["throughput/images_per_s"] == 1
+    assert steps["train/loss"] == 125 // 10  # logged every 10 of the 125 optimizer steps
+    assert scalars[scalars.tag == "test/accuracy"].value.iloc[0] == pytest.approx(m["test_accuracy"])
 
 
 def test_dp_is_reported_skipped_with_its_reason(tmp_path):

@@ -15,7 +15,9 @@ each round), so that a drift in the machine's load over the test's ~2-3 minutes 
 groups alike, and each run is pinned to one CPU core (one torch thread: the runner sizes its threads
 from the CPU affinity), which makes fit_s far less sensitive to other processes than two OpenMP
 threads that wait for each other on shared cores. The sleep is sized from the first baseline run's
-measured ``fit_s`` and ``optimizer_steps``: sleep = 0.3 * fit_s / steps.
+measured ``fit_s`` and ``optimizer_steps``: sleep = 0.3 * fit_s / steps. When the unslowed runs
+vary by more than 8 % (a busy machine), a fourth round is added (decided on the variance alone, not
+on any verdict) - three samples a side cannot show 30 % at p < 0.05 through that noise.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ from tests.conftest import REPO, run_cli
 RUN = ("run", "--case", "baseline", "--data", "synthetic", "--preset", "smoke",
        "--train-samples", "4096", "--test-samples", "500")
 ROUNDS = 3
+MAX_ROUNDS = 4  # one more round when the machine is busy (see BUSY_CV)
+#: CV of the unslowed runs' fit_s above which 3 samples a side cannot show a 30 % slowdown at
+#: p < 0.05 (Welch, ~2-4 degrees of freedom) reliably; a 4th round is run then.
+BUSY_CV = 0.08
 SLOWDOWN = 0.30
 ORDER = ["base", "same", "slow"]
 
@@ -61,6 +67,11 @@ def _run(out: Path, env: dict | None = None) -> tuple[Path, dict]:
     return path, result
 
 
+def _cv(runs: list[tuple[Path, dict]]) -> float:
+    fits = [r["metrics"]["fit_s"] for _, r in runs]
+    return statistics.stdev(fits) / statistics.fmean(fits)
+
+
 def _verdict(stdout: str) -> str:
     match = re.search(r"^baseline\s+(\S+)", stdout, re.M)
     assert match, stdout
@@ -71,8 +82,10 @@ def _verdict(stdout: str) -> str:
 def test_unchanged_runs_pass_and_slowed_runs_are_a_regression(tmp_path, cache, one_core):
     runs: dict[str, list[tuple[Path, dict]]] = {"base": [], "same": [], "slow": []}
     sleep_s = None
-    for i in range(ROUNDS):
-        for group in ORDER[i:] + ORDER[:i]:  # rotated each round: no group always runs first
+    for i in range(MAX_ROUNDS):
+        if i >= ROUNDS and _cv(runs["base"] + runs["same"]) <= BUSY_CV:
+            break
+        for group in ORDER[i % 3:] + ORDER[:i % 3]:  # rotated each round: no group always runs first
             env = {STEP_SLEEP_ENV: repr(sleep_s)} if group == "slow" else None
             runs[group].append(_run(tmp_path / group, env=env))
             if sleep_s is None:  # the first run is a baseline run
@@ -82,14 +95,16 @@ def test_unchanged_runs_pass_and_slowed_runs_are_a_regression(tmp_path, cache, o
 
     baseline = record_baseline([r for _, r in base], name="e2e", source="tests/test_verdicts_e2e.py")
     baseline_path = write_baseline(baseline, tmp_path / "e2e.json")
-    fit = {name: [r["metrics"]["fit_s"] for _, r in runs] for name, runs in
+    fit = {name: [r["metrics"]["fit_s"] for _, r in group] for name, group in
            (("base", base), ("same", same), ("slow", slow))}
-    summary = f"sleep {sleep_s * 1000:.1f} ms/step; fit_s {fit}"
+    summary = (f"sleep {sleep_s * 1000:.1f} ms/step; {len(base)} rounds; CV of unslowed fit_s "
+               f"{_cv(base + same):.1%}; fit_s {fit}")
 
     # the knob is real and recorded; unchanged runs carry none
     assert all(r["test_knobs"] == {STEP_SLEEP_ENV: pytest.approx(sleep_s)} for _, r in slow), summary
     assert all(r["test_knobs"] == {} for _, r in base + same)
-    # the slowed runs are really about 30 % slower (beyond the 10 % tolerance)
+    # the slowed runs are really slower, beyond the 10 % tolerance: ~1.3x on a quiet machine; on a
+    # busy one each wake-up from the sleep also waits for the core (measured up to ~1.6x)
     ratio = statistics.median(fit["slow"]) / statistics.median(fit["base"])
     assert 1.15 < ratio < 2.0, f"slowdown {ratio:.2f}; {summary}"
 
