@@ -37,13 +37,14 @@ import json
 import math
 import os
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from bench.files import atomic_open
+from bench.results import SCHEMA as RESULT_SCHEMA  # one definition of the result schema
+
 SCHEMA = "cifar-bench/baseline"
 SCHEMA_VERSION = 1
-from bench.results import SCHEMA as RESULT_SCHEMA  # noqa: E402  (one definition of the result schema)
 
 #: Config fields that define the work a run did; runs differing in one of them are not comparable.
 WORK_FIELDS = ("model", "epochs", "global_batch_size", "data_kind", "train_samples",
@@ -237,16 +238,7 @@ def write_baseline(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """
     validate_baseline(obj)
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(target, "w", make_parents=False) as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False, allow_nan=False)
+        fh.write("\n")
     return target

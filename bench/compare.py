@@ -36,8 +36,8 @@ from scipy import stats
 
 from bench.baselines import (RESULT_SCHEMA, SCHEMA as BASELINE_SCHEMA, WORK_FIELDS, devices_used,
                              fit_samples, validate_baseline, work_differences)
+from bench.results import SCHEMA_VERSION as RESULT_SCHEMA_VERSION
 
-from bench.results import SCHEMA_VERSION as RESULT_SCHEMA_VERSION  # noqa: E402
 MIN_SAMPLES_FOR_TEST = 3
 ALPHA = 0.05
 CASE_ORDER = ("baseline", "dp", "ddp")

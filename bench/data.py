@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
 from bench.config import BenchConfig
+from bench.files import atomic_open
 from bench.sources import DataError, Decoded, detect_kind, read_image_folder, read_official
 
 # Per-channel mean and std of the CIFAR-10 training images, in [0, 1] units
@@ -58,17 +58,8 @@ def cache_path(config: BenchConfig) -> Path:
 
 def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old name absent or the whole file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def decode_source(config: BenchConfig) -> Decoded:

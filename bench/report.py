@@ -36,11 +36,11 @@ import datetime as dt
 import io
 import os
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench import compare as cmp
+from bench.files import atomic_write_bytes
 from bench.baselines import devices_used, fit_samples, load_baseline, summary_stats, work_differences
 
 REPORT_CASE_ORDER = ("baseline", "ddp", "dp")
@@ -363,18 +363,6 @@ def render_png(results: list[dict]) -> bytes:
 
 # --- files --------------------------------------------------------------------------------------
 
-def _write_atomic(data: bytes, target: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def prepare(paths: list[str | Path], baseline: str | os.PathLike | dict | None = None,
@@ -416,8 +404,8 @@ def _write_files(results: list[dict], comparisons: list | None, base: dict | Non
     png = render_png(results)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return (_write_atomic(markdown.encode("utf-8"), out / "report.md"),
-            _write_atomic(png, out / "report.png"))
+    return (atomic_write_bytes(out / "report.md", markdown.encode("utf-8")),
+            atomic_write_bytes(out / "report.png", png))
 
 
 # --- command line -------------------------------------------------------------------------------

@@ -25,10 +25,11 @@ import datetime as dt
 import json
 import math
 import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
+
+from bench.files import atomic_open
 
 SCHEMA = "cifar-bench/result"
 SCHEMA_VERSION = 1
@@ -82,20 +83,10 @@ def write_json_atomic(obj: dict, path: str | Path) -> Path:
     Raises:
         OSError: the folder cannot be created or written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_jsonable(obj), f, indent=2, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_open(path, "w") as f:
+        json.dump(_jsonable(obj), f, indent=2, allow_nan=False)
+        f.write("\n")
+    return Path(path)
 
 
 def build_result(*, run_id: str, case: str, status: str, config: dict, started_utc: str,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import report
+from bench import files, report
 from bench.baselines import record_baseline, write_baseline
 from bench.compare import load_results
 
@@ -192,7 +192,7 @@ def test_failed_write_keeps_old_report_and_leaves_no_temp_files(tmp_path, monkey
     def broken_fsync(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report.os, "fsync", broken_fsync)
+    monkeypatch.setattr(files.os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         report.write_report(write(tmp_path / "runs", result("baseline", [3.0])), out)
     assert (out / "report.md").read_bytes() == old_md and (out / "report.png").read_bytes() == old_png

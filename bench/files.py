@@ -1,0 +1,48 @@
+"""Atomic file writing: every file this package writes goes through :func:`atomic_open`.
+
+Readers (other ranks, other jobs, a user's script) see either no file, the previous file, or the
+complete new one, never a half-written file: the data go to a temporary file in the target's own
+folder (same file system), are flushed and fsync'ed, then renamed onto the target (``os.replace``
+is atomic on POSIX). On any error the temporary file is removed and the target is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", make_parents: bool = True) -> Iterator[IO]:
+    """Open a temporary file for writing that replaces ``path`` when the block ends without error.
+
+    Args:
+        path: the target file. mode: "w" (text, UTF-8) or "wb".
+        make_parents: create the target's folder first.
+
+    Raises:
+        OSError: the folder cannot be created or written (nothing is left behind).
+    """
+    target = Path(path)
+    if make_parents:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_open`) and return the path."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+    return Path(path)
