@@ -106,6 +106,13 @@ def container_facts() -> dict:
     return {"container_runtime": runtime, "container_image": image}
 
 
+def installed_packages() -> dict[str, str]:
+    """Every installed Python distribution and its version (what `pip freeze` would list)."""
+    from importlib import metadata
+
+    return dict(sorted((d.metadata["Name"], d.version) for d in metadata.distributions() if d.metadata["Name"]))
+
+
 def collect() -> dict:
     """All environment facts as a flat JSON-serialisable dict."""
     return {
@@ -123,4 +130,5 @@ def collect() -> dict:
         "slurm": {k: os.environ[k] for k in SLURM_VARS if k in os.environ} or None,
         **container_facts(),
         **git_facts(),
+        "packages": installed_packages(),
     }

@@ -65,12 +65,23 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
     output_json["skipped"] = list(_SKIP_LOG)
 
 
+# machine_info fields that change from run to run on the same machine (py-cpuinfo's current clock);
+# pytest-benchmark's --benchmark-compare warns on any machine_info difference, so they are dropped.
+VOLATILE_CPU_FIELDS = ("hz_actual", "hz_actual_friendly")
+
+
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    """Add GPU, driver, Slurm and container facts to pytest-benchmark's machine_info."""
+    """Add GPU, driver and container facts to pytest-benchmark's machine_info; drop volatile fields.
+
+    Per-job facts (Slurm job id, git commit) stay out of machine_info: pytest-benchmark keeps the
+    commit in commit_info, and the run's own JSON has both.
+    """
     facts = environment.collect()
-    keys = ("gpu_names", "gpu_count", "cuda_driver", "torch_cuda_build", "cudnn", "nccl", "slurm",
-            "container_runtime", "container_image", "torch", "lightning", "cpu_model", "git_commit", "git_dirty")
+    keys = ("gpu_names", "gpu_count", "cuda_driver", "torch_cuda_build", "cudnn", "nccl",
+            "container_runtime", "container_image", "torch", "lightning", "cpu_model")
     machine_info["cifar_bench"] = {k: facts.get(k) for k in keys}
+    for field in VOLATILE_CPU_FIELDS:
+        machine_info.get("cpu", {}).pop(field, None)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

@@ -1,0 +1,53 @@
+"""The pytest-benchmark suite as users run it: its JSON, skipped cases, and its own comparison.
+
+Runs `pytest suite` in a child process (small smoke runs), as a user or the Makefile would.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = ["--bench-preset", "smoke", "--bench-data", "synthetic", "--bench-arg=--train-samples=2048",
+        "--bench-arg=--test-samples=500"]
+
+
+def _pytest_suite(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-rs", "-k", "baseline or dp",
+           "--bench-out", str(tmp_path / "runs"), *FAST, *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
+def test_benchmark_json_carries_fit_time_and_lists_skipped_dp(tmp_path):
+    out = tmp_path / "out.json"
+    storage = tmp_path / "storage"
+    proc = _pytest_suite(tmp_path, f"--benchmark-json={out}", f"--benchmark-storage=file://{storage}",
+                         "--benchmark-autosave")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    (bench,) = data["benchmarks"]
+    extra = bench["extra_info"]
+    assert bench["name"] == "test_baseline" and extra["case"] == "baseline"
+    assert extra["fit_s"] == extra["result"]["metrics"]["fit_s"] > 0
+    assert extra["fit_s"] < bench["stats"]["min"]  # the call's wall time includes process start
+    for key in ("throughput_img_s", "epoch_train_s", "optimizer_steps", "test_accuracy", "test_correct"):
+        assert extra[key] is not None, key
+    assert extra["result"]["schema"] == "cifar-bench/result" and "figure" in extra
+    (skip,) = data["skipped"]
+    assert skip["case"] == "dp" and "2 or more CUDA devices" in skip["reason"]
+    assert "cifar_bench" in data["machine_info"] and "hz_actual" not in data["machine_info"]["cpu"]
+    assert "cifar-bench cases" in proc.stdout and "skipped" in proc.stdout
+
+
+def test_pytest_benchmark_compare_runs_without_machine_info_warning(tmp_path):
+    storage = f"--benchmark-storage=file://{tmp_path / 'storage'}"
+    first = _pytest_suite(tmp_path, storage, "--benchmark-autosave")
+    assert first.returncode == 0, first.stdout[-3000:]
+    # A generous threshold: this checks the plumbing, not this machine's noise.
+    second = _pytest_suite(tmp_path, storage, "--benchmark-compare", "--benchmark-compare-fail=mean:300%")
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert "machine_info is different" not in second.stdout + second.stderr
+    assert "0001_" in second.stdout  # the saved run it compared against
