@@ -8,6 +8,7 @@ leaves no result JSON. Failures during training leave a ``failed`` result with t
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -38,6 +39,8 @@ def _world(config: BenchConfig, trainer, facts: list[dict], threads: int) -> dic
         "global_batch_size": config.global_batch_size, "per_device_batch_size": config.per_device_batch_size,
         "params_identical": len({f["param_digest"] for f in facts}) == 1,
         "torch_threads_per_rank": threads,
+        # communication settings a user may have tuned (e.g. NCCL_SOCKET_IFNAME, NCCL_IB_HCA)
+        "comm_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("NCCL_", "GLOO_"))},
     }
 
 

@@ -16,7 +16,7 @@ FAST = ["--bench-preset", "smoke", "--bench-data", "synthetic", "--bench-arg=--t
 
 
 def _pytest_suite(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-rs", "-k", "baseline or dp",
+    cmd = [sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-rs", "-k", "test_baseline or test_dp",
            "--bench-out", str(tmp_path / "runs"), *FAST, *args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
 
