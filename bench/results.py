@@ -131,14 +131,21 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def summary_row(result: dict) -> dict[str, str]:
-    """The printed figures of one result, formatted: case, status, devices, fit, throughput, accuracy."""
+    """The printed figures of one result, formatted: case, status, devices, fit (and its coefficient of
+    variation over ``metrics.fit_s_samples`` when repeated), throughput, accuracy."""
     m, w = result.get("metrics", {}), result.get("world", {})
     acc = m.get("test_accuracy")
     acc_text = "-" if acc is None else f"{100 * acc:.2f}%" + ("" if m.get("accuracy_meaningful", True) else " (synthetic)")
+    from bench.baselines import summary_stats  # (baselines imports this module)
+
+    samples = m.get("fit_s_samples") or []
+    cv = summary_stats(samples)["cv"] if len(samples) >= 2 else None
     return {
         "case": result["case"], "status": result["status"],
         "devices": str(w.get("world_size") if result["case"] != "dp" else w.get("devices_per_node", "-")),
-        "fit_s": _fmt(m.get("fit_s"), ".2f"), "throughput_img_s": _fmt(m.get("throughput_img_s"), ".0f"),
+        "fit_s": _fmt(m.get("fit_s"), ".2f"),
+        "cv": "-" if cv is None else f"{100 * cv:.1f}% (n={len(samples)})",
+        "throughput_img_s": _fmt(m.get("throughput_img_s"), ".0f"),
         "test_accuracy": acc_text, "note": result.get("reason") or "",
     }
 
@@ -146,7 +153,7 @@ def summary_row(result: dict) -> dict[str, str]:
 def format_table(results: list[dict]) -> str:
     """A plain-text table of results: case, status, devices, fit time, throughput, accuracy."""
     rows = [summary_row(r) for r in results]
-    headers = {"case": "case", "status": "status", "devices": "devices", "fit_s": "fit_s [s]",
+    headers = {"case": "case", "status": "status", "devices": "devices", "fit_s": "fit_s [s]", "cv": "CV of fit_s",
                "throughput_img_s": "throughput [img/s]", "test_accuracy": "test accuracy", "note": "note"}
     widths = {k: max([len(headers[k])] + [len(r[k]) for r in rows]) for k in headers}
     line = lambda r: "  ".join(r[k].ljust(widths[k]) for k in headers).rstrip()  # noqa: E731

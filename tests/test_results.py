@@ -1,0 +1,59 @@
+"""Result records: assembly, atomic JSON, reading back, the printed table."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import results
+
+
+def _result(**metrics) -> dict:
+    return results.build_result(run_id="r1", case="ddp", status="ok", config={"epochs": 1}, started_utc="t0",
+                                metrics=metrics, world={"world_size": 4})
+
+
+def test_json_is_atomic_and_strict(tmp_path):
+    path = results.write_json_atomic(_result(fit_s=12.5, train_loss=math.nan), tmp_path / "a" / "r1.json")
+    data = json.loads(path.read_text())
+    assert data["metrics"] == {"fit_s": 12.5, "train_loss": None}  # NaN is not JSON: written as null
+    assert [p.name for p in path.parent.iterdir()] == ["r1.json"]
+    assert results.load_result(path)["run_id"] == "r1"
+
+
+def test_unknown_status_is_refused():
+    with pytest.raises(ValueError, match="status"):
+        results.build_result(run_id="x", case="baseline", status="done", config={}, started_utc="t")
+
+
+@pytest.mark.parametrize("content, message", [("{", "cannot read"), ('{"schema": "other"}', "not a cifar-bench"),
+                                              ('{"schema": "cifar-bench/result", "schema_version": 9}', "schema_version 9")])
+def test_bad_result_files_are_explained(tmp_path, content, message):
+    path = tmp_path / "x.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        results.load_result(path)
+
+
+def test_table_shows_figures_cv_and_skip_reason():
+    ok = _result(fit_s=10.0, fit_s_samples=[9.0, 10.0, 11.0], throughput_img_s=4000.0, test_accuracy=0.5,
+                 accuracy_meaningful=True)
+    skipped = results.build_result(run_id="r2", case="dp", status="skipped", config={}, started_utc="t",
+                                   reason="DataParallel needs 2 or more CUDA devices")
+    table = results.format_table([ok, skipped]).splitlines()
+    assert table[0].split()[:4] == ["case", "status", "devices", "fit_s"]
+    assert "10.00" in table[2] and "10.0% (n=3)" in table[2] and "4000" in table[2] and "50.00%" in table[2]
+    assert "skipped" in table[3] and "needs 2 or more CUDA devices" in table[3]
+
+
+def test_run_id_is_shared_through_the_environment(monkeypatch):
+    monkeypatch.delenv("BENCH_RUN_ID", raising=False)
+    monkeypatch.delenv("SLURM_STEP_ID", raising=False)
+    first = results.new_run_id("ddp")
+    assert results.new_run_id("ddp") == first  # a child started by Lightning's launcher inherits it
+    monkeypatch.delenv("BENCH_RUN_ID")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_STEP_ID", "3")
+    assert results.new_run_id("ddp") == "ddp-job42.3"
