@@ -48,6 +48,8 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--save-weights", action="store_true", default=None,
                    help="write the trained network beside the result JSON (<run_id>.weights.pt)")
     p.add_argument("--out", dest="out_dir", help="folder for the result JSON (default: runs)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run the case N times, each in a fresh process with its own JSON (fit_s samples)")
 
 
 def _add_data_parser(sub) -> None:
@@ -112,10 +114,42 @@ def _visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_repeats(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run ``args.repeats`` fresh ``python -m bench run`` processes; print their fit_s statistics."""
+    import os
+    import subprocess
+
+    from bench.baselines import summary_stats
+    from bench.results import format_table, load_result, new_run_id, result_path
+
+    config = _run_config(args)  # validate once, before anything starts
+    group = new_run_id(config.case)
+    single = [a for i, a in enumerate(argv) if a != "--repeats" and (i == 0 or argv[i - 1] != "--repeats")
+              and not a.startswith("--repeats=")]
+    results, status = [], 0
+    for i in range(args.repeats):
+        env = {**os.environ, "BENCH_RUN_ID": f"{group}-r{i}"}
+        status = subprocess.run([sys.executable, "-m", "bench", *single], env=env).returncode or status
+        path = result_path(config.out_dir, env["BENCH_RUN_ID"])
+        if path.exists():
+            results.append(load_result(path))
+    fit = [r["metrics"]["fit_s"] for r in results if r["status"] == "ok"]
+    if len(fit) >= 1:
+        last = {**results[-1], "metrics": {**results[-1]["metrics"], "fit_s": summary_stats(fit)["median"],
+                                            "fit_s_samples": fit}}
+        print(f"\n{args.repeats} repeats of {config.case}: fit_s {summary_stats(fit)}")
+        print(format_table([last]))
+    return status
+
+
+def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from bench.results import format_table
     from bench.runner import run_case
 
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.repeats > 1:
+        return cmd_repeats(args, argv if argv is not None else sys.argv[1:])
     config = _run_config(args)
     result = run_case(config)
     if result is None:  # not global rank 0: rank 0 reports
@@ -208,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"run": cmd_run, "data": cmd_data, "table": cmd_table, "compare": cmd_compare,
                     "baseline": cmd_baseline, "mark-interrupted": cmd_mark_interrupted,
                     "report": _cmd_report}
+        if args.command == "run":
+            return cmd_run(args, argv)
         return commands[args.command](args)
     except (ConfigError, DataError, GPUUnavailableError) as err:
         print(f"cifar-bench: error: {err}", file=sys.stderr)

@@ -134,3 +134,14 @@ def test_accuracy_on_real_data_and_ddp_matches_baseline(real_data, cache, tmp_pa
     assert abs(ddp["test_accuracy"] - base["test_accuracy"]) <= 0.03, (base, ddp)
     assert ddp["optimizer_steps"] == base["optimizer_steps"] == 3 * 782
     print(json.dumps({"baseline": base["test_accuracy"], "ddp": ddp["test_accuracy"]}))
+
+
+def test_repeats_give_fit_samples_and_their_statistics(tmp_path):
+    out = tmp_path / "runs"
+    proc = run_cli("run", "--data", "synthetic", *SMOKE, "--train-samples", "512", "--test-samples", "100",
+                   "--repeats", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [load_result(p) for p in _json_files(out)]
+    assert len(runs) == 3 and len({r["run_id"] for r in runs}) == 3
+    assert all(r["status"] == "ok" and r["metrics"]["fit_s"] > 0 for r in runs)
+    assert "3 repeats of baseline" in proc.stdout and "(n=3)" in proc.stdout and "'cv'" in proc.stdout
