@@ -31,6 +31,7 @@ from bench import environment
 from bench.config import BenchConfig, ConfigError
 from bench.data import CifarDataModule, cache_path, prepare_cache
 from bench.model import CifarModule, count_parameters
+from bench.sources import DataError
 from bench.timing import TrainingTimer
 
 
@@ -76,9 +77,17 @@ def ensure_data(config: BenchConfig) -> None:
     path = cache_path(config)
     if path.is_file():  # staged ahead (make data): jobs only read, the folder may be read-only
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock", timeout=3600):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(f"{path}.lock", timeout=3600)
+        lock.acquire()
+    except OSError as err:
+        raise DataError(f"cannot use the data cache folder {path.parent}: {err.strerror}; set --cache-dir or "
+                        "BENCH_CACHE to a writable folder, or stage the cache ahead with `make data`") from err
+    try:
         prepare_cache(config)
+    finally:
+        lock.release()
 
 
 def _strategy(config: BenchConfig):

@@ -123,3 +123,28 @@ def test_synthetic_is_seeded_and_marked(tmp_path: Path):
     a = data.synthetic(make_config("smoke", data="synthetic", train_samples=50, test_samples=10))
     b = data.synthetic(make_config("smoke", data="synthetic", train_samples=50, test_samples=10))
     assert torch.equal(a.train_images, b.train_images) and a.train_images.shape == (50, 3, 32, 32)
+
+
+def test_unwritable_cache_folder_is_a_clear_error(tmp_path, monkeypatch):
+    from bench import cases
+
+    tree = write_image_tree(tmp_path / "tree", per_class=(1, 1))
+    config = make_config("smoke", data=str(tree), cache_dir=str(tmp_path / "cache"))
+    monkeypatch.setattr(Path, "mkdir", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    with pytest.raises(DataError, match="cannot use the data cache folder.*BENCH_CACHE"):
+        cases.ensure_data(config)
+
+
+def test_staged_cache_is_only_read(tmp_path, monkeypatch):
+    from bench import cases
+
+    tree = write_image_tree(tmp_path / "tree", per_class=(1, 1))
+    config = make_config("smoke", data=str(tree), cache_dir=str(tmp_path / "cache"))
+    data.prepare_cache(config)
+    (tmp_path / "cache").chmod(0o555)  # a read-only staged cache: no lock file may be needed
+    try:
+        monkeypatch.setattr(data, "decode_source", lambda c: pytest.fail("decoded again"))
+        cases.ensure_data(config)
+        assert data.load_decoded(config).train_images.shape == (10, 3, 32, 32)
+    finally:
+        (tmp_path / "cache").chmod(0o755)
