@@ -54,11 +54,25 @@ def wrap_data_parallel(module: CifarModule, device_ids: list[int]) -> CifarModul
     return module
 
 
-def set_cpu_threads(config: BenchConfig) -> int:
-    """Share this process's usable CPU cores among the ranks of its node; return the threads set."""
+def cores_per_rank(config: BenchConfig) -> int:
+    """This process's usable CPU cores (affinity, e.g. Slurm's --cpus-per-task) / ranks on its node."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    ranks_here = config.devices if config.case == "ddp" and config.accelerator == "cpu" else 1
-    threads = max(1, usable // ranks_here)
+    ranks_here = config.devices if config.case == "ddp" else 1
+    return max(1, usable // ranks_here)
+
+
+def loader_workers(config: BenchConfig) -> int:
+    """DataLoader workers per rank: ``config.num_workers``, or for -1 (auto) the rank's cores but one
+    (that one runs the training step), at most 4 on GPU. On 2 cores: baseline 1 worker, 2 DDP ranks 0."""
+    if config.num_workers >= 0:
+        return config.num_workers
+    spare = cores_per_rank(config) - 1
+    return max(0, min(4, spare) if config.accelerator == "gpu" else spare)
+
+
+def set_cpu_threads(config: BenchConfig, workers: int) -> int:
+    """Torch threads for this rank: its cores minus the loader workers (>= 1); return the count."""
+    threads = max(1, cores_per_rank(config) - (workers if config.accelerator == "cpu" else 0))
     torch.set_num_threads(threads)
     return threads
 

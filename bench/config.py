@@ -55,7 +55,7 @@ class BenchConfig:
     devices: int = 1  # devices per node (GPUs, or processes on CPU); dp: GPUs driven by one process
     num_nodes: int = 1  # nodes (ddp only)
     precision: str = "32-true"  # Lightning precision string, one of PRECISIONS
-    num_workers: int = 0  # DataLoader worker processes per rank
+    num_workers: int = -1  # DataLoader worker processes per rank; -1 = auto (see bench.cases.loader_workers)
     pin_memory: bool = False  # page-locked host memory for batches (GPU only)
     persistent_workers: bool = False  # keep loader workers between epochs (needs num_workers > 0)
     val_every_n_epochs: int = 0  # evaluate the test set during fit every N epochs; 0 = only after fit
@@ -105,9 +105,11 @@ def _check_ranges(c: BenchConfig) -> None:
     for name in positive:
         if getattr(c, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(c, name)}")
-    for name in ("epochs", "train_samples", "test_samples", "num_workers", "val_every_n_epochs", "seed"):
+    for name in ("epochs", "train_samples", "test_samples", "val_every_n_epochs", "seed"):
         if getattr(c, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(c, name)}")
+    if c.num_workers < -1:
+        raise ConfigError(f"num_workers must be >= 0, or -1 for auto; got {c.num_workers}")
     if not (c.lr > 0 and 0 <= c.momentum < 1 and c.weight_decay >= 0):
         raise ConfigError("need lr > 0, 0 <= momentum < 1 and weight_decay >= 0")
     if not 0.0 <= c.accuracy_floor <= 1.0:
@@ -136,14 +138,14 @@ def _check_world(c: BenchConfig) -> None:
 PRESETS: dict[str, dict[str, Any]] = {
     # A few thousand images, one epoch: checks the whole path end to end on 2 CPU cores.
     "smoke": dict(train_samples=8000, test_samples=2000, epochs=1, global_batch_size=64,
-                  eval_batch_size=500, lr=0.02, accelerator="cpu", num_workers=0),
+                  eval_batch_size=500, lr=0.02, accelerator="cpu"),
     # The real data set, sized for the main job on 2 CPU cores (baseline + ddp in < 3 min).
     "cpu": dict(train_samples=0, test_samples=0, epochs=2, global_batch_size=64,
-                eval_batch_size=1000, lr=0.02, accelerator="cpu", num_workers=0,
+                eval_batch_size=1000, lr=0.02, accelerator="cpu",
                 accuracy_floor=0.40),
     # The whole data set on GPUs, enough epochs for a meaningful accuracy.
     "full": dict(train_samples=0, test_samples=0, epochs=20, global_batch_size=256,
-                 eval_batch_size=1000, lr=0.05, accelerator="gpu", num_workers=4,
+                 eval_batch_size=1000, lr=0.05, accelerator="gpu",
                  pin_memory=True, persistent_workers=True, accuracy_floor=0.60),
 }
 

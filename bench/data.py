@@ -236,9 +236,10 @@ class CifarDataModule(L.LightningDataModule):
     ``use_distributed_sampler=False`` so Lightning keeps these samplers.
     """
 
-    def __init__(self, config: BenchConfig) -> None:
+    def __init__(self, config: BenchConfig, num_workers: int | None = None) -> None:
         super().__init__()
         self.config = config
+        self.num_workers = config.num_workers if num_workers is None else num_workers  # resolved (not -1)
         self.train_set: Dataset | None = None
         self.test_set: Dataset | None = None
         self.global_batch_sizes: list[int] = []  # images per global batch of an epoch, after setup
@@ -265,8 +266,8 @@ class CifarDataModule(L.LightningDataModule):
 
     def _loader_options(self) -> dict:
         c = self.config
-        return dict(num_workers=c.num_workers, pin_memory=c.pin_memory,
-                    persistent_workers=c.persistent_workers)
+        workers = max(self.num_workers, 0)
+        return dict(num_workers=workers, pin_memory=c.pin_memory, persistent_workers=c.persistent_workers and workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank_world()

@@ -30,7 +30,7 @@ def _sanity(config: BenchConfig, metrics: dict) -> dict:
             "passed": loss_ok and acc_ok}
 
 
-def _world(config: BenchConfig, trainer, facts: list[dict], threads: int) -> dict:
+def _world(config: BenchConfig, trainer, facts: list[dict], threads: int, workers: int) -> dict:
     return {
         "world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
         "devices_per_node": config.devices, "backend": getattr(trainer.strategy, "_process_group_backend", None),
@@ -39,6 +39,7 @@ def _world(config: BenchConfig, trainer, facts: list[dict], threads: int) -> dic
         "global_batch_size": config.global_batch_size, "per_device_batch_size": config.per_device_batch_size,
         "params_identical": len({f["param_digest"] for f in facts}) == 1,
         "torch_threads_per_rank": threads,
+        "loader_workers_per_rank": workers,  # config num_workers resolved (-1 = auto)
         # communication settings a user may have tuned (e.g. NCCL_SOCKET_IFNAME, NCCL_IB_HCA)
         "comm_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("NCCL_", "GLOO_"))},
     }
@@ -95,12 +96,13 @@ def run_case(config: BenchConfig) -> dict | None:
     cases.check_accelerator(config)
     started = utc_now()
     run_id = new_run_id(config.case)
-    threads = cases.set_cpu_threads(config)
+    workers = cases.loader_workers(config)
+    threads = cases.set_cpu_threads(config, workers)
     cases.ensure_data(config)
     timer, knobs = TrainingTimer(), active_knobs()
     # The knob's sleep runs before the timer's hook, so it lies inside the timed steps.
     trainer = cases.build_trainer(config, run_id, ([StepSleep(knobs)] if knobs else []) + [timer])
-    module, dm = cases.build_module(config), CifarDataModule(config)
+    module, dm = cases.build_module(config), CifarDataModule(config, num_workers=workers)
     for logger in trainer.loggers:  # rank-zero-only inside Lightning's loggers
         logger.log_hyperparams({**config.to_dict(), "run_id": run_id, "test_knobs": str(knobs)})
     base = dict(run_id=run_id, case=config.case, config=config.to_dict(), started_utc=started, test_knobs=knobs)
@@ -120,7 +122,7 @@ def run_case(config: BenchConfig) -> dict | None:
         raise
     metrics = _metrics(config, trainer, module, dm, timer, facts)
     result = build_result(status="ok", metrics=metrics, sanity=_sanity(config, metrics),
-                          world=_world(config, trainer, facts, threads), environment=environment.collect(), **base)
+                          world=_world(config, trainer, facts, threads, workers), environment=environment.collect(), **base)
     path = _write_on_rank_zero(trainer, result, config)
     cases.destroy_process_group()
     if trainer.global_rank != 0:
