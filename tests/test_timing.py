@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import torch
 
 from bench import cases
 from bench.config import make_config
@@ -12,7 +13,7 @@ from bench.data import CifarDataModule
 from bench.model import CifarModule
 from bench.timing import TrainingTimer, process_start_time, wall_seconds
 
-SLEEP_S = 0.4  # per validation step
+SLEEP_S = 1.5  # per validation step: far above the 4 tiny training steps of an epoch
 
 
 class SlowValidation(CifarModule):
@@ -24,6 +25,7 @@ class SlowValidation(CifarModule):
 def test_validation_is_excluded_from_epoch_time(tmp_path):
     config = make_config("smoke", data="synthetic", train_samples=256, test_samples=100, eval_batch_size=100,
                          epochs=2, val_every_n_epochs=1, global_batch_size=64, out_dir=str(tmp_path))
+    torch.set_num_threads(1)  # no OpenMP oversubscription when the machine is busy
     timer = TrainingTimer()
     trainer = cases.build_trainer(config, "t", [timer])
     trainer.fit(SlowValidation(config), datamodule=CifarDataModule(config))
