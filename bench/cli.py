@@ -178,9 +178,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from bench.results import format_table, load_result
+    from bench.compare import load_results
+    from bench.results import format_table
 
-    print(format_table([load_result(p) for p in args.results]))
+    print(format_table(load_results(args.results)))  # result, pytest-benchmark or baseline files
     return 0
 
 

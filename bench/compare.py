@@ -252,7 +252,7 @@ def _hardware_differences(n: dict[str, Any], b: dict[str, Any]) -> list[str]:
 def _ratio_verdict(case: str, f: dict[str, Any], tol: float) -> tuple[str, str | None, list[str]]:
     """Verdict from this run's speedup (or efficiency, if device counts differ) against the file's."""
     if case == "baseline":
-        return "unchanged", None, ["the baseline case is the reference of the ratios (speedup 1 by "
+        return "unchanged", "ratio", ["the baseline case is the reference of the ratios (speedup 1 by "
                                    "definition): no timing verdict across hardware"]
     same_devices = f["devices_now"] == f["devices_baseline"]
     now, ref = ((f["speedup_own"], f["ref_speedup"]) if same_devices
@@ -305,7 +305,7 @@ def format_table(comparisons: list[CaseComparison]) -> str:
     """Plain-text table, one row per case, then the notes per case. Efficiencies in percent."""
     head = ("case", "verdict", "fit_s now", "fit_s base", "diff", "n now/base", "speedup", "eff",
             "ref speedup", "ref eff")
-    rows = [head] + [(c.case, c.verdict, _fmt(c.fit_s_now, "{:.1f}"), _fmt(c.fit_s_baseline, "{:.1f}"),
+    rows = [head] + [(c.case, _verdict_cell(c), _fmt(c.fit_s_now, "{:.1f}"), _fmt(c.fit_s_baseline, "{:.1f}"),
                       _fmt(c.diff_pct, "{:+.1f}%"), f"{c.n_now}/{c.n_baseline}",
                       _fmt(c.speedup_own, "{:.2f}x"), _fmt(c.efficiency_own, "{:.1%}"),
                       _fmt(c.ref_speedup, "{:.2f}x"), _fmt(c.ref_efficiency, "{:.1%}")) for c in comparisons]
@@ -314,6 +314,11 @@ def format_table(comparisons: list[CaseComparison]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     notes = [f"  {c.case}: {note}" for c in comparisons for note in c.notes]
     return "\n".join(lines + (["", "notes:"] + notes if notes else [])) + "\n"
+
+
+def _verdict_cell(c: CaseComparison) -> str:
+    """The verdict, marked when it judges ratios (different hardware), not the times shown beside it."""
+    return f"{c.verdict} (on speedup)" if c.basis == "ratio" else c.verdict
 
 
 def _fmt(value: float | None, spec: str) -> str:

@@ -14,7 +14,8 @@ from pathlib import Path
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from bench import cases, environment
-from bench.config import BenchConfig
+from bench.config import BenchConfig, ConfigError
+from bench.files import atomic_open
 from bench.data import CifarDataModule, atomic_torch_save
 from bench.knobs import StepSleep, active_knobs
 from bench.results import build_result, new_run_id, result_path, utc_now, write_json_atomic
@@ -23,7 +24,8 @@ from bench.timing import TrainingTimer, wall_seconds
 
 def _sanity(config: BenchConfig, metrics: dict) -> dict:
     """Correctness checks, kept apart from the performance figures."""
-    loss_ok = metrics.get("train_loss") is not None and math.isfinite(metrics["train_loss"])
+    # no training (epochs 0: evaluation only) has no loss to check
+    loss_ok = config.epochs == 0 or (metrics.get("train_loss") is not None and math.isfinite(metrics["train_loss"]))
     acc = metrics.get("test_accuracy")
     acc_ok = (not metrics.get("accuracy_meaningful")) or (acc is not None and acc >= config.accuracy_floor)
     return {"loss_finite": loss_ok, "accuracy_floor": config.accuracy_floor, "accuracy_ok": acc_ok,
@@ -63,11 +65,27 @@ def _metrics(config: BenchConfig, trainer, module, dm: CifarDataModule, timer: T
         "throughput_img_s": images * len(timer.epoch_train_s) / train_s if train_s else None,
         "wall_s": wall_seconds(), "optimizer_steps": trainer.global_step,
         "steps_per_epoch": len(dm.global_batch_sizes), "train_images_per_epoch": images,
-        "train_loss": sum(f["loss_mean"] for f in facts) / len(facts),
+        "train_loss": sum(f["loss_mean"] for f in facts) / len(facts) if config.epochs else None,
         **module.test_results,
         "accuracy_meaningful": config.data != "synthetic",
         "parameters": cases.trained_parameters(module),
     }
+
+
+def check_out_dir(out_dir: str) -> None:
+    """Fail before anything runs when the result folder cannot be created or written.
+
+    Raises:
+        ConfigError: with the folder and the OS's reason.
+    """
+    path = Path(out_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with atomic_open(path / ".write-test", "w") as probe:
+            probe.write("ok")
+        (path / ".write-test").unlink()
+    except OSError as err:
+        raise ConfigError(f"cannot write results to {path}: {err.strerror}; choose another --out folder") from err
 
 
 def record_status(config: BenchConfig, status: str, reason: str) -> dict:
@@ -94,6 +112,7 @@ def run_case(config: BenchConfig) -> dict | None:
     if config.case == "dp" and (reason := cases.dp_skip_reason(config)):
         return skipped(config, reason)
     cases.check_accelerator(config)
+    check_out_dir(config.out_dir)
     started = utc_now()
     run_id = new_run_id(config.case)
     workers = cases.loader_workers(config)

@@ -200,7 +200,7 @@ def test_different_hardware_judges_on_ratios_only():
     assert ddp.diff_pct == pytest.approx(100.0) and ddp.fit_s_now == 110.0  # absolute times still shown
     assert ddp.verdict == "unchanged" and ddp.basis == "ratio"
     assert any("different hardware" in n and "GPU models" in n for n in ddp.notes)
-    assert one(comps, "baseline").verdict == "unchanged" and one(comps, "baseline").basis is None
+    assert one(comps, "baseline").verdict == "unchanged" and one(comps, "baseline").basis == "ratio"
     worse = compare([result("baseline", [200.0]), result("ddp", [160.0], devices=4)], base)
     assert one(worse, "ddp").verdict == "regression" and any_regression(worse)
 
