@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 CASES = ("baseline", "dp", "ddp")
@@ -86,9 +87,21 @@ class BenchConfig:
             return self.world_size
         return self.devices if self.case == "dp" else 1
 
+    @property
+    def data_kind(self) -> str:
+        """"synthetic", "official" or "image_folder" (the layout found at ``data``), else "unknown"."""
+        if self.data == "synthetic":
+            return "synthetic"
+        from bench.sources import DataError, detect_kind  # (sources imports torch: only when needed)
+
+        try:
+            return detect_kind(Path(self.data).expanduser())
+        except DataError:
+            return "unknown"
+
     def to_dict(self) -> dict[str, Any]:
-        """All fields as a plain dict (JSON-serialisable)."""
-        return dataclasses.asdict(self)
+        """All fields as a plain dict (JSON-serialisable), plus the derived ``data_kind``."""
+        return {**dataclasses.asdict(self), "data_kind": self.data_kind}
 
 
 def _check_choices(c: BenchConfig) -> None:
@@ -137,7 +150,7 @@ def _check_world(c: BenchConfig) -> None:
 # Preset values. Times and accuracies measured on the machines named in README.md ("Presets").
 PRESETS: dict[str, dict[str, Any]] = {
     # A few thousand images, one epoch: checks the whole path end to end on 2 CPU cores.
-    "smoke": dict(train_samples=8000, test_samples=2000, epochs=1, global_batch_size=64,
+    "smoke": dict(train_samples=10000, test_samples=2000, epochs=1, global_batch_size=64,
                   eval_batch_size=500, lr=0.02, accelerator="cpu"),
     # The real data set, sized for the main job on 2 CPU cores (baseline + ddp in < 3 min).
     "cpu": dict(train_samples=0, test_samples=0, epochs=2, global_batch_size=64,

@@ -34,7 +34,7 @@ def test_ddp_then_exact_test_count_on_1_and_3_ranks(real_data, cache, tmp_path):
     w = trained["world"]
     assert w["world_size"] == 2 and w["params_identical"] and w["backend"] == "gloo"
     assert w["per_device_batch_size"] * 2 == w["global_batch_size"] == trained["config"]["global_batch_size"]
-    assert trained["metrics"]["optimizer_steps"] == trained["metrics"]["steps_per_epoch"] == 8000 // 64
+    assert trained["metrics"]["optimizer_steps"] == trained["metrics"]["steps_per_epoch"] == -(-10_000 // 64)
     weights = str(Path(trained["path"]).with_suffix(".weights.pt"))
     common = ("--data", str(real_data), *SMOKE, "--out", str(out), "--epochs", "0", "--test-samples", "0",
               "--init-weights", weights, "--global-batch-size", "96")
@@ -43,6 +43,7 @@ def test_ddp_then_exact_test_count_on_1_and_3_ranks(real_data, cache, tmp_path):
     assert one["test_total"] == three["test_total"] == 10_000  # 3334 + 3333 + 3333, none twice
     assert one["test_correct"] == three["test_correct"]
     assert one["test_correct"] / 10_000 == pytest.approx(one["test_accuracy"], abs=1e-6)
+    assert one["fit_s"] is None and one["train_loss"] is None  # evaluation only: no training figures
     assert 0.2 < one["test_accuracy"] < 0.9  # the trained weights were really loaded
 
 
@@ -52,20 +53,20 @@ def test_result_json_holds_the_promised_fields(real_data, cache, tmp_path):
     assert r["status"] == "ok" and r["case"] == "baseline" and r["schema_version"] == 1
     m = r["metrics"]
     assert m["fit_s"] > 0 and len(m["epoch_train_s"]) == 1 and m["epoch_train_s"][0] <= m["fit_s"]
-    assert m["wall_s"] > m["fit_s"] and m["throughput_img_s"] == pytest.approx(8000 / m["epoch_train_s"][0])
+    assert m["wall_s"] > m["fit_s"] and m["throughput_img_s"] == pytest.approx(10_000 / m["epoch_train_s"][0])
     assert {"train_loss", "test_accuracy", "test_correct", "optimizer_steps"} <= set(m)
     assert set(r["world"]) >= {"world_size", "num_nodes", "devices_per_node", "backend", "hostnames"}
     env = r["environment"]
     assert env["torch"].startswith("2.14.1") and env["lightning"] == "2.6.6" and env["cpu_count"] >= 1
     assert {"cuda_driver", "cudnn", "nccl", "gpu_names", "slurm", "container_image", "git_commit"} <= set(env)
     assert r["started_utc"] <= r["ended_utc"]
-    assert r["config"]["data"] == str(real_data) and r["config"]["train_samples"] == 8000
+    assert r["config"]["data"] == str(real_data) and r["config"]["train_samples"] == 10_000
     from tbparse import SummaryReader  # TensorBoard's event files, read back
 
     scalars = SummaryReader(str(out / "tensorboard" / r["run_id"])).scalars
     steps = scalars.groupby("tag")["step"].count().to_dict()
     assert steps["time/epoch_train_s"] == 1 and steps["throughput/images_per_s"] == 1
-    assert steps["train/loss"] == 125 // 10  # logged every 10 of the 125 optimizer steps
+    assert steps["train/loss"] == 157 // 10  # logged every 10 of the 157 optimizer steps
     assert scalars[scalars.tag == "test/accuracy"].value.iloc[0] == pytest.approx(m["test_accuracy"])
 
 
@@ -112,6 +113,13 @@ def test_gpu_request_without_gpu_fails_before_anything_runs(tmp_path):
     proc = run_cli("run", "--data", "synthetic", *SMOKE, "--accelerator", "gpu", "--out", str(out))
     assert proc.returncode == 2 and "CUDA device" in proc.stderr and "--accelerator cpu" in proc.stderr
     assert _json_files(out) == []
+
+
+def test_unwritable_result_folder_is_refused_before_the_run(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = run_cli("run", "--data", "synthetic", *SMOKE, "--out", str(blocker / "runs"))
+    assert proc.returncode == 2 and "cannot write results to" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_image_folder_run_with_uneven_last_batch(tmp_path, cache):
