@@ -29,10 +29,9 @@ from torch import nn
 
 from bench import environment
 from bench.config import BenchConfig, ConfigError
-from bench.data import CifarDataModule, cache_path, prepare_cache
+from bench.data import cache_path, prepare_cache
 from bench.model import CifarModule, count_parameters
 from bench.sources import DataError
-from bench.timing import TrainingTimer
 
 
 def dp_skip_reason(config: BenchConfig) -> str | None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from pathlib import Path
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from bench import cases, environment
 from bench.config import BenchConfig, ConfigError
-from bench.files import atomic_open
 from bench.data import CifarDataModule, atomic_torch_save
 from bench.knobs import StepSleep, active_knobs
 from bench.results import build_result, new_run_id, result_path, utc_now, write_json_atomic
@@ -81,9 +81,8 @@ def check_out_dir(out_dir: str) -> None:
     path = Path(out_dir)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with atomic_open(path / ".write-test", "w") as probe:
-            probe.write("ok")
-        (path / ".write-test").unlink()
+        with tempfile.TemporaryFile(dir=path):  # a private probe: ranks may check at the same time
+            pass
     except OSError as err:
         raise ConfigError(f"cannot write results to {path}: {err.strerror}; choose another --out folder") from err
 
@@ -131,24 +130,21 @@ def run_case(config: BenchConfig) -> dict | None:
         trainer.test(module, datamodule=dm, verbose=False)
         facts = cases.gather_rank_facts(module)
     except (SIGTERMException, KeyboardInterrupt, SystemExit) as err:  # Slurm time limit, scancel, Ctrl-C
-        _write_on_rank_zero(trainer, build_result(status="interrupted", reason=f"{type(err).__name__} during the run",
-                                                  environment=environment.collect(), **base), config)
+        _write_on_rank_zero(trainer, config.out_dir, status="interrupted", reason=f"{type(err).__name__} during the run",
+                            **base)
         raise
     except Exception as err:
-        _write_on_rank_zero(trainer, build_result(status="failed", reason=f"{type(err).__name__}: {err}",
-                                                  environment=environment.collect(), **base), config)
+        _write_on_rank_zero(trainer, config.out_dir, status="failed", reason=f"{type(err).__name__}: {err}", **base)
         cases.destroy_process_group()
         raise
     metrics = _metrics(config, trainer, module, dm, timer, facts)
-    result = build_result(status="ok", metrics=metrics, sanity=_sanity(config, metrics),
-                          world=_world(config, trainer, facts, threads, workers), environment=environment.collect(), **base)
-    path = _write_on_rank_zero(trainer, result, config)
+    result = _write_on_rank_zero(trainer, config.out_dir, status="ok", metrics=metrics, sanity=_sanity(config, metrics),
+                                 world=_world(config, trainer, facts, threads, workers), **base)
     cases.destroy_process_group()
-    if trainer.global_rank != 0:
+    if result is None:
         return None
-    result["path"] = str(path)
     if config.save_weights:
-        result["weights_path"] = str(_save_weights(module, path.with_suffix(".weights.pt")))
+        result["weights_path"] = str(_save_weights(module, Path(result["path"]).with_suffix(".weights.pt")))
     return result
 
 
@@ -158,8 +154,11 @@ def _save_weights(module, path: Path) -> Path:
     return path
 
 
-def _write_on_rank_zero(trainer, result: dict, config: BenchConfig) -> Path | None:
-    """Write the result JSON on global rank 0 only; other ranks return None."""
+def _write_on_rank_zero(trainer, out_dir: str, **fields) -> dict | None:
+    """On global rank 0: build the result (with the environment facts), write it, and return it
+    with its ``path``. Other ranks write nothing and return None."""
     if trainer.global_rank != 0:
         return None
-    return write_json_atomic(result, result_path(config.out_dir, result["run_id"]))
+    result = build_result(environment=environment.collect(), **fields)
+    result["path"] = str(write_json_atomic(result, result_path(out_dir, result["run_id"])))
+    return result

@@ -20,7 +20,6 @@ def test_official_folder_reads_planes_as_chw(official_dir):
     assert decoded.train_images.shape == (100, 3, 32, 32) and decoded.train_images.dtype == torch.uint8
     assert decoded.test_images.shape == (20, 3, 32, 32)
     assert decoded.train_labels.tolist()[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
-    raw = np.frombuffer(bytes(batch_bytes(20, 0)), dtype=np.uint8)  # noqa: F841 (format sanity)
     first = __import__("pickle").loads(batch_bytes(20, 0))[b"data"][0]
     # R plane = first 1024 values, row-major 32x32
     assert decoded.train_images[0, 0].flatten().tolist() == first[:1024].tolist()
