@@ -98,7 +98,7 @@ def ensure_data(config: BenchConfig) -> None:
         raise DataError(f"cannot use the data cache folder {path.parent}: {err.strerror}; set --cache-dir or "
                         "BENCH_CACHE to a writable folder, or stage the cache ahead with `make data`") from err
     try:
-        prepare_cache(config)
+        prepare_cache(config, path)
     finally:
         lock.release()
 

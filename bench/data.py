@@ -70,13 +70,16 @@ def decode_source(config: BenchConfig) -> Decoded:
     return read_image_folder(source)
 
 
-def prepare_cache(config: BenchConfig) -> Path:
+def prepare_cache(config: BenchConfig, path: Path | None = None) -> Path:
     """Make sure the decoded cache of the config's source exists; return its path.
+
+    ``path`` is :func:`cache_path` when the caller already knows it (the fingerprint stats every
+    file of a folder source, so it is computed once).
 
     Raises:
         DataError: the source is missing, corrupt, or the cache folder is not writable.
     """
-    path = cache_path(config)
+    path = path or cache_path(config)
     if path.is_file():
         return path
     decoded = decode_source(config)
@@ -100,7 +103,7 @@ def synthetic(config: BenchConfig) -> Decoded:
                    classes=tuple(f"class{i}" for i in range(10)))
 
 
-def load_decoded(config: BenchConfig) -> Decoded:
+def load_decoded(config: BenchConfig, path: Path | None = None) -> Decoded:
     """The full decoded data set for the config: synthetic, or read from the cache (built if absent).
 
     Raises:
@@ -108,7 +111,7 @@ def load_decoded(config: BenchConfig) -> Decoded:
     """
     if config.data == "synthetic":
         return synthetic(config)
-    path = prepare_cache(config)
+    path = prepare_cache(config, path)
     try:
         blob = torch.load(path, weights_only=True)
     except (OSError, RuntimeError, EOFError) as err:
@@ -243,15 +246,21 @@ class CifarDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.test_set: Dataset | None = None
         self.global_batch_sizes: list[int] = []  # images per global batch of an epoch, after setup
+        self._cache_path: Path | None = None  # computed once (see prepare_cache)
+
+    def _cache(self) -> Path:
+        if self._cache_path is None:
+            self._cache_path = cache_path(self.config)
+        return self._cache_path
 
     def prepare_data(self) -> None:
         if self.config.data != "synthetic":
-            prepare_cache(self.config)
+            prepare_cache(self.config, self._cache())
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        decoded = load_decoded(self.config)
+        decoded = load_decoded(self.config, None if self.config.data == "synthetic" else self._cache())
         train_idx = balanced_subset(decoded.train_labels, self.config.train_samples)
         test_idx = balanced_subset(decoded.test_labels, self.config.test_samples)
         self.global_batch_sizes = global_batch_sizes(len(train_idx), self.config.global_batch_size)
