@@ -49,7 +49,7 @@ SCHEMA_VERSION = 1
 #: Config fields that define the work a run did; runs differing in one of them are not comparable.
 WORK_FIELDS = ("model", "epochs", "global_batch_size", "data_kind", "train_samples",
                "test_samples", "preset", "precision", "num_workers", "pin_memory",
-               "persistent_workers")
+               "persistent_workers", "data_path", "tf32", "channels_last")
 
 
 def summary_stats(samples: Iterable[float]) -> dict[str, Any]:
@@ -110,10 +110,20 @@ def fit_samples(result: dict[str, Any]) -> list[float]:
     return [float(s) for s in samples]
 
 
+# Work fields added later, with the value every run recorded before them had (a stored baseline
+# without the field did that work). tf32 has none: before it, torch's defaults applied (TF32
+# convolutions, full-precision matmuls), which neither tf32 value reproduces.
+LEGACY_WORK_DEFAULTS = {"data_path": "uint8", "channels_last": False}
+
+
 def work_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
-    """Names of :data:`WORK_FIELDS` present in both configs with different values ([] if a config is None)."""
+    """Names of :data:`WORK_FIELDS` present in both configs with different values ([] if a config is None).
+
+    A field of :data:`LEGACY_WORK_DEFAULTS` missing from a config counts as its legacy value.
+    """
     if a is None or b is None:
         return []
+    a, b = {**LEGACY_WORK_DEFAULTS, **a}, {**LEGACY_WORK_DEFAULTS, **b}
     return [f for f in WORK_FIELDS if f in a and f in b and a[f] != b[f]]
 
 
@@ -132,9 +142,10 @@ def record_baseline(results: list[dict[str, Any]], name: str, source: str,
     Raises:
         ValueError: no ok result, or ok results of one case that did different work.
     """
-    ok = [r for r in results if r.get("status") == "ok"]
+    ok = [r for r in results if r.get("status") == "ok" and not r.get("profiled")]
     if not ok:
-        raise ValueError("no result with status ok: run the benchmark first, or check why runs failed")
+        raise ValueError("no result with status ok that was not profiled: run the benchmark (without --profile) "
+                         "first, or check why runs failed")
     by_case: dict[str, list[dict[str, Any]]] = {}
     for r in ok:
         by_case.setdefault(r["case"], []).append(r)

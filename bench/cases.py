@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from typing import Any
 
 import lightning as L
 import torch
@@ -62,9 +63,12 @@ def cores_per_rank(config: BenchConfig) -> int:
 
 def loader_workers(config: BenchConfig) -> int:
     """DataLoader workers per rank: ``config.num_workers``, or for -1 (auto) the rank's cores but one
-    (that one runs the training step), at most 4 on GPU. On 2 cores: baseline 1 worker, 2 DDP ranks 0."""
+    (that one runs the training step), at most 4 on GPU. On 2 cores: baseline 1 worker, 2 DDP ranks 0.
+    The ``device`` data path always gets 0: its loader only hands out index lists."""
     if config.num_workers >= 0:
         return config.num_workers
+    if config.data_path == "device":
+        return 0
     spare = cores_per_rank(config) - 1
     return max(0, min(4, spare) if config.accelerator == "gpu" else spare)
 
@@ -112,8 +116,9 @@ def _strategy(config: BenchConfig):
     return "auto"
 
 
-def build_trainer(config: BenchConfig, run_id: str, callbacks: list[L.Callback]) -> L.Trainer:
-    """The Lightning Trainer of a case: strategy, devices, precision, logger and callbacks."""
+def build_trainer(config: BenchConfig, run_id: str, callbacks: list[L.Callback], profiler=None) -> L.Trainer:
+    """The Lightning Trainer of a case: strategy, devices, precision, logger, callbacks and the
+    Lightning ``profiler`` (bench.breakdown's data-action clock; None = Lightning's pass-through)."""
     plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
     validate = config.val_every_n_epochs > 0
     return L.Trainer(
@@ -126,6 +131,7 @@ def build_trainer(config: BenchConfig, run_id: str, callbacks: list[L.Callback])
         max_epochs=config.epochs,
         logger=TensorBoardLogger(config.out_dir, name="tensorboard", version=run_id, default_hp_metric=False),
         callbacks=callbacks,
+        profiler=profiler,
         use_distributed_sampler=False,  # bench.data's samplers already shard by rank
         check_val_every_n_epoch=config.val_every_n_epochs if validate else None,
         limit_val_batches=1.0 if validate else 0,
@@ -163,19 +169,27 @@ def parameter_digest(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def gather_rank_facts(module: CifarModule) -> list[dict]:
-    """Every rank's hostname, parameter digest and mean training loss of the last epoch.
+def all_gather(obj: Any) -> list[Any]:
+    """``obj`` of every rank, ordered by global rank (just ``[obj]`` without a process group).
+
+    Collective: every rank must call it.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, obj)
+    return everyone
+
+
+def gather_rank_facts(module: CifarModule, extra: dict[str, Any] | None = None) -> list[dict]:
+    """Every rank's hostname, parameter digest, mean training loss of the last epoch and ``extra``.
 
     Collective: every rank must call it. Returns the list ordered by global rank.
     """
     steps = max(module.loss_steps, 1)
     mine = {"hostname": socket.gethostname(), "param_digest": parameter_digest(module),
-            "loss_mean": float(module.loss_sum) / steps}
-    if not (dist.is_available() and dist.is_initialized()):
-        return [mine]
-    everyone: list = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, mine)
-    return everyone
+            "loss_mean": float(module.loss_sum) / steps, **(extra or {})}
+    return all_gather(mine)
 
 
 def destroy_process_group() -> None:

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.config import CASES, DATA_ENV, MODELS, PRECISIONS, PRESETS, ConfigError, make_config
+from bench.config import CASES, DATA_ENV, DATA_PATHS, MODELS, PRECISIONS, PRESETS, ConfigError, make_config
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SANITY = 1, 2, 3
 BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
@@ -40,7 +40,17 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--test-samples", type=int, help="class-balanced test subset; 0 = all")
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--num-workers", type=int)
+    p.add_argument("--num-workers", type=int, help="DataLoader workers per rank; -1 = auto")
+    p.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, help="page-locked batches (GPU)")
+    p.add_argument("--persistent-workers", action=argparse.BooleanOptionalAction,
+                   help="keep loader workers between epochs (needs workers)")
+    p.add_argument("--data-path", choices=DATA_PATHS,
+                   help="pil: PIL transforms per image; uint8 (default): uint8 tensor transforms per image; "
+                        "device: the training set on the device, augmented per batch there")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction,
+                   help="TensorFloat-32 matmuls and convolutions on Ampere+ GPUs (default on)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                   help="network and input batches in channels_last memory format")
     p.add_argument("--val-every-n-epochs", type=int)
     p.add_argument("--data-checksums", help="official (default), skip, or a JSON file {name: md5}")
     p.add_argument("--cache-dir", help="decoded-data cache folder (default $BENCH_CACHE or ~/.cache/cifar-bench)")
@@ -48,6 +58,15 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--save-weights", action="store_true", default=None,
                    help="write the trained network beside the result JSON (<run_id>.weights.pt)")
     p.add_argument("--out", dest="out_dir", help="folder for the result JSON (default: runs)")
+    p.add_argument("--step-breakdown", action=argparse.BooleanOptionalAction,
+                   help="time each step's data wait, compute and all-reduce (default on; on GPU it "
+                        "synchronises the device a few times per step: --no-step-breakdown for the purest times)")
+    p.add_argument("--profile", action="store_true", default=None,
+                   help="torch.profiler over a window of training steps: traces per global rank in "
+                        "OUT/profiles/RUN_ID/rank<R>/; the result is marked profiled (not a benchmark figure)")
+    p.add_argument("--profile-wait", type=int, help="steps skipped before the profiler's warm-up (default 5)")
+    p.add_argument("--profile-warmup", type=int, help="steps traced and discarded (default 2)")
+    p.add_argument("--profile-active", type=int, help="steps recorded in the trace (default 3)")
     p.add_argument("--repeats", type=int, default=1,
                    help="run the case N times, each in a fresh process with its own JSON (fit_s samples)")
 
@@ -99,8 +118,10 @@ def _add_compare_parsers(sub) -> None:
 
 def _run_config(args: argparse.Namespace):
     fields = ("case", "data", "model", "epochs", "global_batch_size", "devices", "num_nodes", "accelerator",
-              "precision", "train_samples", "test_samples", "lr", "seed", "num_workers", "val_every_n_epochs",
-              "data_checksums", "cache_dir", "init_weights", "save_weights", "out_dir")
+              "precision", "train_samples", "test_samples", "lr", "seed", "num_workers", "pin_memory",
+              "persistent_workers", "data_path", "tf32", "channels_last", "val_every_n_epochs",
+              "data_checksums", "cache_dir", "init_weights", "save_weights", "out_dir",
+              "step_breakdown", "profile", "profile_wait", "profile_warmup", "profile_active")
     overrides = {f: getattr(args, f) for f in fields}
     if args.case == "dp":
         overrides["accelerator"] = overrides["accelerator"] or "gpu"
@@ -155,6 +176,13 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if result is None:  # not global rank 0: rank 0 reports
         return 0
     print(format_table([result]))
+    per_rank = (result.get("metrics") or {}).get("step_breakdown", {}).get("per_rank")
+    from bench.breakdown import format_breakdown
+
+    if per_rank and (text := format_breakdown(per_rank)):
+        print(text)
+    if result.get("profile"):
+        print(f"profile: {result['profile']['folder']} (traces and top_ops per global rank)")
     print(f"result: {result['path']}")
     if result["status"] == "skipped":
         print(f"skipped: {result['reason']}")

@@ -12,7 +12,8 @@ Verdict rules (``tolerance_pct`` = t, ratio r = fit_s now / fit_s baseline, medi
   not significant (a note says so).
 * ``unchanged``: anything else.
 * ``missing`` (case in the baseline, not in the current results), ``skipped`` (with the skip
-  reason), ``failed`` (only failed/interrupted runs, with the reason), ``no baseline``
+  reason), ``profiled`` (only ``--profile`` runs, whose times are never benchmark figures),
+  ``failed`` (only failed/interrupted runs, with the reason), ``no baseline``
   (case not in the baseline file).
 
 Different hardware (GPU model or count, CPU model, devices used, or hardware unknown): absolute
@@ -39,6 +40,7 @@ from bench.baselines import (RESULT_SCHEMA, SCHEMA as BASELINE_SCHEMA, WORK_FIEL
 from bench.results import SCHEMA_VERSION as RESULT_SCHEMA_VERSION
 
 MIN_SAMPLES_FOR_TEST = 3
+PROFILED_REASON = "only profiled runs: their times include the profiler's overhead; compare runs made without --profile"
 ALPHA = 0.05
 CASE_ORDER = ("baseline", "dp", "ddp")
 _INPUT_HELP = ("pass per-run result JSON files (schema cifar-bench/result), a pytest-benchmark "
@@ -168,10 +170,16 @@ def compare(current: list[dict[str, Any]], baseline: dict[str, Any],
 
 def _side_now(current: list[dict[str, Any]], case: str) -> dict[str, Any]:
     runs = [r for r in current if r.get("case") == case]
+    profiled = [r for r in runs if r.get("profiled")]
+    runs = [r for r in runs if not r.get("profiled")]  # the profiler's overhead is in their times
     ok = [r for r in runs if r.get("status") == "ok"]
     if not ok:
+        if not runs:
+            return {"status": "profiled", "reason": PROFILED_REASON}
         return {"status": runs[0]["status"], "reason": runs[0].get("reason")}
     notes = [f"{len(runs) - len(ok)} other run(s) of this case did not finish ok"] if len(runs) > len(ok) else []
+    if profiled:
+        notes.append(f"{len(profiled)} profiled run(s) left out: their times include the profiler's overhead")
     mixed = [f for f in WORK_FIELDS if any(f in work_differences(ok[0].get("config"), r.get("config"))
                                            for r in ok[1:])]
     if mixed:
@@ -193,7 +201,7 @@ def _compare_case(case: str, now: dict, ref: dict, tol: float) -> CaseComparison
         return CaseComparison(case, "missing", fit_s_baseline=_median(b), n_baseline=len(b["samples"]),
                               notes=("case is in the baseline but not in the current results",))
     if n["status"] != "ok":
-        verdict = "skipped" if n["status"] == "skipped" else "failed"
+        verdict = n["status"] if n["status"] in ("skipped", "profiled") else "failed"
         return CaseComparison(case, verdict, fit_s_baseline=_median(b), n_baseline=len(b["samples"]) if b else 0,
                               notes=(f"{n['status']}: {n.get('reason') or 'no reason given'}",))
     if b is None:

@@ -19,6 +19,7 @@ MODELS = ("simple_cnn", "resnet18")
 ACCELERATORS = ("cpu", "gpu")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 CHECKSUM_MODES = ("official", "skip")  # or a path to a JSON file {filename: md5}
+DATA_PATHS = ("pil", "uint8", "device")  # how training batches are made (README "Data paths")
 
 #: Environment variable that gives the data path when ``--data`` is not given.
 DATA_ENV = "BENCH_DATA"
@@ -59,11 +60,19 @@ class BenchConfig:
     num_workers: int = -1  # DataLoader worker processes per rank; -1 = auto (see bench.cases.loader_workers)
     pin_memory: bool = False  # page-locked host memory for batches (GPU only)
     persistent_workers: bool = False  # keep loader workers between epochs (needs num_workers > 0)
+    data_path: str = "uint8"  # one of DATA_PATHS: per-image PIL, per-image uint8 tensors, or batched on the device
+    tf32: bool = True  # TensorFloat-32 for float32 matmuls and cuDNN convolutions (Ampere+ GPUs only)
+    channels_last: bool = False  # network weights and input batches in torch.channels_last memory format
     val_every_n_epochs: int = 0  # evaluate the test set during fit every N epochs; 0 = only after fit
     accuracy_floor: float = 0.0  # sanity check: test accuracy must reach this fraction (0..1)
     init_weights: str = ""  # network state_dict file (from --save-weights) to start from; "" = seeded init
     save_weights: bool = False  # write the trained network's state_dict beside the result JSON
     out_dir: str = "runs"  # folder that receives the result JSON
+    step_breakdown: bool = True  # time data wait / compute / all-reduce of every step (GPU: a few syncs per step)
+    profile: bool = False  # torch.profiler over a window of training steps; the result is marked profiled
+    profile_wait: int = 5  # training steps skipped before the profiler's warm-up (steps)
+    profile_warmup: int = 2  # steps traced and discarded (>= 1), so start-up costs stay out of the window (steps)
+    profile_active: int = 3  # steps recorded in the trace (steps); bigger windows give bigger traces
 
     def __post_init__(self) -> None:
         _check_choices(self)
@@ -106,7 +115,7 @@ class BenchConfig:
 
 def _check_choices(c: BenchConfig) -> None:
     for name, allowed in (("case", CASES), ("model", MODELS), ("accelerator", ACCELERATORS),
-                          ("precision", PRECISIONS), ("preset", tuple(PRESETS))):
+                          ("precision", PRECISIONS), ("preset", tuple(PRESETS)), ("data_path", DATA_PATHS)):
         if getattr(c, name) not in allowed:
             raise ConfigError(f"{name}={getattr(c, name)!r} is not one of {', '.join(allowed)}")
     if not c.data:
@@ -127,8 +136,16 @@ def _check_ranges(c: BenchConfig) -> None:
         raise ConfigError("need lr > 0, 0 <= momentum < 1 and weight_decay >= 0")
     if not 0.0 <= c.accuracy_floor <= 1.0:
         raise ConfigError(f"accuracy_floor is a fraction in [0, 1], got {c.accuracy_floor}")
+    if c.profile_wait < 0 or c.profile_warmup < 1 or c.profile_active < 1:
+        raise ConfigError("the profiler window needs profile_wait >= 0, profile_warmup >= 1 (tracing start-up "
+                          "costs land in the first traced step) and profile_active >= 1")
+    if c.profile and c.epochs == 0:
+        raise ConfigError("--profile traces training steps: use --epochs >= 1")
     if c.persistent_workers and c.num_workers == 0:
         raise ConfigError("persistent_workers needs num_workers > 0")
+    if c.data_path == "device" and c.num_workers > 0:
+        raise ConfigError("the device path gathers batches on the device and needs no loader workers; "
+                          "use --num-workers 0 or -1")
     if c.precision != "32-true" and c.accelerator == "cpu" and c.precision == "16-mixed":
         raise ConfigError("precision 16-mixed needs a GPU; use 32-true or bf16-mixed on CPU")
 
@@ -183,6 +200,6 @@ def make_config(preset: str = "smoke", **overrides: Any) -> BenchConfig:
     values: dict[str, Any] = {"preset": preset, **PRESETS[preset]}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.setdefault("data", os.environ.get(DATA_ENV, ""))
-    if values["accelerator"] == "cpu" and "pin_memory" not in overrides:
+    if values["accelerator"] == "cpu" and overrides.get("pin_memory") is None:
         values["pin_memory"] = False  # page-locking only helps host-to-GPU copies
     return BenchConfig(**values)

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
+from bench import datapaths
 from bench.config import BenchConfig
 from bench.files import atomic_open
 from bench.sources import DataError, Decoded, detect_kind, read_image_folder, read_official
@@ -236,7 +237,9 @@ class CifarDataModule(L.LightningDataModule):
     ``prepare_data`` (one process per node) builds the decoded cache; ``setup`` (every rank)
     loads it. The train loader uses :class:`GlobalBatchSampler`; the test loader gives each rank
     a contiguous shard (uneven shards allowed, no image counted twice). Set the Trainer's
-    ``use_distributed_sampler=False`` so Lightning keeps these samplers.
+    ``use_distributed_sampler=False`` so Lightning keeps these samplers. ``config.data_path``
+    chooses how training batches are made (see :mod:`bench.datapaths`); on the ``device`` path
+    the train loader yields index batches that :meth:`device_batch` turns into images.
     """
 
     def __init__(self, config: BenchConfig, num_workers: int | None = None) -> None:
@@ -264,10 +267,26 @@ class CifarDataModule(L.LightningDataModule):
         train_idx = balanced_subset(decoded.train_labels, self.config.train_samples)
         test_idx = balanced_subset(decoded.test_labels, self.config.test_samples)
         self.global_batch_sizes = global_batch_sizes(len(train_idx), self.config.global_batch_size)
-        self.train_set = AugmentedImages(decoded.train_images[train_idx], decoded.train_labels[train_idx],
-                                         train_transform())
-        self.test_set = AugmentedImages(decoded.test_images[test_idx], decoded.test_labels[test_idx],
-                                        test_transform())
+        train = decoded.train_images[train_idx], decoded.train_labels[train_idx]
+        self.train_set, self.test_set = self._datasets(train, (decoded.test_images[test_idx],
+                                                               decoded.test_labels[test_idx]))
+
+    def _datasets(self, train: tuple, test: tuple) -> tuple:
+        """Training and test set of the configured data path from (images, labels) pairs."""
+        if self.config.data_path == "pil":
+            norm = (CIFAR10_MEAN, CIFAR10_STD)
+            return (datapaths.PilImages(*train, datapaths.pil_train_transform(*norm)),
+                    datapaths.PilImages(*test, datapaths.pil_test_transform(*norm)))
+        if self.config.data_path == "device":
+            return datapaths.DeviceTrainSet(*train), AugmentedImages(*test, test_transform())
+        return AugmentedImages(*train, train_transform()), AugmentedImages(*test, test_transform())
+
+    def device_batch(self, batch: datapaths.IndexBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Device path: (uint8 images (B, 3, 32, 32), labels (B,)) gathered and augmented on the
+        device of ``batch.indices``, seeded by (config seed, rank, epoch)."""
+        trainer = self.trainer
+        rank, epoch = (trainer.global_rank, trainer.current_epoch) if trainer is not None else (0, 0)
+        return self.train_set.batch(batch.indices, datapaths.augment_seed(self.config.seed, rank, epoch))
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -282,6 +301,8 @@ class CifarDataModule(L.LightningDataModule):
         rank, world = self._rank_world()
         sampler = GlobalBatchSampler(len(self.train_set), self.config.global_batch_size, rank, world,
                                      self.config.seed)
+        if isinstance(self.train_set, datapaths.DeviceTrainSet):
+            return datapaths.index_loader(len(self.train_set), sampler)
         return DataLoader(self.train_set, batch_sampler=sampler, **self._loader_options())
 
     def test_dataloader(self) -> DataLoader:

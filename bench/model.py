@@ -17,6 +17,7 @@ from torch import nn
 
 from bench.config import BenchConfig
 from bench.data import normalize
+from bench.datapaths import IndexBatch
 
 NUM_CLASSES = 10
 
@@ -67,6 +68,26 @@ def build_network(name: str) -> nn.Module:
     return builders[name]()
 
 
+def apply_device_settings(config: BenchConfig) -> dict:
+    """Apply ``config.tf32`` to torch (process-wide) and return the settings read back from torch.
+
+    TF32 runs float32 matmuls and cuDNN convolutions on Ampere+ tensor cores with a 10-bit
+    mantissa; elsewhere (CPU, older GPUs) the flags are set but change nothing. Call it before
+    training, in every rank's process.
+
+    Returns:
+        ``{"matmul_allow_tf32": bool, "cudnn_allow_tf32": bool, "float32_matmul_precision":
+        "high" | "highest" (or "medium" if set elsewhere), "cudnn_benchmark": bool}``.
+    """
+    # "high" = TF32 allowed for float32 matmuls (what torch.backends.cuda.matmul.allow_tf32 reads)
+    torch.set_float32_matmul_precision("high" if config.tf32 else "highest")
+    torch.backends.cudnn.allow_tf32 = config.tf32
+    return {"matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark}
+
+
 def count_parameters(net: nn.Module) -> int:
     """Number of trainable parameters (elements)."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
@@ -76,7 +97,9 @@ class CifarModule(L.LightningModule):
     """Network + cross-entropy loss + SGD with momentum + torchmetrics accuracy.
 
     Batches are ``(images, labels)`` with images (n, 3, 32, 32) uint8 (normalised here, after the
-    transfer to the device) and labels (n,) int64, where n is this rank's share of the global batch.
+    transfer to the device) or float32 already normalised (``pil`` data path), and labels (n,)
+    int64, where n is this rank's share of the global batch. On the ``device`` data path training
+    batches arrive as :class:`~bench.datapaths.IndexBatch` and the datamodule makes the images.
 
     The loss is ``sum(per-image loss) / global batch * ranks``, so that DDP's averaging of
     gradients over ranks gives exactly the mean over the global batch, also for a last batch
@@ -90,9 +113,14 @@ class CifarModule(L.LightningModule):
         super().__init__()
         self.config = config
         self.net = build_network(config.model)
+        if config.channels_last:  # 4-D weights NHWC-strided, matching the channels_last inputs
+            self.net = self.net.to(memory_format=torch.channels_last)
         # Test metrics accumulate per rank and synchronise once, in compute(): no per-step
         # collective, so uneven test shards over the ranks cannot hang.
         self.test_accuracy = torchmetrics.classification.MulticlassAccuracy(NUM_CLASSES, average="micro")
+        # training accuracy of each epoch (on the augmented batches), also synchronised once, at epoch end
+        self.train_accuracy = torchmetrics.classification.MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.train_accuracies: list[float] = []  # one fraction per epoch, global over all ranks
         self.test_correct = torchmetrics.SumMetric()
         self.test_total = torchmetrics.SumMetric()
         self.loss_sum = torch.zeros(())  # this rank's loss summed over the current epoch's steps
@@ -103,9 +131,20 @@ class CifarModule(L.LightningModule):
         return self.net(x)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Normalise the uint8 image batch on the device it was moved to."""
+        """On the device the batch was moved to: make index batches into images (``device`` data
+        path), normalise uint8 images, and convert to channels_last when configured.
+
+        The only batch hook Lightning calls here (this module's overrides the datamodule's), so
+        the datamodule's share of the work is asked for explicitly.
+        """
+        if isinstance(batch, IndexBatch):
+            batch = self.trainer.datamodule.device_batch(batch)
         images, labels = batch
-        return normalize(images) if images.dtype == torch.uint8 else images, labels
+        if images.dtype == torch.uint8:  # the pil path's batches come normalised already
+            images = normalize(images)
+        if self.config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels
 
     def _loss_scale(self, batch_idx: int, local_n: int) -> float:
         """Factor turning a sum of per-image losses into this rank's share of the global mean.
@@ -125,7 +164,14 @@ class CifarModule(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, rank_zero_only=True)
         self.loss_sum = self.loss_sum.to(loss.device) + loss.detach()
         self.loss_steps += 1
+        self.train_accuracy.update(logits.detach().argmax(dim=1), labels)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # compute() all-gathers the counts (every rank gets here): the epoch's global accuracy
+        self.train_accuracies.append(float(self.train_accuracy.compute()))
+        self.train_accuracy.reset()
+        self.log("train/accuracy", self.train_accuracies[-1], rank_zero_only=True)
 
     def on_train_epoch_start(self) -> None:
         self.loss_sum, self.loss_steps = torch.zeros((), device=self.device), 0

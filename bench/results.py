@@ -5,14 +5,17 @@ One JSON file per run, written by global rank 0 only (``<out_dir>/<run_id>.json`
 
     {"schema": "cifar-bench/result", "schema_version": 1, "run_id": str, "case": str,
      "status": "ok" | "failed" | "interrupted" | "skipped", "reason": str | null,
-     "profiled": bool, "test_knobs": {name: value},       # non-empty: never a real benchmark
+     "profiled": bool, "test_knobs": {name: value},       # either set: never a real benchmark
+     "profile": null | {"folder", "per_rank": [{"rank", "hostname", "schedule", "trace", "tables"}]},
      "config": {every BenchConfig field},
      "metrics": {"fit_s", "epoch_train_s": [..], "throughput_img_s", "wall_s", "optimizer_steps",
-                 "steps_per_epoch", "train_images_per_epoch", "train_loss", "test_accuracy",
-                 "test_correct", "test_total", "accuracy_meaningful", "parameters"},
+                 "steps_per_epoch", "train_images_per_epoch", "train_loss", "train_accuracy",
+                 "test_accuracy", "test_correct", "test_total", "accuracy_meaningful", "parameters",
+                 "step_breakdown": {"parts", "per_rank": [{"rank", "hostname", "epochs": [..]}]}},
      "sanity": {"loss_finite": bool, "accuracy_floor": float, "accuracy_ok": bool, "passed": bool},
      "world": {"world_size", "num_nodes", "devices_per_node", "backend", "hostnames": [per rank],
-               "global_batch_size", "per_device_batch_size", "params_identical": bool},
+               "global_batch_size", "per_device_batch_size", "params_identical": bool,
+               "communication": {"backend", "network", "channels", "comm_env", ...} (bench.comm)},
      "environment": {see bench.environment.collect},
      "started_utc": ISO 8601, "ended_utc": ISO 8601}
 
@@ -92,7 +95,7 @@ def write_json_atomic(obj: dict, path: str | Path) -> Path:
 def build_result(*, run_id: str, case: str, status: str, config: dict, started_utc: str,
                  metrics: dict | None = None, sanity: dict | None = None, world: dict | None = None,
                  environment: dict | None = None, reason: str | None = None,
-                 test_knobs: dict | None = None, profiled: bool = False) -> dict:
+                 test_knobs: dict | None = None, profiled: bool = False, profile: dict | None = None) -> dict:
     """Assemble one result record (see the module docstring for the format).
 
     Raises:
@@ -104,7 +107,7 @@ def build_result(*, run_id: str, case: str, status: str, config: dict, started_u
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "run_id": run_id, "case": case,
         "status": status, "reason": reason, "profiled": profiled, "test_knobs": test_knobs or {},
         "config": config, "metrics": metrics or {}, "sanity": sanity or {}, "world": world or {},
-        "environment": environment or {}, "started_utc": started_utc, "ended_utc": utc_now(),
+        "environment": environment or {}, "profile": profile, "started_utc": started_utc, "ended_utc": utc_now(),
     }
 
 

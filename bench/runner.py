@@ -8,17 +8,18 @@ leaves no result JSON. Failures during training leave a ``failed`` result with t
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from pathlib import Path
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from bench import cases, environment
+from bench import breakdown, cases, comm, environment, profiling
 from bench.config import BenchConfig, ConfigError
 from bench.data import CifarDataModule, atomic_torch_save
 from bench.knobs import StepSleep, active_knobs
+from bench.model import apply_device_settings
 from bench.results import build_result, new_run_id, result_path, utc_now, write_json_atomic
+from bench.profiling import StepProfiler
 from bench.timing import TrainingTimer, wall_seconds
 
 
@@ -32,10 +33,12 @@ def _sanity(config: BenchConfig, metrics: dict) -> dict:
             "passed": loss_ok and acc_ok}
 
 
-def _world(config: BenchConfig, trainer, facts: list[dict], threads: int, workers: int) -> dict:
+def _world(config: BenchConfig, trainer, facts: list[dict], threads: int, workers: int, user_env: dict,
+           tools) -> dict:
+    backend = getattr(trainer.strategy, "_process_group_backend", None)
     return {
         "world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
-        "devices_per_node": config.devices, "backend": getattr(trainer.strategy, "_process_group_backend", None),
+        "devices_per_node": config.devices, "backend": backend,
         "cluster_environment": _cluster_environment(trainer),
         "hostnames": [f["hostname"] for f in facts],
         "global_batch_size": config.global_batch_size, "per_device_batch_size": config.per_device_batch_size,
@@ -43,7 +46,8 @@ def _world(config: BenchConfig, trainer, facts: list[dict], threads: int, worker
         "torch_threads_per_rank": threads,
         "loader_workers_per_rank": workers,  # config num_workers resolved (-1 = auto)
         # communication settings a user may have tuned (e.g. NCCL_SOCKET_IFNAME, NCCL_IB_HCA)
-        "comm_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("NCCL_", "GLOO_"))},
+        "comm_env": user_env,
+        "communication": comm.communication(backend, [f.get("nccl") for f in facts], user_env, facts[0].get("comm_hook")),
     }
 
 
@@ -66,9 +70,14 @@ def _metrics(config: BenchConfig, trainer, module, dm: CifarDataModule, timer: T
         "wall_s": wall_seconds(), "optimizer_steps": trainer.global_step,
         "steps_per_epoch": len(dm.global_batch_sizes), "train_images_per_epoch": images,
         "train_loss": sum(f["loss_mean"] for f in facts) / len(facts) if config.epochs else None,
+        # fraction of the (augmented) training images of the last epoch classified right, all ranks
+        "train_accuracy": module.train_accuracies[-1] if module.train_accuracies else None,
         **module.test_results,
         "accuracy_meaningful": config.data != "synthetic",
         "parameters": cases.trained_parameters(module),
+        "step_breakdown": {"parts": list(breakdown.PARTS), "units": "s", "see": "bench/breakdown.py",
+                           "per_rank": [{"rank": f["rank"], "hostname": f["hostname"], "epochs": f["breakdown"]}
+                                        for f in facts]},
     }
 
 
@@ -101,6 +110,24 @@ def skipped(config: BenchConfig, reason: str) -> dict:
     return record_status(config, "skipped", reason)
 
 
+class Instruments:
+    """The measuring callbacks of one run: timer, per-step breakdown, optional profiler, test knobs."""
+
+    def __init__(self, config: BenchConfig, run_id: str) -> None:
+        self.timer, self.breakdown, self.knobs = TrainingTimer(), breakdown.StepBreakdown(), active_knobs()
+        self.profiler, self.step_breakdown = None, config.step_breakdown
+        if config.profile:
+            self.profiler = StepProfiler(Path(config.out_dir) / "profiles" / run_id, config.profile_wait,
+                                         config.profile_warmup, config.profile_active)
+
+    def callbacks(self) -> list:
+        # Order matters where hooks coincide: the knob's sleep lies inside the timed steps; the
+        # breakdown marks a step's end before the timer's epoch barrier; the profiler writes last.
+        knob = [StepSleep(self.knobs)] if self.knobs else []
+        return knob + ([self.breakdown] if self.step_breakdown else []) + [self.timer] + \
+            ([self.profiler] if self.profiler else [])
+
+
 def run_case(config: BenchConfig) -> dict | None:
     """Run one case end to end; return the result on global rank 0 (None on other ranks).
 
@@ -112,23 +139,22 @@ def run_case(config: BenchConfig) -> dict | None:
         return skipped(config, reason)
     cases.check_accelerator(config)
     check_out_dir(config.out_dir)
-    started = utc_now()
-    run_id = new_run_id(config.case)
+    started, run_id, user_env = utc_now(), new_run_id(config.case), comm.user_comm_env()
+    comm.request_nccl_log(config, run_id)
     workers = cases.loader_workers(config)
     threads = cases.set_cpu_threads(config, workers)
+    device_settings = apply_device_settings(config)  # TF32 flags: in every rank, before any GPU work
     cases.ensure_data(config)
-    timer, knobs = TrainingTimer(), active_knobs()
-    # The knob's sleep runs before the timer's hook, so it lies inside the timed steps.
-    trainer = cases.build_trainer(config, run_id, ([StepSleep(knobs)] if knobs else []) + [timer])
+    tools = Instruments(config, run_id)
+    trainer = cases.build_trainer(config, run_id, tools.callbacks(),
+                                 tools.breakdown.actions if config.step_breakdown else None)
     module, dm = cases.build_module(config), CifarDataModule(config, num_workers=workers)
     for logger in trainer.loggers:  # rank-zero-only inside Lightning's loggers
-        logger.log_hyperparams({**config.to_dict(), "run_id": run_id, "test_knobs": str(knobs)})
-    base = dict(run_id=run_id, case=config.case, config=config.to_dict(), started_utc=started, test_knobs=knobs)
+        logger.log_hyperparams({**config.to_dict(), "run_id": run_id, "test_knobs": str(tools.knobs)})
+    base = dict(run_id=run_id, case=config.case, config=config.to_dict(), started_utc=started,
+                test_knobs=tools.knobs, profiled=config.profile)
     try:
-        if config.epochs > 0:
-            trainer.fit(module, datamodule=dm)
-        trainer.test(module, datamodule=dm, verbose=False)
-        facts = cases.gather_rank_facts(module)
+        facts = _train_and_test(config, trainer, module, dm, tools)
     except (SIGTERMException, KeyboardInterrupt, SystemExit) as err:  # Slurm time limit, scancel, Ctrl-C
         _write_on_rank_zero(trainer, config.out_dir, status="interrupted", reason=f"{type(err).__name__} during the run",
                             **base)
@@ -137,15 +163,43 @@ def run_case(config: BenchConfig) -> dict | None:
         _write_on_rank_zero(trainer, config.out_dir, status="failed", reason=f"{type(err).__name__}: {err}", **base)
         cases.destroy_process_group()
         raise
-    metrics = _metrics(config, trainer, module, dm, timer, facts)
+    metrics = _metrics(config, trainer, module, dm, tools.timer, facts)
     result = _write_on_rank_zero(trainer, config.out_dir, status="ok", metrics=metrics, sanity=_sanity(config, metrics),
-                                 world=_world(config, trainer, facts, threads, workers), **base)
+                                 world={**_world(config, trainer, facts, threads, workers, user_env, tools),
+                                        "device_settings": device_settings},
+                                 profile=_profile_record(config, run_id, facts), **base)
     cases.destroy_process_group()
     if result is None:
         return None
     if config.save_weights:
         result["weights_path"] = str(_save_weights(module, Path(result["path"]).with_suffix(".weights.pt")))
     return result
+
+
+def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, tools: Instruments) -> list[dict]:
+    """Fit (unless epochs is 0) and test; return every rank's facts (collective on all ranks)."""
+    profile_facts = None
+    if config.epochs > 0:
+        trainer.fit(module, datamodule=dm)
+        if tools.profiler is not None:  # gathered before test: the TensorBoard writer is still open
+            profile_facts = cases.all_gather(tools.profiler.facts)
+            profiling.log_tables(trainer, profile_facts)
+    trainer.test(module, datamodule=dm, verbose=False)
+    facts = cases.gather_rank_facts(module, {"breakdown": tools.breakdown.epochs, "nccl": comm.own_nccl_facts(),
+                                             "comm_hook": tools.breakdown.comm_hook})
+    for rank, f in enumerate(facts):
+        f["rank"], f["profile"] = rank, profile_facts[rank] if profile_facts else None
+    return facts
+
+
+def _profile_record(config: BenchConfig, run_id: str, facts: list[dict]) -> dict | None:
+    """The result's ``profile`` section: window and each global rank's trace and tables (no table text)."""
+    if not config.profile:
+        return None
+    per_rank = [{"hostname": f["hostname"], **{k: v for k, v in (f["profile"] or {}).items() if k != "table_text"}}
+                for f in facts]
+    return {"folder": str(Path(config.out_dir) / "profiles" / run_id), "per_rank": per_rank,
+            "note": "times of a profiled run include the profiler's overhead; never a benchmark figure"}
 
 
 def _save_weights(module, path: Path) -> Path:

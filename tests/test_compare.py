@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = {"preset": "full", "model": "resnet18", "data": "/data/cifar10", "data_kind": "official",
           "epochs": 20, "global_batch_size": 256, "train_samples": 0, "test_samples": 0,
           "precision": "32-true", "num_workers": 4, "pin_memory": True, "persistent_workers": True,
-          "accelerator": "gpu"}
+          "accelerator": "gpu", "data_path": "uint8", "tf32": True, "channels_last": False}
 H200 = {"gpu_names": ["NVIDIA H200"] * 4, "gpu_count": 4, "cpu_model": "Xeon 8480", "cpu_count": 16}
 A100 = {"gpu_names": ["NVIDIA A100-SXM4-40GB"] * 4, "gpu_count": 4, "cpu_model": "EPYC 7742", "cpu_count": 64}
 
@@ -183,11 +183,22 @@ def test_current_runs_that_did_different_work_are_not_comparable():
 
 @pytest.mark.parametrize("field, value", [("global_batch_size", 512), ("data_kind", "synthetic"),
                                           ("train_samples", 8000), ("preset", "cpu"),
-                                          ("num_workers", 0), ("pin_memory", False)])
+                                          ("num_workers", 0), ("pin_memory", False),
+                                          ("data_path", "device"), ("tf32", False), ("channels_last", True)])
 def test_each_work_field_makes_runs_not_comparable(field, value):
     c = one(compare([result("baseline", [100.0], **{field: value})],
                     baseline_of(result("baseline", [100.0]))), "baseline")
     assert c.verdict == "not comparable" and c.differing_fields == (field,)
+
+
+def test_results_from_before_the_data_path_field_did_uint8_work():
+    old = {k: v for k, v in CONFIG.items() if k not in ("data_path", "channels_last", "tf32")}
+    stored = baseline_of(result("baseline", [100.0], **old))
+    stored["cases"]["baseline"]["config"] = {**old, "case": "baseline", "devices": 1, "num_nodes": 1}
+    same = one(compare([result("baseline", [100.0], data_path="uint8", tf32=True)], stored), "baseline")
+    assert same.verdict == "unchanged"
+    other = one(compare([result("baseline", [100.0], data_path="device")], stored), "baseline")
+    assert other.verdict == "not comparable" and other.differing_fields == ("data_path",)
 
 
 # --- hardware and unknown configs ---------------------------------------------------------------

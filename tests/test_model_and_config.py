@@ -73,6 +73,8 @@ def test_loss_scale_gives_global_mean_across_uneven_ranks():
     (dict(global_batch_size=0), "global_batch_size must be >= 1"),
     (dict(persistent_workers=True, num_workers=0), "persistent_workers needs"),
     (dict(accuracy_floor=48.0), "fraction"),
+    (dict(data_path="dali"), "data_path='dali' is not one of pil, uint8, device"),
+    (dict(data_path="device", num_workers=2), "needs no loader workers; use --num-workers 0 or -1"),
 ])
 def test_invalid_configs_are_refused_with_the_reason(overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -108,3 +110,55 @@ def test_module_without_trainer_uses_plain_mean():
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     expected = torch.nn.functional.cross_entropy(module(x), y)
     assert torch.allclose(module.training_step((x, y), 0), expected)
+
+
+def test_channels_last_network_and_batches():
+    module = CifarModule(make_config("smoke", data="synthetic", channels_last=True))
+    conv = module.net.features[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    images, _ = module.on_after_batch_transfer((torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(2)), 0)
+    assert images.dtype == torch.float32 and images.is_contiguous(memory_format=torch.channels_last)
+    plain = CifarModule(make_config("smoke", data="synthetic")).net.features[0].weight
+    assert plain.is_contiguous() and not plain.is_contiguous(memory_format=torch.channels_last)
+    resnet = CifarModule(make_config("smoke", data="synthetic", model="resnet18", channels_last=True))
+    assert resnet.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_float_batches_are_not_normalised_twice():
+    module = CifarModule(make_config("smoke", data="synthetic"))
+    batch = torch.full((2, 3, 32, 32), 0.5)
+    images, _ = module.on_after_batch_transfer((batch, torch.zeros(2)), 0)
+    assert torch.equal(images, batch)
+
+
+@pytest.fixture
+def torch_tf32_restored():
+    saved = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    yield
+    torch.set_float32_matmul_precision(saved[0])
+    torch.backends.cudnn.allow_tf32 = saved[1]
+
+
+@pytest.mark.parametrize("tf32, precision", [(True, "high"), (False, "highest")])
+def test_device_settings_are_applied_and_read_back(tf32, precision, torch_tf32_restored):
+    from bench.model import apply_device_settings
+
+    settings = apply_device_settings(make_config("smoke", data="synthetic", tf32=tf32))
+    assert settings == {"matmul_allow_tf32": tf32, "cudnn_allow_tf32": tf32, "float32_matmul_precision": precision,
+                        "cudnn_benchmark": torch.backends.cudnn.benchmark}
+    assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.get_float32_matmul_precision() == precision
+
+
+def test_cli_flags_reach_the_config():
+    from bench.cli import _run_config, parser
+
+    def config(*flags):
+        return _run_config(parser().parse_args(["run", "--data", "synthetic", *flags]))
+
+    c = config("--data-path", "pil", "--no-tf32", "--channels-last", "--num-workers", "1", "--persistent-workers")
+    assert (c.data_path, c.tf32, c.channels_last, c.persistent_workers) == ("pil", False, True, True)
+    d = config()
+    assert (d.data_path, d.tf32, d.channels_last, d.pin_memory) == ("uint8", True, False, False)
+    assert config("--preset", "full", "--accelerator", "cpu").pin_memory is False  # no page-locking on CPU
+    assert config("--preset", "full", "--accelerator", "cpu", "--pin-memory").pin_memory is True
+    assert config("--preset", "full", "--no-persistent-workers").persistent_workers is False

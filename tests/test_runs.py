@@ -67,6 +67,8 @@ def test_result_json_holds_the_promised_fields(real_data, cache, tmp_path):
     steps = scalars.groupby("tag")["step"].count().to_dict()
     assert steps["time/epoch_train_s"] == 1 and steps["throughput/images_per_s"] == 1
     assert steps["train/loss"] == 157 // 10  # logged every 10 of the 157 optimizer steps
+    assert steps["train/accuracy"] == 1 and 0.1 < m["train_accuracy"] < 0.9  # per epoch, over all ranks
+    assert scalars[scalars.tag == "train/accuracy"].value.iloc[0] == pytest.approx(m["train_accuracy"])
     assert scalars[scalars.tag == "test/accuracy"].value.iloc[0] == pytest.approx(m["test_accuracy"])
 
 

@@ -1,0 +1,240 @@
+"""Where a training step's time goes, per rank, without torch.profiler: data, compute, all-reduce.
+
+Every training step of every rank is cut into consecutive host-clock intervals (seconds,
+``time.perf_counter``; on GPU each time stamp first synchronises the device, so that queued
+kernels are counted where they run - a few synchronisations per step, which is why
+``--no-step-breakdown`` exists for the purest timings):
+
+* ``data_wait_s``: fetching the next batch from the DataLoader, moving it to the device and the
+  batch hooks (normalisation, the device data path's augmentation), measured through Lightning's
+  profiler actions ``[_TrainingEpochLoop].train_dataloader_next``,
+  ``[Strategy]*.batch_to_device`` and ``[LightningModule]*.on_before_batch_transfer``.
+* ``loop_overhead_s``: the rest of the time between two steps: Lightning's bookkeeping and
+  logging and, with several ranks, its per-step broadcast of a SIGTERM flag (a collective: a rank
+  ahead waits here for the others).
+* ``forward_s``: ``on_train_batch_start`` to ``on_before_backward``: training_step and zero_grad.
+* ``allreduce_s``: the *exposed* gradient all-reduce of DDP: from the hand-over of the last
+  gradient bucket to the DDP communication hook (the backward computation is complete: on GPU
+  the hook synchronises the device first) to ``on_after_backward`` (DDP waited for every bucket).
+  All-reduce overlapped with the backward computation costs no step time and is not in it. Zero
+  without DDP.
+* ``backward_s``: ``on_before_backward`` to ``on_after_backward``, less ``allreduce_s``.
+* ``optimizer_s``: ``on_before_optimizer_step`` to ``on_train_batch_end``.
+* ``step_s``: end of the previous step (or the epoch start) to the end of this one;
+  ``unattributed_s`` is what the intervals above do not cover (e.g. between backward and the
+  optimizer hook).
+
+``compute_s`` = forward + backward + optimizer. The all-reduce goes through torch's
+``default_hooks.allreduce_hook`` (the same arithmetic as DDP's built-in all-reduce: sum, then
+divide by the world size), wrapped to take the time stamp.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.profilers import Profiler
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+from torch.nn.parallel import DistributedDataParallel
+
+PARTS = ("data_wait_s", "compute_s", "allreduce_s", "loop_overhead_s")  # + unattributed_s = step_s
+DETAIL = ("forward_s", "backward_s", "optimizer_s", "unattributed_s", "step_s")
+_MARKS = ("prev_end", "start", "before_backward", "after_backward", "before_optimizer", "end")
+# Lightning profiler actions (outermost ones only) that move a training batch from the loader to the device
+_DATA_ACTIONS = ("].train_dataloader_next", ".batch_to_device", ".on_before_batch_transfer")
+
+
+class Clock:
+    """Host time stamps (``time.perf_counter``, s); on GPU each one synchronises the device first."""
+
+    def __init__(self) -> None:
+        self.device: torch.device | None = None
+
+    def attach(self, device: torch.device) -> None:
+        """Synchronise ``device`` before each time stamp from now on, if it is a GPU."""
+        self.device = device if device.type == "cuda" else None
+
+    def now(self) -> float:
+        if self.device is not None:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+class DataActionClock(Profiler):
+    """A Lightning profiler that only sums the time of the batch-loading actions (see module docstring).
+
+    Attributes:
+        pending: seconds of data actions since the last :meth:`take`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = Clock()
+        self.pending = 0.0
+        self._open: dict[str, float] = {}
+
+    def start(self, action_name: str) -> None:
+        if action_name.startswith(("[_TrainingEpochLoop]", "[Strategy]", "[LightningModule]")) and \
+                action_name.endswith(_DATA_ACTIONS):
+            self._open[action_name] = self.clock.now()
+
+    def stop(self, action_name: str) -> None:
+        began = self._open.pop(action_name, None)
+        if began is not None:
+            self.pending += self.clock.now() - began
+
+    def take(self) -> float:
+        """The data seconds gathered since the last call, and start again from zero."""
+        taken, self.pending = self.pending, 0.0
+        return taken
+
+    def summary(self) -> str:
+        return ""  # nothing to print at teardown: the figures go to the run's JSON
+
+
+class AllReduceTimes:
+    """State of :func:`timed_allreduce`: when the last gradient bucket of the step was handed over."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock, self.last_bucket = clock, None
+
+
+def timed_allreduce(state: AllReduceTimes, bucket):  # no annotations: DDP compares them to real types,
+    # and this module's postponed annotations (strings) would fail that check
+    """DDP communication hook: torch's ``allreduce_hook``, time-stamping the hand-over of the last bucket.
+
+    Returns ``torch.futures.Future[torch.Tensor]``: the bucket's gradients averaged over the ranks.
+    """
+    if bucket.is_last():  # DDP hands over the bucket of the first layers last: backward is done
+        state.last_bucket = state.clock.now()
+    return allreduce_hook(None, bucket)
+
+
+def step_parts(marks: dict[str, float], data_s: float, last_bucket: float | None) -> dict[str, float]:
+    """One step's intervals in seconds (see the module docstring) from its time stamps (s).
+
+    Args:
+        marks: time stamps named as in ``_MARKS``. data_s: seconds of data actions before the step.
+        last_bucket: time stamp of the last bucket's hand-over, or None (no DDP).
+    """
+    between = lambda a, b: max(0.0, marks[b] - marks[a])  # noqa: E731
+    backward = between("before_backward", "after_backward")
+    exposed = 0.0 if last_bucket is None else min(backward, max(0.0, marks["after_backward"] - last_bucket))
+    before = between("prev_end", "start")
+    data = min(data_s, before)
+    parts = {"data_wait_s": data, "loop_overhead_s": before - data, "forward_s": between("start", "before_backward"),
+             "backward_s": backward - exposed, "allreduce_s": exposed,
+             "optimizer_s": between("before_optimizer", "end"), "step_s": between("prev_end", "end")}
+    parts["compute_s"] = parts["forward_s"] + parts["backward_s"] + parts["optimizer_s"]
+    parts["unattributed_s"] = parts["step_s"] - sum(parts[k] for k in PARTS)
+    return parts
+
+
+def summarize(steps: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per interval: median, p90 (numpy's linear interpolation), mean and sum over the steps, in seconds.
+
+    Args:
+        steps: one dict per step with the keys of :data:`PARTS` and :data:`DETAIL` (seconds).
+
+    Raises:
+        ValueError: no steps.
+    """
+    if not steps:
+        raise ValueError("no training steps to summarise")
+    out = {}
+    for key in PARTS + DETAIL:
+        values = np.array([s[key] for s in steps], dtype=float)
+        out[key] = {"median": float(np.median(values)), "p90": float(np.percentile(values, 90)),
+                    "mean": float(values.mean()), "sum": float(values.sum())}
+    return out
+
+
+class StepBreakdown(L.Callback):
+    """Records every training step's intervals on this rank; :attr:`epochs` holds one summary per epoch.
+
+    Pass :attr:`actions` as the Trainer's ``profiler`` (it times the batch-loading actions).
+
+    Attributes:
+        epochs: list of ``{"epoch": int, "steps": int, <interval>: {median, p90, mean, sum}}`` (s).
+        comm_hook: description of the DDP communication hook installed, or None (no DDP).
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, Any]] = []
+        self.comm_hook: str | None = None
+        self.actions = DataActionClock()
+        self._clock = self.actions.clock
+        self._allreduce = AllReduceTimes(self._clock)
+        self._steps: list[dict[str, float]] = []
+        self._marks: dict[str, float] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._clock.attach(trainer.strategy.root_device)  # (shared with the actions and the hook state)
+        model = trainer.strategy.model
+        if isinstance(model, DistributedDataParallel) and self.comm_hook is None:
+            model.register_comm_hook(self._allreduce, timed_allreduce)
+            self.comm_hook = "bench.breakdown.timed_allreduce (torch default_hooks.allreduce_hook + time stamp)"
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._steps, self._marks = [], {"prev_end": self._clock.now()}
+        self.actions.take()  # loading before the epoch (the first batch's prefetch is not a step's)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._allreduce.last_bucket = None
+        self._marks["start"] = self._clock.now()
+        self._marks["data_s"] = self.actions.take()
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self._marks["before_backward"] = self._clock.now()
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self._marks["after_backward"] = self._clock.now()
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self._marks["before_optimizer"] = self._clock.now()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        end = self._clock.now()
+        self._marks["end"] = end
+        if all(k in self._marks for k in _MARKS):  # (a step skipped by training_step has no backward marks)
+            self._steps.append(step_parts(self._marks, self._marks["data_s"], self._allreduce.last_bucket))
+        self._marks = {"prev_end": end}
+        if batch_idx == trainer.num_training_batches - 1:
+            self._close_epoch(trainer)
+
+    def _close_epoch(self, trainer: L.Trainer) -> None:
+        if not self._steps:
+            return
+        self.epochs.append({"epoch": trainer.current_epoch, "steps": len(self._steps), **summarize(self._steps)})
+        self._steps = []
+        medians = {f"breakdown/{k[:-2]}_ms": 1000 * self.epochs[-1][k]["median"] for k in PARTS + ("step_s",)}
+        for logger in trainer.loggers:  # rank 0's own steps (loggers write on rank 0 only)
+            logger.log_metrics(medians, step=trainer.current_epoch)
+
+
+def format_breakdown(per_rank: list[dict[str, Any]]) -> str:
+    """Text table of each rank's last-epoch median step, split into its parts (milliseconds, % of step).
+
+    Args:
+        per_rank: ``[{"rank": int, "hostname": str, "epochs": [StepBreakdown.epochs entries]}]``.
+    """
+    head = (f"{'rank':>4}  {'host':<12} {'step ms':>8}  {'data wait':>16}  {'compute':>16}  {'all-reduce':>16}"
+            f"  {'loop overhead':>16}")
+    lines = ["Where the time goes (last epoch, median per step; p90 of the step in brackets):", head]
+    if not any(r.get("epochs") for r in per_rank):
+        return ""
+    for r in per_rank:
+        if not r.get("epochs"):
+            continue
+        e = r["epochs"][-1]
+        step = e["step_s"]["median"]
+        cell = lambda k: f"{1000 * e[k]['median']:7.2f} ({100 * e[k]['median'] / step if step else 0:4.1f}%)"  # noqa: E731
+        lines.append(f"{r['rank']:>4}  {str(r.get('hostname', ''))[:12]:<12} {1000 * step:8.2f}  "
+                     f"{cell('data_wait_s'):>16}  {cell('compute_s'):>16}  {cell('allreduce_s'):>16}"
+                     f"  {cell('loop_overhead_s'):>16}"
+                     f"  [p90 {1000 * e['step_s']['p90']:.2f}]")
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""The data paths: batched crop/flip on literal tensors, the PIL path's items, the device path's
+index batches, and one short end-to-end run per path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import cases, data, datapaths
+from bench.config import make_config
+from bench.data import GlobalBatchSampler
+from bench.datapaths import DeviceTrainSet, IndexBatch, PilImages, augment_seed, random_crop_flip
+from bench.results import load_result
+from tests.conftest import run_cli
+
+# One 2-channel 3x3 image (non-zero values, so padding is recognisable) and its 1-pixel zero padding.
+IMAGE = torch.tensor([[[1, 2, 3], [4, 5, 6], [7, 8, 9]],
+                      [[11, 12, 13], [14, 15, 16], [17, 18, 19]]], dtype=torch.uint8)
+PADDED = torch.tensor([[[0, 0, 0, 0, 0], [0, 1, 2, 3, 0], [0, 4, 5, 6, 0], [0, 7, 8, 9, 0], [0, 0, 0, 0, 0]],
+                       [[0, 0, 0, 0, 0], [0, 11, 12, 13, 0], [0, 14, 15, 16, 0], [0, 17, 18, 19, 0],
+                        [0, 0, 0, 0, 0]]], dtype=torch.uint8)
+
+
+def _which_window(out: torch.Tensor) -> tuple[int, int, bool]:
+    """(top, left, flipped) of the one window of PADDED (all channels alike) equal to ``out``."""
+    found = [(t, l, f) for t in range(3) for l in range(3) for f in (False, True)
+             if torch.equal(out, (lambda w: w.flip(-1) if f else w)(PADDED[:, t:t + 3, l:l + 3]))]
+    assert len(found) == 1, f"{out} is no window of the padded image"
+    return found[0]
+
+
+def test_crop_is_a_window_of_the_padded_image_with_per_image_offsets():
+    images = IMAGE.expand(400, 2, 3, 3).contiguous()
+    out = random_crop_flip(images, 1, torch.Generator().manual_seed(0))
+    assert out.dtype == torch.uint8 and out.shape == (400, 2, 3, 3)
+    windows = {_which_window(o) for o in out}
+    assert len(windows) == 18  # every offset (3 x 3) with and without flip: drawn per image
+    assert torch.equal(images, IMAGE.expand(400, 2, 3, 3))  # the input is left alone
+
+
+def test_no_padding_only_flips_about_half():
+    images = torch.tensor([[[[1, 2], [3, 4]]]], dtype=torch.uint8).expand(1000, 1, 2, 2)
+    out = random_crop_flip(images, 0, torch.Generator().manual_seed(1))
+    flipped = (out == torch.tensor([[[2, 1], [4, 3]]], dtype=torch.uint8)).flatten(1).all(1)
+    kept = (out == images[0]).flatten(1).all(1)
+    assert bool((flipped | kept).all())
+    assert 400 < int(flipped.sum()) < 600
+
+
+def test_same_seed_same_crops_other_seed_other_crops():
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    a = random_crop_flip(images, 4, torch.Generator().manual_seed(5))
+    b = random_crop_flip(images, 4, torch.Generator().manual_seed(5))
+    c = random_crop_flip(images, 4, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == images.shape and a.dtype == torch.uint8
+
+
+def test_augment_seed_differs_by_rank_and_epoch_and_repeats():
+    assert augment_seed(0, 0, 0) == augment_seed(0, 0, 0)
+    assert len({augment_seed(0, 0, 0), augment_seed(0, 1, 0), augment_seed(0, 0, 1), augment_seed(1, 0, 0)}) == 4
+
+
+def test_device_train_set_gathers_the_indexed_images_and_labels():
+    images = torch.stack([IMAGE + 20 * i for i in range(5)])
+    labels = torch.arange(5) * 2
+    train = DeviceTrainSet(images, labels)
+    out, got = train.batch(torch.tensor([3, 0, 3]), seed=augment_seed(0, 0, 0))
+    assert got.tolist() == [6, 0, 6] and out.shape == (3, 2, 3, 3)
+    assert set(out[0].unique().tolist()) <= set((IMAGE + 60).unique().tolist()) | {0}
+    again, _ = DeviceTrainSet(images, labels).batch(torch.tensor([3, 0, 3]), seed=augment_seed(0, 0, 0))
+    assert torch.equal(out, again)
+
+
+def test_index_loader_yields_the_samplers_index_lists():
+    sampler = GlobalBatchSampler(10, 4, 0, 1, seed=3)
+    batches = list(datapaths.index_loader(10, sampler))
+    assert all(isinstance(b, IndexBatch) and b.indices.dtype == torch.int64 for b in batches)
+    assert [b.indices.tolist() for b in batches] == list(sampler)
+
+
+def test_pil_item_is_normalised_float32():
+    white = torch.full((1, 3, 32, 32), 255, dtype=torch.uint8)
+    image, label = PilImages(white, torch.tensor([7]),
+                             datapaths.pil_test_transform(data.CIFAR10_MEAN, data.CIFAR10_STD))[0]
+    assert image.dtype == torch.float32 and image.shape == (3, 32, 32) and int(label) == 7
+    expected = (1 - torch.tensor(data.CIFAR10_MEAN)) / torch.tensor(data.CIFAR10_STD)
+    assert torch.allclose(image[:, 5, 5], expected)
+
+
+def test_pil_test_items_match_the_uint8_paths_normalisation():
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    pil = PilImages(images, torch.tensor([0, 1]), datapaths.pil_test_transform(data.CIFAR10_MEAN, data.CIFAR10_STD))
+    assert torch.allclose(pil[1][0], data.normalize(images)[1], atol=1e-6)  # same layout (CHW), same values
+    train = PilImages(images, torch.tensor([0, 1]), datapaths.pil_train_transform(data.CIFAR10_MEAN, data.CIFAR10_STD))
+    item = train[0][0]
+    assert item.dtype == torch.float32 and item.shape == (3, 32, 32) and not torch.allclose(item, pil[0][0])
+
+
+def test_datamodule_builds_each_paths_sets():
+    kinds = {}
+    for path in ("pil", "uint8", "device"):
+        dm = data.CifarDataModule(make_config("smoke", data="synthetic", train_samples=100, test_samples=20,
+                                              data_path=path, num_workers=0))
+        dm.setup()
+        kinds[path] = (type(dm.train_set).__name__, type(next(iter(dm.train_dataloader()))).__name__)
+    assert kinds == {"pil": ("PilImages", "list"), "uint8": ("AugmentedImages", "list"),
+                     "device": ("DeviceTrainSet", "IndexBatch")}
+
+
+def test_device_path_auto_workers_is_zero():
+    assert cases.loader_workers(make_config("smoke", data="synthetic", data_path="device")) == 0
+    assert cases.loader_workers(make_config("smoke", data="synthetic", data_path="device", num_workers=0)) == 0
+
+
+@pytest.mark.parametrize("path", ["pil", "uint8", "device"])
+def test_each_data_path_runs_end_to_end(path, tmp_path: Path):
+    out = tmp_path / "runs"
+    proc = run_cli("run", "--data", "synthetic", "--preset", "smoke", "--train-samples", "512",
+                   "--test-samples", "100", "--data-path", path, "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    (result_file,) = out.glob("*.json")
+    r = load_result(result_file)
+    assert r["status"] == "ok" and r["config"]["data_path"] == path
+    assert r["metrics"]["optimizer_steps"] == 512 // 64 and r["metrics"]["train_images_per_epoch"] == 512
+    assert r["metrics"]["test_total"] == 100
+    if path == "device":
+        assert r["world"]["loader_workers_per_rank"] == 0
