@@ -238,3 +238,33 @@ def format_breakdown(per_rank: list[dict[str, Any]]) -> str:
                      f"  {cell('loop_overhead_s'):>16}"
                      f"  [p90 {1000 * e['step_s']['p90']:.2f}]")
     return "\n".join(lines)
+
+
+def case_breakdown(result: dict[str, Any]) -> dict[str, float] | None:
+    """A result's last-epoch median step and its parts, averaged over the ranks (seconds; pure).
+
+    Returns ``{"ranks": n, "step_s": s, "data_wait_s": s, "compute_s": s, "allreduce_s": s,
+    "loop_overhead_s": s}``, or None when the result has no breakdown (turned off, or not ok).
+    """
+    per_rank = ((result.get("metrics") or {}).get("step_breakdown") or {}).get("per_rank") or []
+    last = [r["epochs"][-1] for r in per_rank if r.get("epochs")]
+    if not last:
+        return None
+    mean = lambda key: sum(e[key]["median"] for e in last) / len(last)  # noqa: E731
+    return {"ranks": len(last), "step_s": mean("step_s"), **{k: mean(k) for k in PARTS}}
+
+
+def markdown_breakdown(results: list[dict[str, Any]]) -> list[str]:
+    """Markdown table lines, one row per ok result with a breakdown: the median step of its last epoch
+    and the parts (milliseconds and % of the step), averaged over the ranks."""
+    rows = [(r, b) for r in results if r.get("status") == "ok" and (b := case_breakdown(r))]
+    if not rows:
+        return []
+    out = ["| Case | Ranks | Step (ms) | Data wait | Compute | All-reduce | Loop overhead |",
+           "|:---|---:|---:|---:|---:|---:|---:|"]
+    for r, b in rows:
+        cell = lambda k: f"{1000 * b[k]:.2f} ({100 * b[k] / b['step_s'] if b['step_s'] else 0:.0f} %)"  # noqa: E731
+        out.append(f"| {r['case']}{' (profiled)' if r.get('profiled') else ''} | {b['ranks']} | "
+                   f"{1000 * b['step_s']:.2f} | {cell('data_wait_s')} | {cell('compute_s')} | "
+                   f"{cell('allreduce_s')} | {cell('loop_overhead_s')} |")
+    return out

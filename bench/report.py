@@ -25,22 +25,25 @@ reference table), in the form users publish::
 
 Skipped, failed and interrupted cases are listed with their reasons below the table, then an
 environment summary (GPUs, driver, nodes, versions, image, git commit; ``unknown`` where the
-results do not say). The figure has two panels: training time per case, and speedup per case with
-the ideal speedup (= devices) marked.
+results do not say), and where runs have a per-step breakdown, "Where the time goes": each case's
+median step split into data wait, compute, all-reduce and loop overhead
+(:func:`bench.breakdown.markdown_breakdown`). The figure (:mod:`bench.plot`) has two panels:
+training time per case, and speedup per case with the ideal speedup (= devices) marked.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import os
 import statistics
 from pathlib import Path
 from typing import Any
 
 from bench import compare as cmp
+from bench.breakdown import markdown_breakdown
 from bench.files import atomic_write_bytes
+from bench.plot import fmt_seconds, render_png
 from bench.baselines import devices_used, fit_samples, load_baseline, summary_stats, work_differences
 
 REPORT_CASE_ORDER = ("baseline", "ddp", "dp")
@@ -169,10 +172,6 @@ def case_rows(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
 
 # --- table --------------------------------------------------------------------------------------
 
-def _fmt_seconds(s: float) -> str:
-    return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s" if s >= 1 else f"{s:.2f} s"
-
-
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -197,7 +196,7 @@ def _table(results: list[dict[str, Any]], comparisons: list | None,
     for row in rows:
         acc = row["test_accuracy"]
         acc_text = "-" if acc is None else f"{acc:.1%}" + ("" if row["accuracy_meaningful"] else " (synthetic)")
-        line = [row["configuration"], _fmt_seconds(row["fit_s"]), _fmt(row["speedup"], ".2f") +
+        line = [row["configuration"], fmt_seconds(row["fit_s"]), _fmt(row["speedup"], ".2f") +
                 ("x" if row["speedup"] is not None else ""), str(row["devices"]), str(row["nodes"]),
                 _fmt(row["throughput_img_s"], ",.0f"), acc_text, _fmt(row["efficiency"], ".1%")]
         if show_cv:
@@ -212,7 +211,7 @@ def _table(results: list[dict[str, Any]], comparisons: list | None,
             continue  # listed under "not run"
         notes.extend(f"vs baseline, {c.case} ({c.verdict}): {note}" for note in c.notes)
         if c.verdict == "missing":
-            notes.append(f"vs baseline, {c.case}: in the baseline file ({_fmt_seconds(c.fit_s_baseline)}) "
+            notes.append(f"vs baseline, {c.case}: in the baseline file ({fmt_seconds(c.fit_s_baseline)}) "
                          "but not among the results")
     return headers, cells, align, not_run, notes
 
@@ -301,6 +300,11 @@ def build_report(results: list[dict], comparisons: list | None, baseline: dict |
         out += ["", "**Notes:**", ""] + [f"- {n}" for n in notes]
     if cells:
         out += ["", "![Training time and speedup per case](report.png)"]
+    steps = markdown_breakdown(results)
+    if steps:
+        out += ["", "## Where the time goes", "",
+                "Median training step of the last epoch, averaged over the ranks (see `bench/breakdown.py`).", ""]
+        out += steps
     out += ["", "## Environment", ""] + [f"- {label}: {value}" for label, value in _environment(results)]
     return "\n".join(out) + "\n"
 
@@ -320,49 +324,7 @@ def format_terminal_table(results: list[dict], comparisons: list | None = None,
     return "\n".join(lines) + "\n"
 
 
-# --- figure -------------------------------------------------------------------------------------
-
-def render_png(results: list[dict]) -> bytes:
-    """The two-panel figure (PNG bytes): training time per case, speedup with the ideal (= devices)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rows, _, _ = case_rows(results)
-    fig = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)  # Agg, without pyplot's global state
-    ax_t, ax_s = fig.subplots(1, 2)
-    labels = [r["configuration"].replace(", ", ",\n", 1) for r in rows]
-    x = list(range(len(rows)))
-    if rows:
-        times = [r["fit_s"] for r in rows]
-        errs = [r["stats"]["stdev"] or 0.0 for r in rows]
-        bars = ax_t.bar(x, times, yerr=errs if any(errs) else None, capsize=4, color="tab:blue")
-        ax_t.bar_label(bars, labels=[_fmt_seconds(t) for t in times], padding=2)
-        speed = [r["speedup"] or 0.0 for r in rows]
-        bars = ax_s.bar(x, speed, color="tab:green", label="speedup")
-        ax_s.bar_label(bars, labels=[_fmt(r["speedup"], ".2f") + ("x" if r["speedup"] else "") for r in rows],
-                       padding=2)
-        ax_s.scatter(x, [r["devices"] for r in rows], marker="_", s=900, linewidths=2.5, color="tab:red",
-                     zorder=3, label="ideal (= devices)")
-        ax_s.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
-        ax_s.legend(loc="upper left")
-        ax_s.set_ylim(0, max(speed + [r["devices"] for r in rows]) * 1.2)
-        ax_t.set_ylim(0, max(t + e for t, e in zip(times, errs)) * 1.15)
-    else:
-        for ax in (ax_t, ax_s):
-            ax.text(0.5, 0.5, "no case finished ok", ha="center", va="center", transform=ax.transAxes)
-    for ax, title, ylabel in ((ax_t, "Training time (median fit_s)", "seconds"),
-                              (ax_s, "Speedup over the baseline case", "speedup (x)")):
-        ax.set_title(title)
-        ax.set_ylabel(ylabel)
-        ax.set_xticks(x, labels, fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 # --- files --------------------------------------------------------------------------------------
-
 
 
 def prepare(paths: list[str | Path], baseline: str | os.PathLike | dict | None = None,
@@ -401,7 +363,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path, baseline: str | o
 def _write_files(results: list[dict], comparisons: list | None, base: dict | None,
                  out_dir: str | Path) -> tuple[Path, Path]:
     markdown = build_report(results, comparisons, base)  # both built before anything is written
-    png = render_png(results)
+    png = render_png(case_rows(results)[0])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return (atomic_write_bytes(out / "report.md", markdown.encode("utf-8")),

@@ -253,3 +253,20 @@ def test_cli_bad_input_raises_value_error_for_the_cli_to_map(tmp_path):
         report.cmd_report(args)
     assert not (tmp_path / "o").exists()
     assert os.path.exists(REFERENCE)
+
+
+def test_report_shows_where_the_time_goes_per_case():
+    def part(ms: float) -> dict:
+        return {"median": ms / 1000, "p90": 0.0, "mean": 0.0, "sum": 0.0}
+
+    epoch = {"step_s": part(40), "data_wait_s": part(10), "compute_s": part(20), "allreduce_s": part(6),
+             "loop_overhead_s": part(4)}
+    ddp = result("ddp", [10.0], devices=2)
+    ddp["metrics"]["step_breakdown"] = {"per_rank": [{"rank": 0, "epochs": [epoch]},
+                                                     {"rank": 1, "epochs": [{**epoch, "step_s": part(60)}]}]}
+    text = report.build_report([result("baseline", [20.0]), ddp], None, None)
+    section = text.split("## Where the time goes")[1].split("## Environment")[0]
+    # step: mean of the ranks' medians (40, 60) = 50 ms; parts in % of it
+    assert "| ddp | 2 | 50.00 | 10.00 (20 %) | 20.00 (40 %) | 6.00 (12 %) | 4.00 (8 %) |" in section
+    assert "| baseline" not in section  # no breakdown recorded: no row, nothing invented
+    assert "Where the time goes" not in report.build_report([result("baseline", [20.0])], None, None)
