@@ -141,6 +141,9 @@ def _check_ranges(c: BenchConfig) -> None:
                           "costs land in the first traced step) and profile_active >= 1")
     if c.profile and c.epochs == 0:
         raise ConfigError("--profile traces training steps: use --epochs >= 1")
+    if c.profile and c.train_samples and -(-c.train_samples // c.global_batch_size) * c.epochs < 2:
+        raise ConfigError("--profile needs at least 2 training steps (1 warm-up, 1 recorded): raise "
+                          "--train-samples or --epochs, or lower --global-batch-size")
     if c.persistent_workers and c.num_workers == 0:
         raise ConfigError("persistent_workers needs num_workers > 0")
     if c.data_path == "device" and c.num_workers > 0:

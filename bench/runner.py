@@ -34,7 +34,7 @@ def _sanity(config: BenchConfig, metrics: dict) -> dict:
 
 
 def _world(config: BenchConfig, trainer, facts: list[dict], threads: int, workers: int, user_env: dict,
-           tools) -> dict:
+           device_settings: dict) -> dict:
     backend = getattr(trainer.strategy, "_process_group_backend", None)
     return {
         "world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
@@ -48,6 +48,7 @@ def _world(config: BenchConfig, trainer, facts: list[dict], threads: int, worker
         # communication settings a user may have tuned (e.g. NCCL_SOCKET_IFNAME, NCCL_IB_HCA)
         "comm_env": user_env,
         "communication": comm.communication(backend, [f.get("nccl") for f in facts], user_env, facts[0].get("comm_hook")),
+        "device_settings": device_settings,  # TF32 flags as torch reports them (bench.model.apply_device_settings)
     }
 
 
@@ -165,8 +166,7 @@ def run_case(config: BenchConfig) -> dict | None:
         raise
     metrics = _metrics(config, trainer, module, dm, tools.timer, facts)
     result = _write_on_rank_zero(trainer, config.out_dir, status="ok", metrics=metrics, sanity=_sanity(config, metrics),
-                                 world={**_world(config, trainer, facts, threads, workers, user_env, tools),
-                                        "device_settings": device_settings},
+                                 world=_world(config, trainer, facts, threads, workers, user_env, device_settings),
                                  profile=_profile_record(config, run_id, facts), **base)
     cases.destroy_process_group()
     if result is None:

@@ -94,3 +94,5 @@ def test_profile_window_is_validated():
     assert proc.returncode == 2 and "profile_active >= 1" in proc.stderr
     proc = run_cli("run", "--data", "synthetic", "--profile", "--profile-warmup", "0")
     assert proc.returncode == 2 and "profile_warmup >= 1" in proc.stderr
+    proc = run_cli("run", "--data", "synthetic", "--profile", "--train-samples", "64")  # 1 step of 64
+    assert proc.returncode == 2 and "at least 2 training steps" in proc.stderr and "Traceback" not in proc.stderr

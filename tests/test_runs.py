@@ -56,6 +56,8 @@ def test_result_json_holds_the_promised_fields(real_data, cache, tmp_path):
     assert m["wall_s"] > m["fit_s"] and m["throughput_img_s"] == pytest.approx(10_000 / m["epoch_train_s"][0])
     assert {"train_loss", "test_accuracy", "test_correct", "optimizer_steps"} <= set(m)
     assert set(r["world"]) >= {"world_size", "num_nodes", "devices_per_node", "backend", "hostnames"}
+    assert r["world"]["device_settings"]["float32_matmul_precision"] == "high"  # tf32 on by default
+    assert r["world"]["communication"]["backend"] is None  # one process: no process group
     env = r["environment"]
     assert env["torch"].startswith("2.14.1") and env["lightning"] == "2.6.6" and env["cpu_count"] >= 1
     assert {"cuda_driver", "cudnn", "nccl", "gpu_names", "slurm", "container_image", "git_commit"} <= set(env)
