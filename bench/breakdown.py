@@ -58,9 +58,13 @@ class Clock:
         """Synchronise ``device`` before each time stamp from now on, if it is a GPU."""
         self.device = device if device.type == "cuda" else None
 
-    def now(self) -> float:
+    def now(self, stream_only: bool = False) -> float:
+        """Seconds (host clock) once the device, or with ``stream_only`` its current stream, is idle."""
         if self.device is not None:
-            torch.cuda.synchronize(self.device)
+            if stream_only:
+                torch.cuda.current_stream(self.device).synchronize()
+            else:
+                torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
 
@@ -110,7 +114,8 @@ def timed_allreduce(state: AllReduceTimes, bucket):  # no annotations: DDP compa
     Returns ``torch.futures.Future[torch.Tensor]``: the bucket's gradients averaged over the ranks.
     """
     if bucket.is_last():  # DDP hands over the bucket of the first layers last: backward is done
-        state.last_bucket = state.clock.now()
+        # only the compute stream: earlier buckets' all-reduces may still run, and that is exposed time
+        state.last_bucket = state.clock.now(stream_only=True)
     return allreduce_hook(None, bucket)
 
 

@@ -91,6 +91,11 @@ def test_baseline_and_ddp_breakdown_in_json_summary_and_tensorboard(tmp_path):
     assert ddp["world"]["communication"]["allreduce_hook"].startswith("bench.breakdown.timed_allreduce")
     assert ddp["world"]["communication"]["network"] == "TCP (gloo)"
     assert "Where the time goes" in printed and "all-reduce" in printed
+    ddp_tb = SummaryReader(str(tmp_path / "runs" / "tensorboard" / ddp["run_id"])).scalars  # rank 0 wrote it
+    counts = ddp_tb.groupby("tag")["step"].count().to_dict()
+    assert counts["train/loss"] == 50 // 10 and counts["train/accuracy"] == 1 and counts["time/epoch_train_s"] == 1
+    assert ddp_tb[ddp_tb.tag == "breakdown/allreduce_ms"].value.iloc[0] > 0
+    assert ddp_tb[ddp_tb.tag == "train/accuracy"].value.iloc[0] == pytest.approx(ddp["metrics"]["train_accuracy"])
     scalars = SummaryReader(str(tmp_path / "runs" / "tensorboard" / base["run_id"])).scalars
     steps = scalars.groupby("tag")["step"].count().to_dict()
     assert steps["breakdown/data_wait_ms"] == steps["breakdown/step_ms"] == 2  # one per epoch
