@@ -97,18 +97,19 @@ def check_out_dir(out_dir: str) -> None:
         raise ConfigError(f"cannot write results to {path}: {err.strerror}; choose another --out folder") from err
 
 
-def record_status(config: BenchConfig, status: str, reason: str) -> dict:
+def record_status(config: BenchConfig, status: str, reason: str, run_id: str | None = None) -> dict:
     """Write and return a result without figures: a case ``skipped`` on this hardware, or one
-    ``interrupted`` before it could write its own result (e.g. by a Slurm time limit)."""
-    result = build_result(run_id=new_run_id(config.case), case=config.case, status=status, reason=reason,
+    ``interrupted`` before it could write its own result (e.g. by a Slurm time limit).
+    ``run_id`` defaults to :func:`bench.results.new_run_id`."""
+    result = build_result(run_id=run_id or new_run_id(config.case), case=config.case, status=status, reason=reason,
                           config=config.to_dict(), started_utc=utc_now(), environment=environment.collect())
     result["path"] = str(write_json_atomic(result, result_path(config.out_dir, result["run_id"])))
     return result
 
 
-def skipped(config: BenchConfig, reason: str) -> dict:
+def skipped(config: BenchConfig, reason: str, run_id: str | None = None) -> dict:
     """Write and return the result of a case that cannot run on this hardware."""
-    return record_status(config, "skipped", reason)
+    return record_status(config, "skipped", reason, run_id)
 
 
 class Instruments:

@@ -104,7 +104,7 @@ def _skip_dp_without_gpus(config: pytest.Config, out: Path) -> None:
     if reason is None:
         return
     if global_rank() == 0:
-        config.stash[RESULTS].append(skipped(dp, reason))
+        config.stash[RESULTS].append(skipped(dp, reason, run_id=_run_id("dp", 0)))
     pytest.skip(reason)
 
 

@@ -49,7 +49,9 @@ def test_table_shows_figures_cv_and_skip_reason():
 
 
 def test_run_id_is_shared_through_the_environment(monkeypatch):
-    monkeypatch.delenv("BENCH_RUN_ID", raising=False)
+    # setenv first, so that teardown removes the id new_run_id exports (a leaked id would name
+    # later runs of this pytest process, e.g. the suite's skipped dp case)
+    monkeypatch.setenv("BENCH_RUN_ID", "")
     monkeypatch.delenv("SLURM_STEP_ID", raising=False)
     first = results.new_run_id("ddp")
     assert results.new_run_id("ddp") == first  # a child started by Lightning's launcher inherits it

@@ -6,6 +6,7 @@ Runs `pytest suite` in a child process (small smoke runs), as a user or the Make
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,17 +16,18 @@ FAST = ["--bench-preset", "smoke", "--bench-data", "synthetic", "--bench-arg=--t
         "--bench-arg=--test-samples=500"]
 
 
-def _pytest_suite(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def _pytest_suite(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-rs", "-k", "test_baseline or test_dp",
            "--bench-out", str(tmp_path / "runs"), *FAST, *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
 
 
 def test_benchmark_json_carries_fit_time_and_lists_skipped_dp(tmp_path):
     out = tmp_path / "out.json"
     storage = tmp_path / "storage"
+    # a run id left in the environment (as by an earlier in-process run) must not name the suite's runs
     proc = _pytest_suite(tmp_path, f"--benchmark-json={out}", f"--benchmark-storage=file://{storage}",
-                         "--benchmark-autosave")
+                         "--benchmark-autosave", env={"BENCH_RUN_ID": "ddp-left-over"})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     data = json.loads(out.read_text())
     (bench,) = data["benchmarks"]
@@ -38,6 +40,8 @@ def test_benchmark_json_carries_fit_time_and_lists_skipped_dp(tmp_path):
     assert extra["result"]["schema"] == "cifar-bench/result" and "figure" in extra
     (skip,) = data["skipped"]
     assert skip["case"] == "dp" and "2 or more CUDA devices" in skip["reason"]
+    names = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
+    assert [n.split("-")[0] for n in names] == ["baseline", "dp"], names
     assert "cifar_bench" in data["machine_info"] and "hz_actual" not in data["machine_info"]["cpu"]
     assert "cifar-bench cases" in proc.stdout and "skipped" in proc.stdout
 
