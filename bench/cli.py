@@ -176,7 +176,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if result is None:  # not global rank 0: rank 0 reports
         return 0
     print(format_table([result]))
-    per_rank = (result.get("metrics") or {}).get("step_breakdown", {}).get("per_rank")
+    per_rank = ((result.get("metrics") or {}).get("step_breakdown") or {}).get("per_rank")
     from bench.breakdown import format_breakdown
 
     if per_rank and (text := format_breakdown(per_rank)):
@@ -252,7 +252,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from bench import compare
     from bench.baselines import record_baseline, write_baseline
 
-    baseline = record_baseline(compare.load_results(args.results), args.name, args.source)
+    results = compare.load_results(args.results)
+    baseline = record_baseline(results, args.name, args.source)
+    if profiled := sum(1 for r in results if r.get("profiled")):
+        print(f"left out {profiled} profiled run(s): their times include the profiler's overhead")
     print(f"baseline: {write_baseline(baseline, BASELINES_DIR / f'{args.name}.json')}")
     return 0
 

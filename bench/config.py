@@ -144,13 +144,20 @@ def _check_ranges(c: BenchConfig) -> None:
     if c.profile and c.train_samples and -(-c.train_samples // c.global_batch_size) * c.epochs < 2:
         raise ConfigError("--profile needs at least 2 training steps (1 warm-up, 1 recorded): raise "
                           "--train-samples or --epochs, or lower --global-batch-size")
+    _check_loader(c)
+    if c.precision != "32-true" and c.accelerator == "cpu" and c.precision == "16-mixed":
+        raise ConfigError("precision 16-mixed needs a GPU; use 32-true or bf16-mixed on CPU")
+
+
+def _check_loader(c: BenchConfig) -> None:
     if c.persistent_workers and c.num_workers == 0:
         raise ConfigError("persistent_workers needs num_workers > 0")
     if c.data_path == "device" and c.num_workers > 0:
         raise ConfigError("the device path gathers batches on the device and needs no loader workers; "
                           "use --num-workers 0 or -1")
-    if c.precision != "32-true" and c.accelerator == "cpu" and c.precision == "16-mixed":
-        raise ConfigError("precision 16-mixed needs a GPU; use 32-true or bf16-mixed on CPU")
+    if c.data_path == "device" and (c.pin_memory or c.persistent_workers):
+        raise ConfigError("the device path has no loader workers and copies the training set once: drop "
+                          "--pin-memory and --persistent-workers")
 
 
 def _check_world(c: BenchConfig) -> None:
@@ -205,4 +212,8 @@ def make_config(preset: str = "smoke", **overrides: Any) -> BenchConfig:
     values.setdefault("data", os.environ.get(DATA_ENV, ""))
     if values["accelerator"] == "cpu" and overrides.get("pin_memory") is None:
         values["pin_memory"] = False  # page-locking only helps host-to-GPU copies
+    if values.get("data_path") == "device":  # no loader workers: the preset's loader settings do not apply
+        for key in ("pin_memory", "persistent_workers"):
+            if overrides.get(key) is None:
+                values[key] = False
     return BenchConfig(**values)

@@ -22,10 +22,12 @@ run's times include the profiler's overhead: its result is marked ``profiled`` a
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
 from bench.files import atomic_open
@@ -90,6 +92,10 @@ class StepProfiler(L.Callback):
         self._cuda = trainer.strategy.root_device.type == "cuda"
         if self._cuda:
             activities.append(ProfilerActivity.CUDA)
+        elif not torch.cuda.is_available():
+            # a CUDA build of torch on a machine without GPU: Kineto logs "ERROR ... gpuGetDeviceCount
+            # failed" although nothing failed; level 5 keeps such lines out (the user's value wins)
+            os.environ.setdefault("KINETO_LOG_LEVEL", "5")
         self.facts = {"rank": trainer.global_rank, "requested": self.requested,
                       "schedule": {"wait": wait, "warmup": warmup, "active": active, "total_steps": total}}
         self._prof = profile(activities=activities, schedule=schedule(wait=wait, warmup=warmup, active=active, repeat=1),

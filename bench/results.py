@@ -149,7 +149,8 @@ def summary_row(result: dict) -> dict[str, str]:
         "fit_s": _fmt(m.get("fit_s"), ".2f"),
         "cv": "-" if cv is None else f"{100 * cv:.1f}% (n={len(samples)})",
         "throughput_img_s": _fmt(m.get("throughput_img_s"), ".0f"),
-        "test_accuracy": acc_text, "note": result.get("reason") or "",
+        "test_accuracy": acc_text,
+        "note": result.get("reason") or ("profiled: not a benchmark figure" if result.get("profiled") else ""),
     }
 
 

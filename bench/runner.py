@@ -45,6 +45,9 @@ def _world(config: BenchConfig, trainer, facts: list[dict], threads: int, worker
         "params_identical": len({f["param_digest"] for f in facts}) == 1,
         "torch_threads_per_rank": threads,
         "loader_workers_per_rank": workers,  # config num_workers resolved (-1 = auto)
+        # what the loader really did: persistence needs workers, the device path has no loader copies
+        "loader_effective": {"persistent_workers": config.persistent_workers and workers > 0,
+                             "pin_memory": config.pin_memory and config.data_path != "device"},
         # communication settings a user may have tuned (e.g. NCCL_SOCKET_IFNAME, NCCL_IB_HCA)
         "comm_env": user_env,
         "communication": comm.communication(backend, [f.get("nccl") for f in facts], user_env, facts[0].get("comm_hook")),
@@ -78,7 +81,7 @@ def _metrics(config: BenchConfig, trainer, module, dm: CifarDataModule, timer: T
         "parameters": cases.trained_parameters(module),
         "step_breakdown": {"parts": list(breakdown.PARTS), "units": "s", "see": "bench/breakdown.py",
                            "per_rank": [{"rank": f["rank"], "hostname": f["hostname"], "epochs": f["breakdown"]}
-                                        for f in facts]},
+                                        for f in facts]} if config.step_breakdown else None,
     }
 
 

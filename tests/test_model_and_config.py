@@ -75,10 +75,21 @@ def test_loss_scale_gives_global_mean_across_uneven_ranks():
     (dict(accuracy_floor=48.0), "fraction"),
     (dict(data_path="dali"), "data_path='dali' is not one of pil, uint8, device"),
     (dict(data_path="device", num_workers=2), "needs no loader workers; use --num-workers 0 or -1"),
+    (dict(data_path="device", persistent_workers=True), "drop --pin-memory and --persistent-workers"),
+    (dict(data_path="device", pin_memory=True), "drop --pin-memory and --persistent-workers"),
+    (dict(profile=True, train_samples=64, global_batch_size=64), "at least 2 training steps"),
+    (dict(profile=True, epochs=0), "use --epochs >= 1"),
 ])
 def test_invalid_configs_are_refused_with_the_reason(overrides, message):
     with pytest.raises(ConfigError, match=message):
         make_config("smoke", data="synthetic", **overrides)
+
+
+def test_device_path_drops_the_presets_loader_settings():
+    full = make_config("full", data="synthetic")
+    assert full.pin_memory and full.persistent_workers  # the preset's, for the loader paths
+    device = make_config("full", data="synthetic", data_path="device")
+    assert not device.pin_memory and not device.persistent_workers
 
 
 def test_config_is_frozen_and_records_batch_sizes():

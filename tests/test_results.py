@@ -59,3 +59,9 @@ def test_run_id_is_shared_through_the_environment(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.setenv("SLURM_STEP_ID", "3")
     assert results.new_run_id("ddp") == "ddp-job42.3"
+
+
+def test_table_marks_a_profiled_run():
+    profiled = {**_result(fit_s=12.0), "profiled": True}
+    assert "profiled: not a benchmark figure" in results.format_table([profiled]).splitlines()[2]
+    assert "profiled" not in results.format_table([_result(fit_s=12.0)])
