@@ -44,6 +44,7 @@ def test_benchmark_json_carries_fit_time_and_lists_skipped_dp(tmp_path):
     assert [n.split("-")[0] for n in names] == ["baseline", "dp"], names
     assert "cifar_bench" in data["machine_info"] and "hz_actual" not in data["machine_info"]["cpu"]
     assert "cifar-bench cases" in proc.stdout and "skipped" in proc.stdout
+    assert "baseline: Where the time goes" in proc.stdout  # the per-step breakdown of each case
 
 
 def test_pytest_benchmark_compare_runs_without_machine_info_warning(tmp_path):
