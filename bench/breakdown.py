@@ -245,14 +245,18 @@ def format_breakdown(per_rank: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def rank_breakdowns(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A result's ``metrics.step_breakdown.per_rank`` list ([] when there is none)."""
+    return ((result.get("metrics") or {}).get("step_breakdown") or {}).get("per_rank") or []
+
+
 def case_breakdown(result: dict[str, Any]) -> dict[str, float] | None:
     """A result's last-epoch median step and its parts, averaged over the ranks (seconds; pure).
 
     Returns ``{"ranks": n, "step_s": s, "data_wait_s": s, "compute_s": s, "allreduce_s": s,
     "loop_overhead_s": s}``, or None when the result has no breakdown (turned off, or not ok).
     """
-    per_rank = ((result.get("metrics") or {}).get("step_breakdown") or {}).get("per_rank") or []
-    last = [r["epochs"][-1] for r in per_rank if r.get("epochs")]
+    last = [r["epochs"][-1] for r in rank_breakdowns(result) if r.get("epochs")]
     if not last:
         return None
     mean = lambda key: sum(e[key]["median"] for e in last) / len(last)  # noqa: E731

@@ -176,10 +176,9 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if result is None:  # not global rank 0: rank 0 reports
         return 0
     print(format_table([result]))
-    per_rank = ((result.get("metrics") or {}).get("step_breakdown") or {}).get("per_rank")
-    from bench.breakdown import format_breakdown
+    from bench.breakdown import format_breakdown, rank_breakdowns
 
-    if per_rank and (text := format_breakdown(per_rank)):
+    if text := format_breakdown(rank_breakdowns(result)):
         print(text)
     if result.get("profile"):
         print(f"profile: {result['profile']['folder']} (traces and top_ops per global rank)")

@@ -92,9 +92,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         for r in results:
             if r.get("path"):
                 terminalreporter.write_line(f"{r['case']}: {r['path']}")
-        from bench.breakdown import format_breakdown
+        from bench.breakdown import format_breakdown, rank_breakdowns
 
         for r in results:
-            per_rank = ((r.get("metrics") or {}).get("step_breakdown") or {}).get("per_rank") or []
-            if text := format_breakdown(per_rank):
+            if text := format_breakdown(rank_breakdowns(r)):
                 terminalreporter.write_line(f"\n{r['case']}: {text}")
