@@ -227,11 +227,11 @@ def format_breakdown(per_rank: list[dict[str, Any]]) -> str:
     Args:
         per_rank: ``[{"rank": int, "hostname": str, "epochs": [StepBreakdown.epochs entries]}]``.
     """
+    if not any(r.get("epochs") for r in per_rank):
+        return ""
     head = (f"{'rank':>4}  {'host':<12} {'step ms':>8}  {'data wait':>16}  {'compute':>16}  {'all-reduce':>16}"
             f"  {'loop overhead':>16}")
     lines = ["Where the time goes (last epoch, median per step; p90 of the step in brackets):", head]
-    if not any(r.get("epochs") for r in per_rank):
-        return ""
     for r in per_rank:
         if not r.get("epochs"):
             continue
