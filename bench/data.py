@@ -292,7 +292,9 @@ class CifarDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader_options(self) -> dict:
+    def loader_options(self) -> dict:
+        """The DataLoader settings this rank really uses: ``num_workers`` (resolved), ``pin_memory``,
+        ``persistent_workers`` (only with workers). The device path's index loader has none of them."""
         c = self.config
         workers = max(self.num_workers, 0)
         return dict(num_workers=workers, pin_memory=c.pin_memory, persistent_workers=c.persistent_workers and workers > 0)
@@ -303,12 +305,12 @@ class CifarDataModule(L.LightningDataModule):
                                      self.config.seed)
         if isinstance(self.train_set, datapaths.DeviceTrainSet):
             return datapaths.index_loader(len(self.train_set), sampler)
-        return DataLoader(self.train_set, batch_sampler=sampler, **self._loader_options())
+        return DataLoader(self.train_set, batch_sampler=sampler, **self.loader_options())
 
     def test_dataloader(self) -> DataLoader:
         rank, world = self._rank_world()
         start, stop = shard_bounds(len(self.test_set), rank, world)
         shard = Subset(self.test_set, range(start, stop))
-        return DataLoader(shard, batch_size=self.config.eval_batch_size, shuffle=False, **self._loader_options())
+        return DataLoader(shard, batch_size=self.config.eval_batch_size, shuffle=False, **self.loader_options())
 
     val_dataloader = test_dataloader

@@ -33,7 +33,7 @@ def _sanity(config: BenchConfig, metrics: dict) -> dict:
             "passed": loss_ok and acc_ok}
 
 
-def _world(config: BenchConfig, trainer, facts: list[dict], threads: int, workers: int, user_env: dict,
+def _world(config: BenchConfig, trainer, facts: list[dict], threads: int, loader: dict, user_env: dict,
            device_settings: dict) -> dict:
     backend = getattr(trainer.strategy, "_process_group_backend", None)
     return {
@@ -44,10 +44,9 @@ def _world(config: BenchConfig, trainer, facts: list[dict], threads: int, worker
         "global_batch_size": config.global_batch_size, "per_device_batch_size": config.per_device_batch_size,
         "params_identical": len({f["param_digest"] for f in facts}) == 1,
         "torch_threads_per_rank": threads,
-        "loader_workers_per_rank": workers,  # config num_workers resolved (-1 = auto)
-        # what the loader really did: persistence needs workers, the device path has no loader copies
-        "loader_effective": {"persistent_workers": config.persistent_workers and workers > 0,
-                             "pin_memory": config.pin_memory and config.data_path != "device"},
+        "loader_workers_per_rank": loader["num_workers"],  # config num_workers resolved (-1 = auto)
+        # what the loader really did (persistence needs workers), from the datamodule itself
+        "loader_effective": {k: loader[k] for k in ("pin_memory", "persistent_workers")},
         # communication settings a user may have tuned (e.g. NCCL_SOCKET_IFNAME, NCCL_IB_HCA)
         "comm_env": user_env,
         "communication": comm.communication(backend, [f.get("nccl") for f in facts], user_env, facts[0].get("comm_hook")),
@@ -170,7 +169,7 @@ def run_case(config: BenchConfig) -> dict | None:
         raise
     metrics = _metrics(config, trainer, module, dm, tools.timer, facts)
     result = _write_on_rank_zero(trainer, config.out_dir, status="ok", metrics=metrics, sanity=_sanity(config, metrics),
-                                 world=_world(config, trainer, facts, threads, workers, user_env, device_settings),
+                                 world=_world(config, trainer, facts, threads, dm.loader_options(), user_env, device_settings),
                                  profile=_profile_record(config, run_id, facts), **base)
     cases.destroy_process_group()
     if result is None:
