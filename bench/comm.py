@@ -4,7 +4,10 @@ NCCL picks its network at start-up and falls back to TCP sockets without an erro
 cannot use InfiniBand (PyTorch base images often lack rdma-core). The only reliable record of its
 choice is its own log, so for NCCL runs where the user has not set ``NCCL_DEBUG`` this module
 asks NCCL for INFO lines of the INIT and NET subsystems in a file per process
-(``<out>/nccl/<run_id>/<host>.<pid>.log``, via ``NCCL_DEBUG_FILE``) and reads from it:
+(``<out>/nccl/<run_id>/<host>.<pid>.log``, via ``NCCL_DEBUG_FILE``) and reads from it. The host
+part is written into the variable by each process itself, in full: NCCL's own ``%h`` is the
+host name cut at the first dot (or $NCCL_HOSTID), which a reader cannot rebuild reliably; only
+``%p`` (the pid) is left to NCCL, and the reader expands it from the variable it set.
 
 * ``network``: ``INFO(NCCL_INIT, "Using network %s", ...)`` in NCCL's ``src/init.cc``: "IB" or
   "Socket" (or a plugin's name), the network for traffic between nodes;
@@ -50,9 +53,22 @@ def request_nccl_log(config: BenchConfig, run_id: str) -> Path | None:
         return None
     folder = Path(config.out_dir) / "nccl" / run_id
     folder.mkdir(parents=True, exist_ok=True)
+    # Every process sets this itself (srun tasks and Lightning's launched ranks both run this before
+    # NCCL starts), so the host is its own; NCCL expands %p to the pid. Not %h: see the module docstring.
     os.environ.update({LOG_MARKER: str(folder), "NCCL_DEBUG": "INFO", "NCCL_DEBUG_SUBSYS": "INIT,NET",
-                       "NCCL_DEBUG_FILE": str(folder / "%h.%p.log")})  # NCCL expands %h host, %p pid
+                       "NCCL_DEBUG_FILE": str(folder / f"{_file_safe(socket.gethostname())}.%p.log")})
     return folder
+
+
+def _file_safe(host: str) -> str:
+    """``host`` with '%' (NCCL's escape character) and '/' replaced, usable in NCCL_DEBUG_FILE."""
+    return host.replace("%", "_").replace("/", "_")
+
+
+def own_log_path() -> Path | None:
+    """The file NCCL writes this process's log to: $NCCL_DEBUG_FILE with %p expanded (None unless ours)."""
+    pattern = os.environ.get("NCCL_DEBUG_FILE") if os.environ.get(LOG_MARKER) else None
+    return Path(pattern.replace("%p", str(os.getpid()))) if pattern else None
 
 
 def parse_nccl_log(text: str) -> dict[str, Any]:
@@ -69,10 +85,9 @@ def parse_nccl_log(text: str) -> dict[str, Any]:
 
 def own_nccl_facts() -> dict[str, Any] | None:
     """This process's transport facts from its NCCL log (None when no log was requested or written)."""
-    folder = os.environ.get(LOG_MARKER)
-    if not folder:
+    path = own_log_path()
+    if path is None:
         return None
-    path = Path(folder) / f"{socket.gethostname()}.{os.getpid()}.log"
     try:
         return {**parse_nccl_log(path.read_text(errors="replace")), "log": str(path)}
     except OSError:

@@ -73,8 +73,12 @@ class BenchConfig:
     profile_wait: int = 5  # training steps skipped before the profiler's warm-up (steps)
     profile_warmup: int = 2  # steps traced and discarded (>= 1), so start-up costs stay out of the window (steps)
     profile_active: int = 3  # steps recorded in the trace (steps); bigger windows give bigger traces
+    cudnn_benchmark: bool | None = None  # cuDNN autotuner for convolutions; None = on for GPU, off for CPU (recorded resolved)
+    sync_batchnorm: bool = False  # BatchNorm statistics over all ranks (ddp: SyncBatchNorm); off = per rank
 
     def __post_init__(self) -> None:
+        if self.cudnn_benchmark is None:  # resolved here, so the recorded config says what ran
+            object.__setattr__(self, "cudnn_benchmark", self.accelerator == "gpu")
         _check_choices(self)
         _check_ranges(self)
         _check_world(self)
@@ -168,6 +172,9 @@ def _check_world(c: BenchConfig) -> None:
             raise ConfigError("case dp drives the GPUs of one node: DataParallel cannot span nodes")
         if c.accelerator != "gpu":
             raise ConfigError("case dp needs --accelerator gpu (DataParallel splits batches over GPUs)")
+        if c.sync_batchnorm:
+            raise ConfigError("sync_batchnorm needs ddp: DataParallel replicas cannot share BatchNorm statistics "
+                              "(SyncBatchNorm works only under DistributedDataParallel); use --case ddp or drop it")
     if c.global_batch_size % c.data_parallel_size:
         raise ConfigError(
             f"global_batch_size {c.global_batch_size} is not divisible by the {c.data_parallel_size} "

@@ -41,11 +41,39 @@ def check_gpu_usable(count: int = 1) -> None:
         found = torch.cuda.device_count() if available else 0
     if found >= count:
         return
-    reasons = "; ".join(str(w.message).strip() for w in caught) or "no CUDA device is visible"
+    # torch warns only on its first device count in a process; CUDA's initialisation says it again
+    reasons = "; ".join(str(w.message).strip() for w in caught) or cuda_init_error() or "no CUDA device is visible"
     raise GPUUnavailableError(
         f"--accelerator gpu needs {count} usable CUDA device(s), found {found} ({reasons}). "
         f"torch {torch.__version__} is built for CUDA {torch.version.cuda}; check nvidia-smi, "
         "CUDA_VISIBLE_DEVICES and the driver, or run with --accelerator cpu")
+
+
+#: torch's reasons meaning that no GPU is here at all (c10/cuda/CUDAFunctions.cpp, torch/cuda/__init__.py);
+#: any other reason for CUDA being unavailable is a GPU that is present but unusable.
+NO_GPU_REASONS = ("Found no NVIDIA driver", "No CUDA GPUs are available", "Torch not compiled with CUDA")
+
+
+def cuda_init_error() -> str | None:
+    """torch's own reason why CUDA cannot start here (None when it can, or was started already).
+
+    ``torch.cuda.init()`` initialises CUDA, or raises with the driver's reason each time it is
+    asked, unlike the device count, which warns once per process.
+    """
+    try:
+        torch.cuda.init()
+    except Exception as err:  # RuntimeError from the driver; AssertionError on a CPU-only build
+        return str(err).strip() or type(err).__name__
+    return None
+
+
+def unusable_gpu_reason() -> str | None:
+    """torch's reason when a GPU is present but unusable (e.g. "The NVIDIA driver on your system is
+    too old"); None when CUDA works or when no GPU is here (no driver, none visible, CPU-only torch)."""
+    if torch.cuda.is_available():
+        return None
+    reason = cuda_init_error()
+    return None if reason is None or any(s in reason for s in NO_GPU_REASONS) else reason
 
 
 def _run(cmd: list[str]) -> str | None:
@@ -86,6 +114,34 @@ def gpu_facts() -> dict:
     driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
     facts["cuda_driver"] = driver.splitlines()[0] if driver else None
     return facts
+
+
+def node_gpu_facts() -> dict:
+    """This node's GPUs as nvidia-smi lists them (all GPUs of the node, one entry each): names,
+    driver versions and MIG modes ("Enabled"/"Disabled"/"[N/A]"); empty lists without nvidia-smi.
+    Called on every rank, so that each node's facts reach rank 0 (:func:`node_hardware`)."""
+    out = _run(["nvidia-smi", "--query-gpu=name,driver_version,mig.mode.current", "--format=csv,noheader"])
+    rows = [[c.strip() for c in line.split(",")] for line in (out or "").splitlines() if line.count(",") == 2]
+    return {"gpu_names": [r[0] for r in rows], "drivers": sorted({r[1] for r in rows}),
+            "mig_modes": [r[2] for r in rows]}
+
+
+def node_hardware(per_rank: list[dict]) -> dict:
+    """The GPUs of every node of a run from each rank's ``node_gpus`` (:func:`node_gpu_facts`), pure.
+
+    Returns:
+        ``{"per_node": {hostname: facts}, "mixed": bool, "differs_in": [field, ...]}``; ``mixed`` is
+        True when the nodes differ in GPU models/count, driver or MIG mode (the run's figures then
+        mix hardware: the result says so instead of one node's facts standing for all).
+    """
+    nodes: dict[str, dict] = {}
+    for fact in per_rank:
+        nodes.setdefault(fact["hostname"], fact.get("node_gpus") or {})
+    fields = ("gpu_names", "drivers", "mig_modes")
+    differs = [k for k in fields if len({str(n.get(k)) for n in nodes.values()}) > 1]
+    if any(len(set(n.get("gpu_names") or [])) > 1 for n in nodes.values()) and "gpu_names" not in differs:
+        differs.append("gpu_names")  # two GPU models inside one node
+    return {"per_node": nodes, "mixed": bool(differs), "differs_in": differs}
 
 
 def git_facts() -> dict:

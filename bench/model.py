@@ -4,6 +4,11 @@ Networks are chosen by name (:func:`build_network`). The module computes the cro
 loss normalised by the *global* batch, so that every case (1 device, DataParallel, DDP with
 any world size) takes the same optimizer step from the same global batch, also when the last
 batch of an epoch is split unevenly over the ranks.
+
+Limitation: this holds for networks without BatchNorm (``simple_cnn``). ``resnet18``'s BatchNorm
+layers normalise each replica's (dp) or rank's (ddp) share of the batch with that share's own
+statistics, so its steps differ between cases unless ``sync_batchnorm`` (ddp only: SyncBatchNorm,
+recorded in the config) computes them over the global batch; dp cannot (docs/gpu-clusters.md).
 """
 
 from __future__ import annotations
@@ -69,7 +74,8 @@ def build_network(name: str) -> nn.Module:
 
 
 def apply_device_settings(config: BenchConfig) -> dict:
-    """Apply ``config.tf32`` to torch (process-wide) and return the settings read back from torch.
+    """Apply ``config.tf32`` and ``config.cudnn_benchmark`` to torch (process-wide) and return the
+    settings read back from torch.
 
     TF32 runs float32 matmuls and cuDNN convolutions on Ampere+ tensor cores with a 10-bit
     mantissa; elsewhere (CPU, older GPUs) the flags are set but change nothing. Call it before
@@ -82,6 +88,8 @@ def apply_device_settings(config: BenchConfig) -> dict:
     # "high" = TF32 allowed for float32 matmuls (what torch.backends.cuda.matmul.allow_tf32 reads)
     torch.set_float32_matmul_precision("high" if config.tf32 else "highest")
     torch.backends.cudnn.allow_tf32 = config.tf32
+    # the autotuner picks the fastest convolution algorithm per input shape (fixed 32x32 here)
+    torch.backends.cudnn.benchmark = bool(config.cudnn_benchmark)
     return {"matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
@@ -117,9 +125,13 @@ class CifarModule(L.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
         # Test metrics accumulate per rank and synchronise once, in compute(): no per-step
         # collective, so uneven test shards over the ranks cannot hang.
-        self.test_accuracy = torchmetrics.classification.MulticlassAccuracy(NUM_CLASSES, average="micro")
+        # validate_args=False: the default checks run torch.unique on predictions and targets in each
+        # update, two device synchronisations per step; these tensors are the module's own.
+        self.test_accuracy = torchmetrics.classification.MulticlassAccuracy(NUM_CLASSES, average="micro",
+                                                                            validate_args=False)
         # training accuracy of each epoch (on the augmented batches), also synchronised once, at epoch end
-        self.train_accuracy = torchmetrics.classification.MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.train_accuracy = torchmetrics.classification.MulticlassAccuracy(NUM_CLASSES, average="micro",
+                                                                             validate_args=False)
         self.train_accuracies: list[float] = []  # one fraction per epoch, global over all ranks
         self.test_correct = torchmetrics.SumMetric()
         self.test_total = torchmetrics.SumMetric()

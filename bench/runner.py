@@ -20,7 +20,7 @@ from bench.knobs import StepSleep, active_knobs
 from bench.model import apply_device_settings
 from bench.results import build_result, new_run_id, result_path, utc_now, write_json_atomic
 from bench.profiling import StepProfiler
-from bench.timing import TrainingTimer, wall_seconds
+from bench.timing import TrainingTimer, steady_state, wall_seconds
 
 
 def _sanity(config: BenchConfig, metrics: dict) -> dict:
@@ -51,6 +51,8 @@ def _world(config: BenchConfig, trainer, facts: list[dict], threads: int, loader
         "comm_env": user_env,
         "communication": comm.communication(backend, [f.get("nccl") for f in facts], user_env, facts[0].get("comm_hook")),
         "device_settings": device_settings,  # TF32 flags as torch reports them (bench.model.apply_device_settings)
+        "training_settings": facts[0].get("training_settings"),  # read back from the module (cases.training_settings)
+        "nodes": environment.node_hardware(facts),  # GPU name, driver, MIG mode of every node; mixed flagged
     }
 
 
@@ -71,6 +73,7 @@ def _metrics(config: BenchConfig, trainer, module, dm: CifarDataModule, timer: T
         "fit_s": timer.fit_s, "epoch_train_s": timer.epoch_train_s,
         "throughput_img_s": images * len(timer.epoch_train_s) / train_s if train_s else None,
         "wall_s": wall_seconds(), "optimizer_steps": trainer.global_step,
+        **steady_state(timer.epoch_train_s, timer.warmup_s, timer.warmup_images, images),  # start-up apart
         "steps_per_epoch": len(dm.global_batch_sizes), "train_images_per_epoch": images,
         "train_loss": sum(f["loss_mean"] for f in facts) / len(facts) if config.epochs else None,
         # fraction of the (augmented) training images of the last epoch classified right, all ranks
@@ -189,7 +192,9 @@ def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, t
             profiling.log_tables(trainer, profile_facts)
     trainer.test(module, datamodule=dm, verbose=False)
     facts = cases.gather_rank_facts(module, {"breakdown": tools.breakdown.epochs, "nccl": comm.own_nccl_facts(),
-                                             "comm_hook": tools.breakdown.comm_hook})
+                                             "comm_hook": tools.breakdown.comm_hook,
+                                             "training_settings": cases.training_settings(module),
+                                             "node_gpus": environment.node_gpu_facts()})
     for rank, f in enumerate(facts):
         f["rank"], f["profile"] = rank, profile_facts[rank] if profile_facts else None
     return facts

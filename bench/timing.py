@@ -12,6 +12,13 @@ What each figure covers (all in seconds, measured on every rank, reported from g
 * ``throughput_img_s``: training images processed by all ranks together / sum(epoch_train_s).
 * ``wall_s``: from the start of the (rank-0) process, read from /proc, to the moment the
   result is assembled: everything, end to end.
+* Start-up apart (:func:`steady_state`): the first epoch carries one-off costs (NCCL's lazy
+  connection set-up, CUDA's lazy module loading, cuDNN autotuning, DDP's bucket rebuild, loader
+  workers starting). ``first_epoch_s`` is ``epoch_train_s[0]``; ``steady_epoch_s`` the mean of
+  epochs 2..N (None with one epoch); ``warmup_s`` the first :data:`WARMUP_STEPS` training steps
+  of the first epoch, and ``steady_throughput_img_s`` the global images/s of all training
+  batches after them, so even a one-epoch preset has a steady-state figure. ``fit_s`` keeps
+  everything.
 
 Each time stamp is taken after a barrier over all ranks and, on GPU, a device synchronize, so
 it marks the moment the slowest rank got there with all queued GPU work done.
@@ -26,6 +33,7 @@ import lightning as L
 import torch
 
 _IMPORT_TIME = time.time()  # fallback origin of wall_s where /proc is not available
+WARMUP_STEPS = 5  # training steps at the start of the first epoch kept out of steady_throughput_img_s (steps)
 
 
 def process_start_time() -> float:
@@ -55,12 +63,16 @@ class TrainingTimer(L.Callback):
         fit_s: float seconds, or None before the end of training.
         epoch_train_s: list of float seconds, one per completed epoch.
         steps: optimizer steps taken (batches trained) over the whole fit.
+        warmup_s: seconds of the first :data:`WARMUP_STEPS` steps (None when the first epoch is not
+            longer than that); warmup_images: the global images of those steps.
     """
 
     def __init__(self) -> None:
         self.fit_s: float | None = None
         self.epoch_train_s: list[float] = []
         self.steps = 0
+        self.warmup_s: float | None = None
+        self.warmup_images = 0
         self._fit_start = 0.0
         self._epoch_start = 0.0
 
@@ -81,7 +93,10 @@ class TrainingTimer(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
         self.steps += 1
-        # Every rank has the same number of batches (GlobalBatchSampler), so all reach this barrier.
+        # Every rank has the same number of batches (GlobalBatchSampler), so all reach these barriers.
+        if trainer.current_epoch == 0 and batch_idx == WARMUP_STEPS - 1 < trainer.num_training_batches - 1:
+            self.warmup_s = self._synchronized_now(trainer) - self._epoch_start
+            self.warmup_images = sum((getattr(trainer.datamodule, "global_batch_sizes", None) or [])[:WARMUP_STEPS])
         if batch_idx == trainer.num_training_batches - 1:
             self.epoch_train_s.append(self._synchronized_now(trainer) - self._epoch_start)
             self._log_epoch(trainer)
@@ -97,3 +112,24 @@ class TrainingTimer(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.fit_s = self._synchronized_now(trainer) - self._fit_start
+
+
+def steady_state(epoch_train_s: list[float], warmup_s: float | None, warmup_images: int,
+                 images_per_epoch: int) -> dict:
+    """Start-up apart from steady-state work (pure; all times in s, throughput in global images/s).
+
+    Args:
+        epoch_train_s: seconds per epoch; warmup_s, warmup_images: the first :data:`WARMUP_STEPS`
+            steps (None/0 when not measured); images_per_epoch: global training images per epoch.
+
+    Returns:
+        ``{"first_epoch_s", "steady_epoch_s", "warmup_steps", "warmup_s", "steady_throughput_img_s"}``,
+        None where there is too little training to say.
+    """
+    later = epoch_train_s[1:]
+    rest_s = sum(epoch_train_s) - warmup_s if warmup_s is not None else None
+    rest_images = images_per_epoch * len(epoch_train_s) - warmup_images
+    return {"first_epoch_s": epoch_train_s[0] if epoch_train_s else None,
+            "steady_epoch_s": sum(later) / len(later) if later else None,
+            "warmup_steps": WARMUP_STEPS if warmup_s is not None else None, "warmup_s": warmup_s,
+            "steady_throughput_img_s": rest_images / rest_s if rest_s and images_per_epoch else None}

@@ -22,12 +22,38 @@ from suite.conftest import RESULTS, global_rank
 
 
 def _devices_and_nodes(config: pytest.Config) -> tuple[int, int]:
+    """ddp's devices per node and nodes: the options, else Slurm's tasks per node and nodes, else the
+    visible GPUs on GPU (as dp uses; at least 1, so a GPU run without one fails with torch's reason)
+    and 2 processes on CPU. Where the devices came from is in ``_devices_source``."""
+    return _devices_and_nodes_sourced(config)[:2]
+
+
+def _devices_and_nodes_sourced(config: pytest.Config) -> tuple[int, int, str]:
     devices = config.getoption("--bench-devices")
     nodes = config.getoption("--bench-nodes")
+    source = "--bench-devices"
     if "SLURM_STEP_ID" in os.environ:
+        source = source if devices else "SLURM_NTASKS_PER_NODE"
         devices = devices or int(os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0])
         nodes = nodes or int(os.environ.get("SLURM_NNODES", "1"))
-    return devices or 2, nodes or 1
+    if not devices and _accelerator(config) == "gpu":
+        devices, source = max(1, torch.cuda.device_count() if torch.cuda.is_available() else 0), "visible GPUs"
+    elif not devices:
+        devices, source = 2, "2 CPU processes (default)"
+    return devices, nodes or 1, source
+
+
+def _accelerator(config: pytest.Config) -> str:
+    """The accelerator the runs use: a --bench-arg --accelerator, else the preset's."""
+    from bench.config import PRESETS
+
+    args = config.getoption("--bench-arg")
+    for i, arg in enumerate(args):
+        if arg.startswith("--accelerator="):
+            return arg.split("=", 1)[1]
+        if arg == "--accelerator" and i + 1 < len(args):
+            return args[i + 1]
+    return PRESETS.get(config.getoption("--bench-preset"), {}).get("accelerator", "cpu")
 
 
 def _command(config: pytest.Config, case: str, out: Path) -> list[str]:
@@ -85,6 +111,7 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
         **{k: last["metrics"].get(k) for k in ("throughput_img_s", "epoch_train_s", "optimizer_steps",
                                                 "train_loss", "test_accuracy", "test_correct", "test_total")},
         "world_size": last["world"]["world_size"], "result_paths": [r["path"] for r in results],
+        **({"ddp_devices_from": _devices_and_nodes_sourced(config)[2]} if case == "ddp" else {}),
         "result": last,
     })
     config.stash[RESULTS].append(last)

@@ -62,5 +62,5 @@ def test_nccl_log_requested_only_for_gpu_ddp_and_never_over_the_users_setting(tm
     monkeypatch.setenv("NCCL_SOCKET_IFNAME", "eth0")
     folder = comm.request_nccl_log(gpu, "r1")
     assert folder == tmp_path / "nccl" / "r1" and folder.is_dir()
-    assert os.environ["NCCL_DEBUG"] == "INFO" and os.environ["NCCL_DEBUG_FILE"].endswith("%h.%p.log")
+    assert os.environ["NCCL_DEBUG"] == "INFO" and os.environ["NCCL_DEBUG_FILE"].endswith(".%p.log")
     assert comm.user_comm_env() == {"NCCL_SOCKET_IFNAME": "eth0"}  # ours are not reported as the user's

@@ -184,7 +184,8 @@ def test_current_runs_that_did_different_work_are_not_comparable():
 @pytest.mark.parametrize("field, value", [("global_batch_size", 512), ("data_kind", "synthetic"),
                                           ("train_samples", 8000), ("preset", "cpu"),
                                           ("num_workers", 0), ("pin_memory", False),
-                                          ("data_path", "device"), ("tf32", False), ("channels_last", True)])
+                                          ("data_path", "device"), ("tf32", False), ("channels_last", True),
+                                          ("cudnn_benchmark", True), ("sync_batchnorm", True)])
 def test_each_work_field_makes_runs_not_comparable(field, value):
     c = one(compare([result("baseline", [100.0], **{field: value})],
                     baseline_of(result("baseline", [100.0]))), "baseline")

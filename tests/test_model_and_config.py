@@ -44,7 +44,7 @@ def test_data_parallel_wrapper_on_cpu_computes_the_same():
     assert torch.equal(plain(x), wrapped(x))
     for module in (plain, wrapped):
         module.training_step((x, torch.arange(8) % 10), 0).backward()
-    assert torch.equal(plain.net.features[0].weight.grad, wrapped.net.module.features[0].weight.grad)
+    assert torch.equal(plain.net.features[0].weight.grad, cases.bare_network(wrapped).features[0].weight.grad)
     assert cases.trained_parameters(wrapped) == 62_006
 
 
