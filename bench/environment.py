@@ -144,13 +144,31 @@ def node_hardware(per_rank: list[dict]) -> dict:
     return {"per_node": nodes, "mixed": bool(differs), "differs_in": differs}
 
 
-def git_facts() -> dict:
-    """Commit and dirty flag of the source tree, or $BENCH_GIT_COMMIT inside an image."""
-    commit = _run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"])
-    if commit is None:
-        return {"git_commit": os.environ.get("BENCH_GIT_COMMIT"), "git_dirty": None}
-    status = _run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"])
-    return {"git_commit": commit, "git_dirty": bool(status)}
+def git_facts(root: Path = REPO_ROOT) -> dict:
+    """Commit and dirty flag of the code that really ran (the tree ``bench`` was imported from).
+
+    ``code_path`` is that tree; ``git_commit_source`` says where the commit was read:
+
+    * ``"git"``: git in ``root`` (a checkout, with git at hand);
+    * ``"slurm/suite.sh (host git)"``: no git here (inside an image), but ``root`` is the checkout
+      slurm/suite.sh bound into the image, whose commit it read on the host ($BENCH_SOURCE_DIR,
+      $BENCH_SOURCE_COMMIT, $BENCH_SOURCE_DIRTY);
+    * ``"image (BENCH_GIT_COMMIT)"``: the package installed in the image (site-packages), whose
+      commit was baked in at build time;
+    * ``None``: a source tree without git or a commit given for it: unknown, never the image's.
+    """
+    facts = {"code_path": str(root), "git_commit": None, "git_dirty": None, "git_commit_source": None}
+    commit = _run(["git", "-C", str(root), "rev-parse", "HEAD"])
+    if commit is not None:
+        status = _run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"])
+        return {**facts, "git_commit": commit, "git_dirty": bool(status), "git_commit_source": "git"}
+    source_dir = os.environ.get("BENCH_SOURCE_DIR")
+    if source_dir and os.environ.get("BENCH_SOURCE_COMMIT") and Path(source_dir).resolve() == root.resolve():
+        return {**facts, "git_commit": os.environ["BENCH_SOURCE_COMMIT"], "git_commit_source": "slurm/suite.sh (host git)",
+                "git_dirty": {"1": True, "0": False}.get(os.environ.get("BENCH_SOURCE_DIRTY", ""))}
+    if root.name in ("site-packages", "dist-packages"):  # the installed copy: what the image was built from
+        return {**facts, "git_commit": os.environ.get("BENCH_GIT_COMMIT"), "git_commit_source": "image (BENCH_GIT_COMMIT)"}
+    return facts
 
 
 def container_facts() -> dict:

@@ -53,6 +53,14 @@ fi
 if [ -n "${BENCH_DEVICES:-}" ] && [ "$BENCH_DEVICES" -ne "$TASKS_PER_NODE" ]; then
     die "BENCH_DEVICES=$BENCH_DEVICES differs from --ntasks-per-node=$TASKS_PER_NODE; set them equal (or unset BENCH_DEVICES)"
 fi
+# Every task must see all GPUs of its node: a DDP rank picks cuda:<local rank> among them, dp uses them all.
+if [ -n "${SLURM_GPUS_PER_TASK:-}" ]; then
+    die "--gpus-per-task=$SLURM_GPUS_PER_TASK shows each task only its own GPU, but each DDP rank picks cuda:<local rank> among the node's GPUs; submit with --gres=gpu:N --ntasks-per-node=N and without --gpus-per-task (docs/gpu-clusters.md)"
+fi
+case ${SLURM_GPU_BIND:-none} in
+    *none*) ;;
+    *) die "--gpu-bind=$SLURM_GPU_BIND hides the node's other GPUs from each task; submit without --gpu-bind (or --gpu-bind=none), see docs/gpu-clusters.md" ;;
+esac
 
 if [ -n "${CIFAR_SIF:-}" ]; then
     [ -f "$CIFAR_SIF" ] || die "CIFAR_SIF=$CIFAR_SIF does not exist; build it with: make image"
@@ -66,8 +74,19 @@ else
     [ -n "$py" ] || { [ -x .venv/bin/python ] && py=.venv/bin/python; } || py=python3
     RUN=("$py")
 fi
+# The code that runs is this checkout (bound into the image at $PWD, where `python -m` imports it ahead
+# of the image's installed copy). The image has no git, so its commit is read here and recorded by
+# bench/environment.py (git_commit_source), never the image's baked-in BENCH_GIT_COMMIT.
+BENCH_SOURCE_DIR=$PWD
+BENCH_SOURCE_COMMIT=$(git -C "$PWD" rev-parse HEAD 2>/dev/null || true)
+BENCH_SOURCE_DIRTY=""
+if [ -n "$BENCH_SOURCE_COMMIT" ]; then
+    [ -z "$(git -C "$PWD" status --porcelain --untracked-files=no 2>/dev/null)" ] && BENCH_SOURCE_DIRTY=0 || BENCH_SOURCE_DIRTY=1
+fi
+export BENCH_SOURCE_DIR BENCH_SOURCE_COMMIT BENCH_SOURCE_DIRTY
 mkdir -p "$RUN_DIR"
 echo "suite.sh: job $SLURM_JOB_ID, $NODES node(s) x $TASKS_PER_NODE task(s), $GPUS_PER_NODE GPU(s)/node, preset $PRESET, results in $RUN_DIR"
+echo "suite.sh: code from the checkout $PWD (commit ${BENCH_SOURCE_COMMIT:-unknown}${CIFAR_SIF:+, run in $CIFAR_SIF})"
 
 # --- the time-limit signal -----------------------------------------------------------------------
 current_case=""

@@ -245,3 +245,32 @@ def test_a_run_records_the_new_fields(tmp_path):
                                           "sync_batchnorm_layers": 0}
     assert world["device_settings"]["cudnn_benchmark"] is False and result["config"]["cudnn_benchmark"] is False
     assert list(world["nodes"]["per_node"]) == world["hostnames"][:1] and world["nodes"]["mixed"] is False
+
+
+def test_recorded_commit_is_that_of_the_code_that_ran(tmp_path, monkeypatch):
+    """Inside an image (no git) the checkout slurm/suite.sh binds is imported: its commit, read on the
+    host, is recorded, never the image's baked-in BENCH_GIT_COMMIT."""
+    monkeypatch.setattr(environment, "_run", lambda cmd: None)  # no git here
+    monkeypatch.setenv("BENCH_GIT_COMMIT", "image0commit")
+    for key in ("BENCH_SOURCE_DIR", "BENCH_SOURCE_COMMIT", "BENCH_SOURCE_DIRTY"):
+        monkeypatch.delenv(key, raising=False)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    assert environment.git_facts(checkout) == {"code_path": str(checkout), "git_commit": None, "git_dirty": None,
+                                               "git_commit_source": None}
+    monkeypatch.setenv("BENCH_SOURCE_DIR", str(checkout))
+    monkeypatch.setenv("BENCH_SOURCE_COMMIT", "host0commit")
+    monkeypatch.setenv("BENCH_SOURCE_DIRTY", "1")
+    facts = environment.git_facts(checkout)
+    assert (facts["git_commit"], facts["git_dirty"], facts["git_commit_source"]) == \
+        ("host0commit", True, "slurm/suite.sh (host git)")
+    installed = tmp_path / "lib" / "site-packages"
+    installed.mkdir(parents=True)
+    facts = environment.git_facts(installed)
+    assert (facts["git_commit"], facts["git_commit_source"]) == ("image0commit", "image (BENCH_GIT_COMMIT)")
+
+
+def test_recorded_commit_from_git_in_this_checkout():
+    facts = environment.git_facts()
+    assert facts["git_commit_source"] == "git" and len(facts["git_commit"]) == 40
+    assert facts["code_path"] == str(environment.REPO_ROOT)

@@ -75,6 +75,17 @@ def test_tasks_per_node_and_gpus_mismatch_is_refused_before_launch(tmp_path, rea
     assert "results in" not in output  # the script stopped at its checks, before any srun
 
 
+@pytest.mark.parametrize("option, message", [("--gpus-per-task=1", "--gpus-per-task=1 shows each task only"),
+                                             ("--gpu-bind=closest", "--gpu-bind=closest hides")])
+def test_per_task_gpu_binding_is_refused_before_launch(tmp_path, real_data, option, message):
+    proc = _sbatch(tmp_path, real_data, option, timeout=120)
+    job = _job_id(proc)
+    output = (tmp_path / f"slurm-{job}.out").read_text()
+    assert proc.returncode != 0, _explain(proc) + output
+    assert message in output and "docs/gpu-clusters.md" in output
+    assert not (tmp_path / "runs" / f"slurm-{job}").exists()  # nothing launched, nothing written
+
+
 def test_missing_data_stops_the_job_before_launch(tmp_path, real_data):
     proc = _sbatch(tmp_path, tmp_path / "no-such-data", timeout=120)
     output = (tmp_path / f"slurm-{_job_id(proc)}.out").read_text()
