@@ -74,7 +74,7 @@ class BenchConfig:
     profile_warmup: int = 2  # steps traced and discarded (>= 1), so start-up costs stay out of the window (steps)
     profile_active: int = 3  # steps recorded in the trace (steps); bigger windows give bigger traces
     cudnn_benchmark: bool | None = None  # cuDNN autotuner for convolutions; None = on for GPU, off for CPU (recorded resolved)
-    sync_batchnorm: bool = False  # BatchNorm statistics over all ranks (ddp: SyncBatchNorm); off = per rank
+    sync_batchnorm: bool = False  # BatchNorm statistics over all ranks (ddp on GPU: SyncBatchNorm); off = per rank
 
     def __post_init__(self) -> None:
         if self.cudnn_benchmark is None:  # resolved here, so the recorded config says what ran
@@ -175,6 +175,9 @@ def _check_world(c: BenchConfig) -> None:
         if c.sync_batchnorm:
             raise ConfigError("sync_batchnorm needs ddp: DataParallel replicas cannot share BatchNorm statistics "
                               "(SyncBatchNorm works only under DistributedDataParallel); use --case ddp or drop it")
+    if c.sync_batchnorm and c.accelerator != "gpu":
+        raise ConfigError("sync_batchnorm needs --accelerator gpu: torch's SyncBatchNorm runs only on GPUs; "
+                          "drop --sync-batchnorm on CPU")
     if c.global_batch_size % c.data_parallel_size:
         raise ConfigError(
             f"global_batch_size {c.global_batch_size} is not divisible by the {c.data_parallel_size} "

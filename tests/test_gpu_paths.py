@@ -103,15 +103,21 @@ def test_cli_flags_for_cudnn_benchmark_and_sync_batchnorm():
     assert (config.cudnn_benchmark, config.sync_batchnorm) == (False, True)
 
 
-def test_sync_batchnorm_reaches_the_trainer_and_is_refused_for_dp():
-    config = make_config("smoke", case="ddp", devices=2, data="synthetic", model="resnet18", sync_batchnorm=True)
-    trainer = cases.build_trainer(config, "t", [])
-    assert trainer._accelerator_connector._layer_sync is not None  # Lightning's TorchSyncBatchNorm
+def test_sync_batchnorm_reaches_the_trainer_and_is_refused_for_dp(monkeypatch):
+    from lightning.pytorch.plugins import TorchSyncBatchNorm
+
+    config = make_config("smoke", case="ddp", devices=2, data="synthetic", model="resnet18", sync_batchnorm=True,
+                         accelerator="gpu")
+    monkeypatch.setattr(cases.L, "Trainer", lambda **options: options)  # no GPU here to build a real one
+    options = cases.build_trainer(config, "t", [])
+    assert options["sync_batchnorm"] is True and options["benchmark"] is True
     module = cases.build_module(config)
-    module.net = trainer._accelerator_connector._layer_sync.apply(module.net)  # what DDPStrategy does
+    module.net = TorchSyncBatchNorm().apply(module.net)  # what Lightning's DDPStrategy does with it
     assert cases.training_settings(module)["sync_batchnorm_layers"] == 20  # ResNet-18's BatchNorm layers
     with pytest.raises(ConfigError, match="sync_batchnorm needs ddp"):
         make_config("full", case="dp", devices=2, data="synthetic", sync_batchnorm=True)
+    with pytest.raises(ConfigError, match="runs only on GPUs"):  # torch's SyncBatchNorm refuses CPU tensors
+        make_config("smoke", case="ddp", devices=2, data="synthetic", sync_batchnorm=True)
 
 
 def _nccl_debug_file(pattern: str, nccl_hostname: str, pid: int) -> str:
