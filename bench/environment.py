@@ -42,7 +42,8 @@ def check_gpu_usable(count: int = 1) -> None:
     if found >= count:
         return
     # torch warns only on its first device count in a process; CUDA's initialisation says it again
-    reasons = "; ".join(str(w.message).strip() for w in caught) or cuda_init_error() or "no CUDA device is visible"
+    reasons = "; ".join(str(w.message).strip() for w in caught) or (cuda_init_error() if found == 0 else None) \
+        or ("no CUDA device is visible" if found == 0 else f"only {found} visible")
     raise GPUUnavailableError(
         f"--accelerator gpu needs {count} usable CUDA device(s), found {found} ({reasons}). "
         f"torch {torch.__version__} is built for CUDA {torch.version.cuda}; check nvidia-smi, "
