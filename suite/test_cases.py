@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench import environment
 from bench.baselines import summary_stats
 from bench.results import load_result
 from suite.conftest import RESULTS, global_rank
@@ -127,7 +128,10 @@ def _skip_dp_without_gpus(config: pytest.Config, out: Path) -> None:
     found = torch.cuda.device_count() if torch.cuda.is_available() else 0
     dp = make_config(config.getoption("--bench-preset"), case="dp", accelerator="gpu", devices=max(found, 2),
                      data=config.getoption("--bench-data") or "synthetic", out_dir=str(out))
-    reason = dp_skip_reason(dp)
+    try:
+        reason = dp_skip_reason(dp)
+    except environment.GPUUnavailableError as err:  # a GPU present but unusable: a failure, not a skip
+        pytest.fail(str(err), pytrace=False)
     if reason is None:
         return
     if global_rank() == 0:

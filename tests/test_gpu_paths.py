@@ -280,3 +280,29 @@ def test_recorded_commit_from_git_in_this_checkout():
     facts = environment.git_facts()
     assert facts["git_commit_source"] == "git" and len(facts["git_commit"]) == 40
     assert facts["code_path"] == str(environment.REPO_ROOT)
+
+
+def test_suite_reports_dp_on_an_unusable_gpu_as_failed_not_skipped(tmp_path):
+    """`pytest suite -k test_dp` with torch's CUDA faked to a driver too old (sitecustomize in every
+    process): the dp case fails with torch's reason."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text(
+        "import torch\n"
+        "torch.cuda.is_available = lambda: False\n"
+        "def _init():\n"
+        f"    raise RuntimeError({OLD_DRIVER!r})\n"
+        "torch.cuda.init = _init\n")
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(repo)])}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-rfs",
+                           "-k", "test_dp", "--bench-preset", "smoke", "--bench-data", "synthetic",
+                           "--bench-out", str(tmp_path / "runs")],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "1 failed" in proc.stdout and "skipped" not in proc.stdout.lower().split("short test summary")[-1]
+    assert "driver on your system is too old" in proc.stdout
