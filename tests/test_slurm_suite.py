@@ -58,6 +58,9 @@ def test_suite_runs_all_cases_on_two_nodes(tmp_path, real_data):
     assert ddp["world"]["hostnames"].count("node1") == 2 and ddp["world"]["params_identical"]
     assert "SLURMEnvironment" in ddp["world"]["cluster_environment"]
     assert ddp["environment"]["slurm"]["SLURM_JOB_ID"] == job
+    assert ddp["environment"]["code_path"] == str(REPO) and ddp["environment"]["git_commit_source"] == "git"
+    assert f"code from the checkout {REPO}" in output
+    assert sorted(ddp["world"]["nodes"]["per_node"]) == ["node1", "node2"]  # every node's GPU facts
     assert results["dp"]["status"] == "skipped" and "CUDA devices" in results["dp"]["reason"]
     assert "comparison with baseline 'a100-2node'" in output and "verdict" in output
     assert "| Configuration | Training Time | Speedup" in (run_dir / "report.md").read_text()
