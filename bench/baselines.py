@@ -48,6 +48,7 @@ from bench.stats import summary_stats  # (also imported from here by the suite a
 SCHEMA = "cifar-bench/baseline"
 SCHEMA_VERSION = 1
 BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
+BASELINES_ENV = "BENCH_BASELINES"  # another folder of baseline files (default: the repository's baselines/)
 #: Shipped reference files that `baseline record` never overwrites, even with --force.
 PROTECTED = ("a100-2node",)
 
@@ -163,9 +164,14 @@ def validate_baseline(obj: Any, where: str = "baseline") -> dict[str, Any]:
     return obj
 
 
+def default_dir() -> Path:
+    """The folder of named baselines: ``$BENCH_BASELINES``, else the repository's ``baselines/``."""
+    return Path(os.environ.get(BASELINES_ENV) or BASELINES_DIR)
+
+
 def load_baseline(name_or_path: str | os.PathLike[str],
-                  baselines_dir: str | os.PathLike[str] = BASELINES_DIR) -> dict[str, Any]:
-    """Read a baseline by name (``<baselines_dir>/<name>.json``) or by path.
+                  baselines_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Read a baseline by name (``<baselines_dir>/<name>.json``, default :func:`default_dir`) or by path.
 
     A value that ends in ``.json`` or contains a path separator is taken as a path.
 
@@ -173,6 +179,7 @@ def load_baseline(name_or_path: str | os.PathLike[str],
         ValueError: file missing (the message lists the available names), not JSON, or
             not a valid baseline (see :func:`validate_baseline`).
     """
+    baselines_dir = baselines_dir if baselines_dir is not None else default_dir()
     text = os.fspath(name_or_path)
     is_path = text.endswith(".json") or os.sep in text or "/" in text
     path = Path(text) if is_path else Path(baselines_dir) / f"{text}.json"
@@ -207,7 +214,7 @@ def write_baseline(obj: dict[str, Any], path: str | os.PathLike[str], force: boo
     return target
 
 
-def target_path(name: str, force: bool, baselines_dir: Path = BASELINES_DIR) -> Path:
+def target_path(name: str, force: bool, folder: Path | None = None) -> Path:
     """Where ``baseline record --name NAME`` writes, after the overwrite rules.
 
     Raises:
@@ -215,11 +222,11 @@ def target_path(name: str, force: bool, baselines_dir: Path = BASELINES_DIR) -> 
             ``force``: another name is suggested), or an existing file without ``force``.
     """
     if not name or "/" in name or os.sep in name or name.endswith(".json"):
-        raise ValueError(f"--name {name!r}: give a plain name (written to {baselines_dir}/NAME.json)")
+        raise ValueError(f"--name {name!r}: give a plain name (written to {folder or default_dir()}/NAME.json)")
     if name in PROTECTED:
         raise ValueError(f"{name!r} is the shipped reference baseline and is never overwritten, even with "
                          f"--force: record yours under another name, e.g. --name {name}-mine")
-    path = Path(baselines_dir) / f"{name}.json"
+    path = Path(folder or default_dir()) / f"{name}.json"
     if path.exists() and not force:
         raise ValueError(f"baseline {name!r} exists ({path}): pass --force to replace it, or choose another --name")
     return path

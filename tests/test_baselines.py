@@ -70,17 +70,17 @@ def test_record_baseline_refuses_mixed_work_and_mixed_scales_in_one_case():
 
 
 def test_overwrite_rules(tmp_path):
-    assert target_path("mine", force=False, baselines_dir=tmp_path) == tmp_path / "mine.json"
+    assert target_path("mine", force=False, folder=tmp_path) == tmp_path / "mine.json"
     (tmp_path / "mine.json").write_text("{}")
     with pytest.raises(ValueError, match="exists.*--force"):
-        target_path("mine", force=False, baselines_dir=tmp_path)
-    assert target_path("mine", force=True, baselines_dir=tmp_path) == tmp_path / "mine.json"
+        target_path("mine", force=False, folder=tmp_path)
+    assert target_path("mine", force=True, folder=tmp_path) == tmp_path / "mine.json"
     assert PROTECTED == ("a100-2node",)
     for force in (False, True):
         with pytest.raises(ValueError, match="shipped reference.*--name a100-2node-mine"):
-            target_path("a100-2node", force=force, baselines_dir=tmp_path)
+            target_path("a100-2node", force=force, folder=tmp_path)
     with pytest.raises(ValueError, match="plain name"):
-        target_path("../x", force=True, baselines_dir=tmp_path)
+        target_path("../x", force=True, folder=tmp_path)
     with pytest.raises(ValueError, match="exists"):
         write_baseline(baseline_of(result("baseline", [1.0])), tmp_path / "mine.json")
 
