@@ -153,7 +153,7 @@ def summary_rows(results: list[dict | Record]) -> list[list[str]]:
             thr, acc = _median([r.throughput_img_s for r in valid]), _median([r.test_accuracy for r in valid])
             synthetic = not all(r.accuracy_meaningful for r in valid)
             rows.append([group_label(group), "ok", str(len(valid)), fmt(st["median"], ".2f"),
-                         "-" if st["cv"] is None else f"{st['cv']:.1%}", fmt(thr, ".0f"),
+                         "-" if st["cv"] is None else f"{st['cv']:.1%} (n={st['n']})", fmt(thr, ".0f"),
                          "-" if acc is None else f"{acc:.2%}" + (" (synthetic)" if synthetic else ""), ""])
         for r in recs:
             if not r.valid:

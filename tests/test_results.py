@@ -45,7 +45,7 @@ def test_table_shows_figures_cv_and_skip_reason():
                                    reason="DataParallel needs 2 or more CUDA devices")
     table = results.format_table([ok, skipped]).splitlines()
     assert table[0].split()[:5] == ["case", "status", "n", "fit_s", "[s]"]
-    assert table[3].split() == ["ddp", "(4", "devices)", "ok", "3", "10.00", "10.0%", "4000", "50.00%"]
+    assert table[3].split() == ["ddp", "(4", "devices)", "ok", "3", "10.00", "10.0%", "(n=3)", "4000", "50.00%"]
     assert "skipped" in table[2] and "needs 2 or more CUDA devices" in table[2]  # order: baseline, dp, ddp
 
 
