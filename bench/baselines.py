@@ -35,7 +35,6 @@ Pure functions build and check the dict; only :func:`load_baseline` and
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -230,28 +229,3 @@ def target_path(name: str, force: bool, folder: Path | None = None) -> Path:
     if path.exists() and not force:
         raise ValueError(f"baseline {name!r} exists ({path}): pass --force to replace it, or choose another --name")
     return path
-
-
-def add_parser(sub) -> None:
-    """``baseline record RESULTS... --name NAME [--source TEXT] [--force]``."""
-    b = sub.add_parser("baseline", help="stored baselines")
-    bsub = b.add_subparsers(dest="baseline_cmd", required=True)
-    r = bsub.add_parser("record", help="write baselines/NAME.json from the valid runs among RESULTS")
-    r.add_argument("results", nargs="+", type=Path, help="result JSON, pytest-benchmark JSON or baseline files")
-    r.add_argument("--name", required=True, help="baseline name (baselines/NAME.json)")
-    r.add_argument("--source", default="recorded with cifar-bench baseline record")
-    r.add_argument("--force", action="store_true", help="replace an existing baseline of that name")
-    r.set_defaults(func=cmd_record)
-
-
-def cmd_record(args: argparse.Namespace) -> int:
-    """Record the valid runs; print what was left out and why. Bad input raises ValueError (exit 2)."""
-    from bench.records import read_records
-
-    path = target_path(args.name, args.force)
-    baseline, left_out = record_baseline(read_records(args.results), args.name, args.source)
-    for line in left_out:
-        print(f"left out {line}")
-    counts = ", ".join(f"{c} n={len(e['fit_s_samples'])}" for c, e in baseline["cases"].items())
-    print(f"baseline: {write_baseline(baseline, path, force=args.force)} ({counts})")
-    return 0

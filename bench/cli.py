@@ -10,7 +10,7 @@
 
 Exit status: the one table of bench/exitcodes.py (docs/exit-codes.md). Each analysis command owns its
 parser and handler in its module (``table``: bench.results, ``compare``: bench.compare, ``baseline``:
-bench.baselines, ``report``: bench.report); none of them imports torch or Lightning, so they start fast.
+bench.recording, ``report``: bench.report); none of them imports torch or Lightning, so they start fast.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _add_data_parser(sub) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``cifar-bench``."""
-    from bench import baselines, compare, report, results
+    from bench import compare, recording, report, results
 
     ap = argparse.ArgumentParser(prog="cifar-bench", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -94,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
     _add_data_parser(sub)
     results.add_parser(sub)
     compare.add_parser(sub)
-    baselines.add_parser(sub)
+    recording.add_parser(sub)
     report.add_parser(sub)
     _add_mark_interrupted_parser(sub)
     return ap

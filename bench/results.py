@@ -34,7 +34,8 @@ from typing import Any
 
 from bench.files import atomic_open
 from bench.records import RESULT_SCHEMA as SCHEMA, RESULT_SCHEMA_VERSION as SCHEMA_VERSION, STATUSES
-from bench.records import Record, by_group, from_result, group_label
+from bench.records import Record, by_group, from_result, group_label, read_records
+from bench.stats import summary_stats
 from bench.tables import fmt, render
 
 
@@ -143,8 +144,6 @@ def summary_rows(results: list[dict | Record]) -> list[list[str]]:
 
     ``results`` are records (:func:`bench.records.read_records`) or result dicts.
     """
-    from bench.stats import summary_stats
-
     rows = []
     for group, recs in by_group(_records(results)).items():
         valid = [r for r in recs if r.valid]
@@ -180,7 +179,5 @@ def add_parser(sub) -> None:
 
 def cmd_table(args) -> int:
     """Print the table of ``args.results``. Bad input raises ValueError (exit 2)."""
-    from bench.records import read_records
-
     print(format_table(read_records(args.results)))
     return 0
