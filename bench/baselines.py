@@ -13,6 +13,8 @@ Format (JSON, ``schema_version`` 1; a reader refuses a newer version)::
       "cases": {
         "<case>": {                         # "baseline" | "dp" | "ddp"
           "fit_s_samples": [float, ...],    # seconds of Trainer.fit, one per measured repetition
+          "run_ids": [str, ...],            # the run of each sample (optional: absent in older files)
+          "scaling": "strong",              # scaling mode (optional; absent = strong)
           "fit_s_median": float,            # seconds; statistics of fit_s_samples
           "fit_s_mean": float,              # seconds
           "fit_s_stdev": float | null,      # seconds, sample stdev; null with one sample
@@ -34,80 +36,25 @@ Pure functions build and check the dict; only :func:`load_baseline` and
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from bench.files import atomic_open
-from bench.results import SCHEMA as RESULT_SCHEMA  # noqa: F401 (one definition; compare uses it)
+from bench.stats import summary_stats  # (also imported from here by the suite and `run --repeats`)
 
 SCHEMA = "cifar-bench/baseline"
 SCHEMA_VERSION = 1
+BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
+BASELINES_ENV = "BENCH_BASELINES"  # another folder of baseline files (default: the repository's baselines/)
+#: Shipped reference files that `baseline record` never overwrites, even with --force.
+PROTECTED = ("a100-2node",)
 
 #: Config fields that define the work a run did; runs differing in one of them are not comparable.
 WORK_FIELDS = ("model", "epochs", "global_batch_size", "data_kind", "train_samples",
                "test_samples", "preset", "precision", "num_workers", "pin_memory",
                "persistent_workers", "data_path", "tf32", "channels_last", "cudnn_benchmark", "sync_batchnorm")
-
-
-def summary_stats(samples: Iterable[float]) -> dict[str, Any]:
-    """Summary of timing samples (seconds) with the :mod:`statistics` module.
-
-    Returns:
-        ``{"n", "mean", "median", "stdev", "cv"}``; ``stdev`` is the sample standard
-        deviation (``None`` for one sample), ``cv`` = stdev / mean (dimensionless, ``None``
-        when stdev is ``None``).
-
-    Raises:
-        ValueError: no samples, or a sample that is not a finite number > 0.
-    """
-    values = [float(s) for s in samples]
-    if not values:
-        raise ValueError("no timing samples: a case needs at least one fit_s measurement")
-    if any(not math.isfinite(v) or v <= 0 for v in values):
-        raise ValueError(f"timing samples must be finite seconds > 0, got {values}")
-    mean = statistics.fmean(values)
-    stdev = statistics.stdev(values) if len(values) > 1 else None
-    cv = stdev / mean if stdev is not None else None
-    return {"n": len(values), "mean": mean, "median": statistics.median(values),
-            "stdev": stdev, "cv": cv}
-
-
-def devices_used(result: dict[str, Any]) -> int:
-    """Devices that split the global batch in a per-run result: ddp world size, dp devices, else 1.
-
-    Falls back from ``world`` to ``config`` fields; returns 1 when neither says more.
-    """
-    case = result.get("case")
-    world = result.get("world") or {}
-    config = result.get("config") or {}
-    if case == "ddp":
-        size = world.get("world_size") or (config.get("devices", 1) * config.get("num_nodes", 1))
-        return int(size)
-    if case == "dp":
-        return int(config.get("devices") or world.get("devices_per_node") or 1)
-    return 1
-
-
-def fit_samples(result: dict[str, Any]) -> list[float]:
-    """Fit-time samples (seconds) of an ok result: ``metrics.fit_s_samples``, else ``[fit_s]``.
-
-    Raises:
-        ValueError: the result has neither, or a sample is not a finite number > 0.
-    """
-    metrics = result.get("metrics") or {}
-    samples = metrics.get("fit_s_samples") or ([metrics["fit_s"]] if metrics.get("fit_s") is not None else [])
-    if not samples:
-        raise ValueError(f"result {result.get('run_id')!r} (case {result.get('case')!r}) has status ok "
-                         "but no metrics.fit_s / fit_s_samples; re-run it or drop the file")
-    try:
-        summary_stats(samples)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"result {result.get('run_id')!r} (case {result.get('case')!r}): bad fit_s samples "
-                         f"({err}); re-run it or drop the file") from err
-    return [float(s) for s in samples]
 
 
 # Work fields added later, with the value every run recorded before them had (a stored baseline
@@ -127,68 +74,70 @@ def work_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list
     return [f for f in WORK_FIELDS if f in a and f in b and a[f] != b[f]]
 
 
-def record_baseline(results: list[dict[str, Any]], name: str, source: str,
-                    recorded_utc: str | None = None) -> dict[str, Any]:
-    """Build a baseline dict from per-run results (pure; only ``status == "ok"`` results count).
+def record_baseline(records: list, name: str, source: str,
+                    recorded_utc: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Build a baseline dict from records (:func:`bench.records.read_records`; pure).
 
-    Results of the same case are pooled: their fit_s samples are concatenated.
+    Only valid records (figures) count; the others are left out and listed. The samples of one
+    case are pooled and their run ids stored beside them (``run_ids``), so a baseline file read
+    together with its runs counts each sample once.
 
-    Args:
-        results: per-run result dicts (schema ``cifar-bench/result``).
-        name: baseline name (file name without ``.json``).
-        source: where the figures came from (free text, e.g. run ids and machine).
-        recorded_utc: ISO time; default the latest ``ended_utc`` of the used results.
+    Returns:
+        (baseline dict, left-out lines "run_id (case): why").
 
     Raises:
-        ValueError: no ok result, or ok results of one case that did different work.
+        ValueError: no valid record (the message lists what was left out and why), or valid
+            records of one case at different scales or that did different work.
     """
-    ok = [r for r in results if r.get("status") == "ok" and not r.get("profiled")]
-    if not ok:
-        raise ValueError("no result with status ok that was not profiled: run the benchmark (without --profile) "
-                         "first, or check why runs failed")
-    by_case: dict[str, list[dict[str, Any]]] = {}
-    for r in ok:
-        by_case.setdefault(r["case"], []).append(r)
+    valid = [r for r in records if r.valid]
+    left_out = [f"{r.run_id} ({r.case}): {r.problem}" for r in records if not r.valid]
+    if not valid:
+        raise ValueError("nothing valid to record: " + ("; ".join(left_out) or "no results") +
+                         ". Record runs that finished ok, passed their sanity check, without --profile or test knobs")
+    by_case: dict[str, list] = {}
+    for r in valid:
+        by_case.setdefault(r.case, []).append(r)
     cases = {case: _case_entry(case, runs) for case, runs in by_case.items()}
-    ended = [r.get("ended_utc") for r in ok if r.get("ended_utc")]
+    ended = [r.result.get("ended_utc") for r in valid if r.result.get("ended_utc")]
     baseline = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": name,
-                "system": _system(ok), "source": source,
+                "system": _system(valid), "source": source,
                 "recorded_utc": recorded_utc or (max(ended) if ended else None), "cases": cases}
-    return validate_baseline(baseline)
+    return validate_baseline(baseline), left_out
 
 
-def _case_entry(case: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _case_entry(case: str, runs: list) -> dict[str, Any]:
+    groups = sorted({r.group for r in runs})
+    if len(groups) > 1:
+        raise ValueError(f"runs of case {case!r} at different scales ({', '.join(map(str, groups))}): "
+                         "a baseline holds one configuration per case - record them separately")
     first = runs[0]
     for other in runs[1:]:
-        diff = work_differences(first.get("config"), other.get("config"))
+        diff = work_differences(first.config, other.config)
         if diff:
             raise ValueError(f"runs of case {case!r} did different work ({', '.join(diff)} differ): "
                              "record a baseline from runs with one configuration")
-    samples = [s for r in runs for s in fit_samples(r)]
+    samples = [r.fit_s for r in runs]
     stats = summary_stats(samples)
-    return {"fit_s_samples": samples, "fit_s_median": stats["median"], "fit_s_mean": stats["mean"],
-            "fit_s_stdev": stats["stdev"],
-            "throughput_img_s": _median_metric(runs, "throughput_img_s"),
-            "test_accuracy": _median_metric(runs, "test_accuracy"),
-            "devices": devices_used(first),
-            "nodes": int((first.get("world") or {}).get("num_nodes")
-                         or (first.get("config") or {}).get("num_nodes") or 1),
-            "config": first.get("config"), "environment": first.get("environment")}
+    return {"fit_s_samples": samples, "run_ids": [r.run_id for r in runs], "fit_s_median": stats["median"],
+            "fit_s_mean": stats["mean"], "fit_s_stdev": stats["stdev"],
+            "throughput_img_s": _median([r.throughput_img_s for r in runs]),
+            "test_accuracy": _median([r.test_accuracy for r in runs]),
+            "devices": first.devices, "nodes": first.nodes, "scaling": first.scaling,
+            "config": first.config, "environment": first.environment}
 
 
-def _median_metric(runs: list[dict[str, Any]], key: str) -> float | None:
-    values = [(r.get("metrics") or {}).get(key) for r in runs]
-    values = [float(v) for v in values if v is not None]
-    return statistics.median(values) if values else None
+def _median(values: list[float | None]) -> float | None:
+    known = [float(v) for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
-def _system(ok: list[dict[str, Any]]) -> dict[str, Any]:
-    env = ok[0].get("environment") or {}
+def _system(valid: list) -> dict[str, Any]:
+    env = next((r.environment for r in valid if r.environment), None) or {}
     names = env.get("gpu_names") or []
-    hosts = sorted({h for r in ok for h in ((r.get("world") or {}).get("hostnames") or [])})
+    hosts = sorted({h for r in valid for h in (r.world.get("hostnames") or [])})
     return {"gpu_model": names[0] if names else None, "gpus_per_node": env.get("gpu_count"),
-            "nodes": max(int((r.get("world") or {}).get("num_nodes") or 1) for r in ok),
-            "cpu_model": env.get("cpu_model"), "cpu_count": env.get("cpu_count"), "hostnames": hosts}
+            "nodes": max(r.nodes for r in valid), "cpu_model": env.get("cpu_model"),
+            "cpu_count": env.get("cpu_count"), "hostnames": hosts}
 
 
 def validate_baseline(obj: Any, where: str = "baseline") -> dict[str, Any]:
@@ -214,8 +163,14 @@ def validate_baseline(obj: Any, where: str = "baseline") -> dict[str, Any]:
     return obj
 
 
-def load_baseline(name_or_path: str | os.PathLike[str], baselines_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a baseline by name (``<baselines_dir>/<name>.json``) or by path.
+def default_dir() -> Path:
+    """The folder of named baselines: ``$BENCH_BASELINES``, else the repository's ``baselines/``."""
+    return Path(os.environ.get(BASELINES_ENV) or BASELINES_DIR)
+
+
+def load_baseline(name_or_path: str | os.PathLike[str],
+                  baselines_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Read a baseline by name (``<baselines_dir>/<name>.json``, default :func:`default_dir`) or by path.
 
     A value that ends in ``.json`` or contains a path separator is taken as a path.
 
@@ -223,6 +178,7 @@ def load_baseline(name_or_path: str | os.PathLike[str], baselines_dir: str | os.
         ValueError: file missing (the message lists the available names), not JSON, or
             not a valid baseline (see :func:`validate_baseline`).
     """
+    baselines_dir = baselines_dir if baselines_dir is not None else default_dir()
     text = os.fspath(name_or_path)
     is_path = text.endswith(".json") or os.sep in text or "/" in text
     path = Path(text) if is_path else Path(baselines_dir) / f"{text}.json"
@@ -237,19 +193,39 @@ def load_baseline(name_or_path: str | os.PathLike[str], baselines_dir: str | os.
     return validate_baseline(obj, where=str(path))
 
 
-def write_baseline(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+def write_baseline(obj: dict[str, Any], path: str | os.PathLike[str], force: bool = False) -> Path:
     """Validate and write a baseline atomically: temp file in the target folder, then ``os.replace``.
 
     A crash or error leaves either the old file or the new one, never a partial file,
     and removes the temp file. Returns the written path.
 
     Raises:
-        ValueError: ``obj`` is not a valid baseline.
+        ValueError: ``obj`` is not a valid baseline, or ``path`` exists and ``force`` is False.
         OSError: the folder does not exist or is not writable.
     """
     validate_baseline(obj)
     target = Path(path)
+    if target.exists() and not force:
+        raise ValueError(f"{target} exists: pass --force to replace it, or choose another --name")
     with atomic_open(target, "w", make_parents=False) as fh:
         json.dump(obj, fh, indent=2, sort_keys=False, allow_nan=False)
         fh.write("\n")
     return target
+
+
+def target_path(name: str, force: bool, folder: Path | None = None) -> Path:
+    """Where ``baseline record --name NAME`` writes, after the overwrite rules.
+
+    Raises:
+        ValueError: a name that is a path, a shipped reference name (:data:`PROTECTED`, even with
+            ``force``: another name is suggested), or an existing file without ``force``.
+    """
+    if not name or "/" in name or os.sep in name or name.endswith(".json"):
+        raise ValueError(f"--name {name!r}: give a plain name (written to {folder or default_dir()}/NAME.json)")
+    if name in PROTECTED:
+        raise ValueError(f"{name!r} is the shipped reference baseline and is never overwritten, even with "
+                         f"--force: record yours under another name, e.g. --name {name}-mine")
+    path = Path(folder or default_dir()) / f"{name}.json"
+    if path.exists() and not force:
+        raise ValueError(f"baseline {name!r} exists ({path}): pass --force to replace it, or choose another --name")
+    return path

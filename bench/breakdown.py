@@ -41,7 +41,7 @@ from lightning.pytorch.profilers import Profiler
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel
 
-PARTS = ("data_wait_s", "compute_s", "allreduce_s", "loop_overhead_s")  # + unattributed_s = step_s
+from bench.steptable import PARTS, case_breakdown, format_breakdown, markdown_breakdown, rank_breakdowns  # noqa: F401,E402 (its tables, torch-free)
 DETAIL = ("forward_s", "backward_s", "optimizer_s", "unattributed_s", "step_s")
 _MARKS = ("prev_end", "start", "before_backward", "after_backward", "before_optimizer", "end")
 # Lightning profiler actions (outermost ones only) that move a training batch from the loader to the device
@@ -219,61 +219,3 @@ class StepBreakdown(L.Callback):
         medians = {f"breakdown/{k[:-2]}_ms": 1000 * self.epochs[-1][k]["median"] for k in PARTS + ("step_s",)}
         for logger in trainer.loggers:  # rank 0's own steps (loggers write on rank 0 only)
             logger.log_metrics(medians, step=trainer.current_epoch)
-
-
-def format_breakdown(per_rank: list[dict[str, Any]]) -> str:
-    """Text table of each rank's last-epoch median step, split into its parts (milliseconds, % of step).
-
-    Args:
-        per_rank: ``[{"rank": int, "hostname": str, "epochs": [StepBreakdown.epochs entries]}]``.
-    """
-    if not any(r.get("epochs") for r in per_rank):
-        return ""
-    head = (f"{'rank':>4}  {'host':<12} {'step ms':>8}  {'data wait':>16}  {'compute':>16}  {'all-reduce':>16}"
-            f"  {'loop overhead':>16}")
-    lines = ["Where the time goes (last epoch, median per step; p90 of the step in brackets):", head]
-    for r in per_rank:
-        if not r.get("epochs"):
-            continue
-        e = r["epochs"][-1]
-        step = e["step_s"]["median"]
-        cell = lambda k: f"{1000 * e[k]['median']:7.2f} ({100 * e[k]['median'] / step if step else 0:4.1f}%)"  # noqa: E731
-        lines.append(f"{r['rank']:>4}  {str(r.get('hostname', ''))[:12]:<12} {1000 * step:8.2f}  "
-                     f"{cell('data_wait_s'):>16}  {cell('compute_s'):>16}  {cell('allreduce_s'):>16}"
-                     f"  {cell('loop_overhead_s'):>16}"
-                     f"  [p90 {1000 * e['step_s']['p90']:.2f}]")
-    return "\n".join(lines)
-
-
-def rank_breakdowns(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """A result's ``metrics.step_breakdown.per_rank`` list ([] when there is none)."""
-    return ((result.get("metrics") or {}).get("step_breakdown") or {}).get("per_rank") or []
-
-
-def case_breakdown(result: dict[str, Any]) -> dict[str, float] | None:
-    """A result's last-epoch median step and its parts, averaged over the ranks (seconds; pure).
-
-    Returns ``{"ranks": n, "step_s": s, "data_wait_s": s, "compute_s": s, "allreduce_s": s,
-    "loop_overhead_s": s}``, or None when the result has no breakdown (turned off, or not ok).
-    """
-    last = [r["epochs"][-1] for r in rank_breakdowns(result) if r.get("epochs")]
-    if not last:
-        return None
-    mean = lambda key: sum(e[key]["median"] for e in last) / len(last)  # noqa: E731
-    return {"ranks": len(last), "step_s": mean("step_s"), **{k: mean(k) for k in PARTS}}
-
-
-def markdown_breakdown(results: list[dict[str, Any]]) -> list[str]:
-    """Markdown table lines, one row per ok result with a breakdown: the median step of its last epoch
-    and the parts (milliseconds and % of the step), averaged over the ranks."""
-    rows = [(r, b) for r in results if r.get("status") == "ok" and (b := case_breakdown(r))]
-    if not rows:
-        return []
-    out = ["| Case | Ranks | Step (ms) | Data wait | Compute | All-reduce | Loop overhead |",
-           "|:---|---:|---:|---:|---:|---:|---:|"]
-    for r, b in rows:
-        cell = lambda k: f"{1000 * b[k]:.2f} ({100 * b[k] / b['step_s'] if b['step_s'] else 0:.0f} %)"  # noqa: E731
-        out.append(f"| {r['case']}{' (profiled)' if r.get('profiled') else ''} | {b['ranks']} | "
-                   f"{1000 * b['step_s']:.2f} | {cell('data_wait_s')} | {cell('compute_s')} | "
-                   f"{cell('allreduce_s')} | {cell('loop_overhead_s')} |")
-    return out

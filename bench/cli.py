@@ -8,8 +8,9 @@
     cifar-bench baseline record RESULT.json... --name NAME
     cifar-bench report RESULTS... [--baseline NAME] --out DIR
 
-Exit status: 0 success (also a case skipped on this hardware), 1 training failed or a
-regression found by ``compare``, 2 bad input (configuration, data set, accelerator), 3 a sanity check failed.
+Exit status: the one table of bench/exitcodes.py (docs/exit-codes.md). Each analysis command owns its
+parser and handler in its module (``table``: bench.results, ``compare``: bench.compare, ``baseline``:
+bench.recording, ``report``: bench.report); none of them imports torch or Lightning, so they start fast.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from pathlib import Path
 
 from bench.config import CASES, DATA_ENV, DATA_PATHS, MODELS, PRECISIONS, PRESETS, ConfigError, make_config
 
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SANITY = 1, 2, 3
-BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
+from bench.exitcodes import ExitCode
+
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SANITY = ExitCode.FAILED, ExitCode.BAD_INPUT, ExitCode.SANITY
 
 
 def _add_run_parser(sub) -> None:
@@ -86,36 +88,28 @@ def _add_data_parser(sub) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``cifar-bench``."""
+    from bench import compare, recording, report, results
+
     ap = argparse.ArgumentParser(prog="cifar-bench", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
     _add_data_parser(sub)
-    t = sub.add_parser("table", help="print the table of result JSON files")
-    t.add_argument("results", nargs="+", type=Path)
-    _add_compare_parsers(sub)
-    from bench.report import add_report_parser
+    results.add_parser(sub)
+    compare.add_parser(sub)
+    recording.add_parser(sub)
+    report.add_parser(sub)
+    _add_mark_interrupted_parser(sub)
+    return ap
 
-    add_report_parser(sub)
+
+def _add_mark_interrupted_parser(sub) -> None:
     m = sub.add_parser("mark-interrupted", help="record a case as interrupted (used by slurm/suite.sh)")
     m.add_argument("--case", choices=CASES, required=True)
     m.add_argument("--preset", choices=tuple(PRESETS), default="smoke")
     m.add_argument("--data", default="unknown")
     m.add_argument("--out", dest="out_dir", required=True)
     m.add_argument("--reason", required=True)
-    return ap
-
-
-def _add_compare_parsers(sub) -> None:
-    c = sub.add_parser("compare", help="compare results with a stored baseline; exit 1 on a regression")
-    c.add_argument("results", nargs="+", type=Path, help="result JSON, pytest-benchmark JSON or baseline files")
-    c.add_argument("--baseline", required=True, help="baseline name (baselines/NAME.json) or path")
-    c.add_argument("--tolerance", type=float, default=10.0, help="allowed slowdown in percent (default 10)")
-    b = sub.add_parser("baseline", help="stored baselines")
-    bsub = b.add_subparsers(dest="baseline_cmd", required=True)
-    r = bsub.add_parser("record", help="write baselines/NAME.json from results")
-    r.add_argument("results", nargs="+", type=Path)
-    r.add_argument("--name", required=True)
-    r.add_argument("--source", default="recorded with cifar-bench baseline record")
+    m.set_defaults(func=cmd_mark_interrupted)
 
 
 def _run_config(args: argparse.Namespace):
@@ -207,14 +201,6 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_table(args: argparse.Namespace) -> int:
-    from bench.compare import load_results
-    from bench.results import format_table
-
-    print(format_table(load_results(args.results)))  # result, pytest-benchmark or baseline files
-    return 0
-
-
 # Lightning warnings that do not apply to this design (see the comments at each).
 _QUIET = (
     # the module normalises batches in on_after_batch_transfer on purpose (after the device copy)
@@ -234,34 +220,6 @@ def cmd_mark_interrupted(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import cmd_report
-
-    return cmd_report(args)
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from bench import compare
-    from bench.baselines import load_baseline
-
-    comparisons = compare.compare(compare.load_results(args.results), load_baseline(args.baseline, BASELINES_DIR),
-                                  tolerance_pct=args.tolerance)
-    print(compare.format_table(comparisons))
-    return EXIT_FAILED if compare.any_regression(comparisons) else 0
-
-
-def cmd_baseline(args: argparse.Namespace) -> int:
-    from bench import compare
-    from bench.baselines import record_baseline, write_baseline
-
-    results = compare.load_results(args.results)
-    baseline = record_baseline(results, args.name, args.source)
-    if profiled := sum(1 for r in results if r.get("profiled")):
-        print(f"left out {profiled} profiled run(s): their times include the profiler's overhead")
-    print(f"baseline: {write_baseline(baseline, BASELINES_DIR / f'{args.name}.json')}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
     import warnings
@@ -269,22 +227,20 @@ def main(argv: list[str] | None = None) -> int:
     for pattern in _QUIET:
         warnings.filterwarnings("ignore", message=pattern)
     args = parser().parse_args(argv)
+    if args.command not in ("run", "data"):  # the analysis commands: bad files are ValueErrors
+        try:
+            return args.func(args)
+        except ValueError as err:  # how the result and baseline readers report a bad file
+            print(f"cifar-bench: error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     from bench.environment import GPUUnavailableError
     from bench.sources import DataError
 
     try:
-        commands = {"run": cmd_run, "data": cmd_data, "table": cmd_table, "compare": cmd_compare,
-                    "baseline": cmd_baseline, "mark-interrupted": cmd_mark_interrupted,
-                    "report": _cmd_report}
         if args.command == "run":
             return cmd_run(args, argv)
-        return commands[args.command](args)
+        return cmd_data(args)
     except (ConfigError, DataError, GPUUnavailableError) as err:
-        print(f"cifar-bench: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ValueError as err:  # how the result and baseline readers report a bad file
-        if args.command == "run":
-            raise
         print(f"cifar-bench: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

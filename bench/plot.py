@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 
-
-def fmt_seconds(s: float) -> str:
-    """Seconds with the precision a reader needs: 123 s, 12 s, 1.2 s, 0.12 s."""
-    return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s" if s >= 1 else f"{s:.2f} s"
+from bench.tables import fmt_seconds
 
 
 def render_png(rows: list[dict]) -> bytes:

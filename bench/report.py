@@ -3,7 +3,7 @@
     cifar-bench report RESULTS... [--baseline NAME|PATH] [--tolerance PCT] --out DIR
 
 writes ``DIR/report.md`` and ``DIR/report.png`` (each atomically: temp file in DIR, then
-``os.replace``). Inputs are whatever :func:`bench.compare.load_results` reads: per-run result JSON,
+``os.replace``). Inputs are whatever :func:`bench.records.read_records` reads: per-run result JSON,
 pytest-benchmark JSON, or a baseline file (``cifar-bench report baselines/a100-2node.json --out DIR``
 gives the reference table).
 
@@ -41,10 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import compare as cmp
-from bench.breakdown import markdown_breakdown
+from bench.baselines import load_baseline, work_differences
 from bench.files import atomic_write_bytes
-from bench.plot import fmt_seconds, render_png
-from bench.baselines import devices_used, fit_samples, load_baseline, summary_stats, work_differences
+from bench.plot import render_png
+from bench.records import Record, by_group, group_label, read_records
+from bench.stats import summary_stats
+from bench.steptable import markdown_breakdown
+from bench.tables import fmt as _fmt, fmt_seconds, render
 
 REPORT_CASE_ORDER = ("baseline", "ddp", "dp")
 CASE_LABELS = {"baseline": "Baseline", "ddp": "DDP", "dp": "DP"}
@@ -53,21 +56,17 @@ UNKNOWN = "unknown"
 
 # --- rows ---------------------------------------------------------------------------------------
 
-def _case_key(case: str) -> tuple[int, str]:
-    return (REPORT_CASE_ORDER.index(case) if case in REPORT_CASE_ORDER else len(REPORT_CASE_ORDER), case)
+def _case_key(group: tuple) -> tuple:
+    case = group[0]
+    return (REPORT_CASE_ORDER.index(case) if case in REPORT_CASE_ORDER else len(REPORT_CASE_ORDER), *group)
 
 
-def _nodes(result: dict[str, Any]) -> int:
-    world, config = result.get("world") or {}, result.get("config") or {}
-    return int(world.get("num_nodes") or config.get("num_nodes") or 1)
-
-
-def _accelerator(result: dict[str, Any]) -> str | None:
+def _accelerator(record: Record) -> str | None:
     """Return "gpu", "cpu", or None when neither the config nor the environment says."""
-    config, env = result.get("config") or {}, result.get("environment") or {}
+    config, env = record.config or {}, record.environment or {}
     if config.get("accelerator") in ("gpu", "cpu"):
         return config["accelerator"]
-    if result.get("case") == "dp":
+    if record.case == "dp":
         return "gpu"  # DataParallel runs only on GPUs
     if env.get("gpu_count") or env.get("gpu_names"):
         return "gpu"
@@ -92,67 +91,64 @@ def configuration(case: str, devices: int, nodes: int, accelerator: str | None) 
     return f"{label}, {count(devices)} on 1 node"
 
 
-def _median_metric(runs: list[dict[str, Any]], key: str) -> float | None:
-    values = [(r.get("metrics") or {}).get(key) for r in runs]
-    values = [float(v) for v in values if v is not None]
-    return statistics.median(values) if values else None
+def _median_of(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
-def case_rows(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
-    """Group results by case: (rows of cases with ok runs, not-run cases, notes).
+def case_rows(records: list[Record]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """Group records by (case, devices, nodes, scaling): (rows of groups with valid runs, runs that
+    are not figures, notes).
 
-    A row: ``case, configuration, devices, nodes, accelerator, samples, stats`` (of
-    :func:`bench.baselines.summary_stats`), ``fit_s`` (median, seconds), ``speedup``,
+    A row: ``case, group, configuration, devices, nodes, accelerator, samples, stats`` (of
+    :func:`bench.stats.summary_stats`), ``fit_s`` (median, seconds), ``speedup``,
     ``efficiency`` (fractions; None when not available), ``throughput_img_s``, ``test_accuracy``,
-    ``accuracy_meaningful``, ``runs``, ``config``. A not-run entry: ``case, status, reason``.
+    ``accuracy_meaningful``, ``runs`` (the valid records), ``config``. A not-run entry:
+    ``case, status, reason`` - one per skipped group, one per invalid run with why.
 
     Raises:
-        ValueError: no results, or ok runs of one case that used different device/node counts
-            or did different work (one row must describe one configuration).
+        ValueError: no records, or valid runs of one group that did different work.
     """
-    if not results:
+    if not records:
         raise ValueError("no results to report: pass per-run result JSON files, a pytest-benchmark "
                          "--benchmark-json file, or a baseline file")
-    by_case: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
-        by_case.setdefault(r["case"], []).append(r)
     rows, not_run, notes = [], [], []
-    for case in sorted(by_case, key=_case_key):
-        runs = by_case[case]
-        ok = [r for r in runs if r.get("status") == "ok"]
-        if not ok:
-            not_run.append({"case": case, "status": runs[0].get("status"),
-                            "reason": runs[0].get("reason") or "no reason given"})
+    for group, runs in sorted(by_group(records).items(), key=lambda item: _case_key(item[0])):
+        case, valid = group[0], [r for r in runs if r.valid]
+        skipped = [r for r in runs if r.status == "skipped"]
+        if skipped:
+            not_run.append({"case": group_label(group), "status": "skipped", "reason": skipped[0].reason or "no reason given"})
+        not_run += [{"case": group_label(group), "status": f"not a figure ({r.run_id})", "reason": r.problem}
+                    for r in runs if not r.valid and r.status != "skipped"]
+        if not valid:
             continue
-        shapes = sorted({(devices_used(r), _nodes(r)) for r in ok})
-        if len(shapes) > 1:
-            raise ValueError(f"runs of case {case!r} used different devices/nodes "
-                             f"({', '.join(f'{d} on {n}' for d, n in shapes)}): a row describes one "
-                             "configuration - report them separately")
-        for other in ok[1:]:
-            diff = work_differences(ok[0].get("config"), other.get("config"))
+        for other in valid[1:]:
+            diff = work_differences(valid[0].config, other.config)
             if diff:
-                raise ValueError(f"runs of case {case!r} did different work ({', '.join(diff)} differ): "
+                raise ValueError(f"runs of {group_label(group)} did different work ({', '.join(diff)} differ): "
                                  "a row describes one configuration - report them separately")
-        if len(ok) < len(runs):
-            notes.append(f"{case}: {len(runs) - len(ok)} other run(s) did not finish ok and are left out")
-        samples = [s for r in ok for s in fit_samples(r)]
-        stats = summary_stats(samples)
-        devices, nodes = shapes[0]
-        accel = _accelerator(ok[0])
-        meaningful = all((r.get("metrics") or {}).get("accuracy_meaningful", True) for r in ok)
-        rows.append({"case": case, "configuration": configuration(case, devices, nodes, accel),
-                     "devices": devices, "nodes": nodes, "accelerator": accel, "samples": samples,
-                     "stats": stats, "fit_s": stats["median"], "speedup": None, "efficiency": None,
-                     "throughput_img_s": _median_metric(ok, "throughput_img_s"),
-                     "test_accuracy": _median_metric(ok, "test_accuracy"), "accuracy_meaningful": meaningful,
-                     "runs": ok, "config": ok[0].get("config")})
+        stats = summary_stats([r.fit_s for r in valid])
+        accel = _accelerator(valid[0])
+        rows.append({"case": case, "group": group, "configuration": configuration(case, group[1], group[2], accel),
+                     "devices": group[1], "nodes": group[2], "accelerator": accel,
+                     "samples": [r.fit_s for r in valid], "stats": stats, "fit_s": stats["median"],
+                     "speedup": None, "efficiency": None,
+                     "throughput_img_s": _median_of([r.throughput_img_s for r in valid]),
+                     "test_accuracy": _median_of([r.test_accuracy for r in valid]),
+                     "accuracy_meaningful": all(r.accuracy_meaningful for r in valid), "runs": valid,
+                     "config": valid[0].config})
+    _speedups(rows, notes)
+    if any(r["accelerator"] is None for r in rows):
+        notes.append("device type not recorded for some results (no config or environment): taken as GPU")
+    return rows, not_run, notes
+
+
+def _speedups(rows: list[dict[str, Any]], notes: list[str]) -> None:
     base = next((row for row in rows if row["case"] == "baseline"), None)
     if rows and base is None:
-        notes.append("no ok 'baseline' case among the results: speedup and scaling efficiency need one")
+        notes.append("no valid 'baseline' case among the results: speedup and scaling efficiency need one")
+        return
     for row in rows:
-        if base is None:
-            continue
         diff = work_differences(row["config"], base["config"])
         if diff:
             notes.append(f"{row['case']}: did different work than the baseline case ({', '.join(diff)} "
@@ -160,28 +156,16 @@ def case_rows(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
             continue
         row["speedup"] = base["fit_s"] / row["fit_s"]
         row["efficiency"] = row["speedup"] / row["devices"]
-    if any(r["accelerator"] is None for r in rows):
-        notes.append("device type not recorded for some results (no config or environment): taken as GPU")
-    knobs = sorted({f"{k}={v}" for r in results for k, v in (r.get("test_knobs") or {}).items()})
-    if knobs:
-        notes.append(f"NOT A REAL BENCHMARK: some runs used test knobs ({', '.join(knobs)})")
-    if any(r.get("profiled") for r in results):
-        notes.append("some runs were profiled: their times include the profiler's overhead")
-    return rows, not_run, notes
 
 
 # --- table --------------------------------------------------------------------------------------
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _table(results: list[dict[str, Any]], comparisons: list | None,
+def _table(results: list[Record], comparisons: list | None,
            baseline: dict | None) -> tuple[list[str], list[list[str]], list[str], list[dict[str, Any]], list[str]]:
     """(headers, cells, alignments 'l'/'r', not-run cases, notes)."""
     rows, not_run, notes = case_rows(results)
     show_cv = any(row["stats"]["n"] >= 2 for row in rows)
-    by_case = {c.case: c for c in comparisons or []}
+    by_group_label = {c.label: c for c in comparisons or []}
     show_vs = comparisons is not None
     headers = ["Configuration", "Training Time", "Speedup", "Devices", "Nodes", "Throughput (img/s)",
                "Test accuracy", "Scaling efficiency"]
@@ -203,13 +187,13 @@ def _table(results: list[dict[str, Any]], comparisons: list | None,
             st = row["stats"]
             line.append(f"{st['cv']:.1%} (n={st['n']})" if st["cv"] is not None else f"- (n={st['n']})")
         if show_vs:
-            c = by_case.get(row["case"])
+            c = by_group_label.get(group_label(row["group"]))
             line.append(_vs_cell(c))
         cells.append(line)
     for c in comparisons or []:
-        if c.verdict in ("skipped", "failed"):
+        if c.verdict in ("skipped", "invalid"):
             continue  # listed under "not run"
-        notes.extend(f"vs baseline, {c.case} ({c.verdict}): {note}" for note in c.notes)
+        notes.extend(f"vs baseline, {c.label} ({c.verdict}): {note}" for note in c.notes)
         if c.verdict == "missing":
             notes.append(f"vs baseline, {c.case}: in the baseline file ({fmt_seconds(c.fit_s_baseline)}) "
                          "but not among the results")
@@ -220,19 +204,19 @@ def _vs_cell(c: Any) -> str:
     """The change against the baseline file: "+5.2% (regression)"; on ratios only the verdict."""
     if c is None:
         return "-"
-    if c.basis == "ratio" or c.diff_pct is None or c.verdict == "not comparable":
-        return c.verdict + (" (on ratios: different hardware)" if c.basis == "ratio" else "")
+    if c.basis != "time" or c.diff_pct is None:
+        return c.verdict
     return f"{c.diff_pct:+.1f}% ({c.verdict})"
 
 
-def _environment(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def _environment(records: list[Record]) -> list[tuple[str, str]]:
     """(label, value) pairs summarising the environments; distinct values joined, 'unknown' where missing."""
-    used = [r for r in results if r.get("status") == "ok"] or results
+    used = [r for r in records if r.valid] or records
 
     def values(get) -> str:
         seen: list[str] = []
         for r in used:
-            value = get(r.get("environment") or {}, r)
+            value = get(r.environment or {}, r)
             text = UNKNOWN if value in (None, "", []) else str(value)
             if text not in seen:
                 seen.append(text)
@@ -258,8 +242,8 @@ def _environment(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
         img, rt = env.get("container_image"), env.get("container_runtime")
         return img if img and not rt else f"{img or 'image unknown'} ({rt})" if rt else None
 
-    nodes = max((_nodes(r) for r in used), default=1)
-    hosts = sorted({h for r in used for h in ((r.get("world") or {}).get("hostnames") or [])})
+    nodes = max((r.nodes for r in used), default=1)
+    hosts = sorted({h for r in used for h in (r.world.get("hostnames") or [])})
     return [("GPUs", values(gpus)), ("Driver", values(lambda e, r: e.get("cuda_driver") or ("none (no GPU)" if e.get("gpu_count") == 0
                                                                       else None))),
             ("CUDA (torch build)", values(lambda e, r: e.get("torch_cuda_build"))),
@@ -269,11 +253,11 @@ def _environment(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
             ("Git commit", values(commit))]
 
 
-def build_report(results: list[dict], comparisons: list | None, baseline: dict | None) -> str:
-    """The markdown report (see the module docstring) of results from :func:`bench.compare.load_results`.
+def build_report(results: list[Record], comparisons: list | None, baseline: dict | None) -> str:
+    """The markdown report (see the module docstring) of records from :func:`bench.records.read_records`.
 
     Args:
-        results: per-run result dicts.
+        results: the records (each sample once).
         comparisons: :func:`bench.compare.compare` output against ``baseline``, or None (no column).
         baseline: the baseline dict the comparisons were made against (its name heads the column).
 
@@ -287,20 +271,17 @@ def build_report(results: list[dict], comparisons: list | None, baseline: dict |
            "speedup = training time of the baseline case / training time of the case; scaling efficiency = "
            "speedup / devices.", ""]
     if cells:
-        esc = lambda s: s.replace("|", "\\|")  # noqa: E731
-        out.append("| " + " | ".join(esc(h) for h in headers) + " |")
-        out.append("|" + "|".join("---:" if a == "r" else ":---" for a in align) + "|")
-        out += ["| " + " | ".join(esc(c) for c in row) + " |" for row in cells]
+        out += render(headers, cells, fmt="pipe", align=_align(align)).splitlines()
     else:
-        out.append("No case finished ok: there is nothing to time.")
+        out.append("No case has a valid run: there is nothing to time.")
     if not_run:
-        out += ["", "**Not run:**", ""]
+        out += ["", "**Not run or not a figure:**", ""]
         out += [f"- {n['case']}: {n['status']} - {n['reason']}" for n in not_run]
     if notes:
         out += ["", "**Notes:**", ""] + [f"- {n}" for n in notes]
     if cells:
         out += ["", "![Training time and speedup per case](report.png)"]
-    steps = markdown_breakdown(results)
+    steps = markdown_breakdown([row["runs"][-1].result for row in case_rows(results)[0] if row["runs"][-1].result])
     if steps:
         out += ["", "## Where the time goes", "",
                 "Median training step of the last epoch, averaged over the ranks (see `bench/breakdown.py`).", ""]
@@ -309,16 +290,15 @@ def build_report(results: list[dict], comparisons: list | None, baseline: dict |
     return "\n".join(out) + "\n"
 
 
-def format_terminal_table(results: list[dict], comparisons: list | None = None,
+def _align(align: list[str]) -> list[str]:
+    return ["right" if a == "r" else "left" for a in align]
+
+
+def format_terminal_table(results: list[Record], comparisons: list | None = None,
                           baseline: dict | None = None) -> str:
     """The report's table as aligned plain text, then the not-run cases and notes."""
     headers, cells, align, not_run, notes = _table(results, comparisons, baseline)
-    widths = [max(len(r[i]) for r in [headers] + cells) for i in range(len(headers))]
-    just = lambda row: "  ".join(c.rjust(w) if a == "r" else c.ljust(w)  # noqa: E731
-                                 for c, w, a in zip(row, widths, align)).rstrip()
-    lines = [just(headers), "  ".join("-" * w for w in widths)] + [just(r) for r in cells]
-    if not cells:
-        lines.append("(no case finished ok)")
+    lines = render(headers, cells, align=_align(align)).splitlines() if cells else ["(no case has a valid run)"]
     lines += [f"not run: {n['case']}: {n['status']} - {n['reason']}" for n in not_run]
     lines += [f"note: {n}" for n in notes]
     return "\n".join(lines) + "\n"
@@ -328,7 +308,7 @@ def format_terminal_table(results: list[dict], comparisons: list | None = None,
 
 
 def prepare(paths: list[str | Path], baseline: str | os.PathLike | dict | None = None,
-            tolerance: float = 10.0) -> tuple[list[dict], list | None, dict | None]:
+            tolerance: float = 10.0) -> tuple[list[Record], list | None, dict | None]:
     """Load results and the baseline (name, path or dict) and compare: (results, comparisons, baseline).
 
     Raises:
@@ -336,13 +316,11 @@ def prepare(paths: list[str | Path], baseline: str | os.PathLike | dict | None =
     """
     if not paths:
         raise ValueError("no input files: pass result JSON, pytest-benchmark JSON or baseline files")
-    results = cmp.load_results(list(paths))
+    results = read_records(list(paths))
     if baseline is None:
         return results, None, None
     if not isinstance(baseline, dict):
-        from bench.cli import BASELINES_DIR
-
-        baseline = load_baseline(baseline, BASELINES_DIR)
+        baseline = load_baseline(baseline)
     return results, cmp.compare(results, baseline, tolerance_pct=tolerance), baseline
 
 
@@ -360,7 +338,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path, baseline: str | o
     return _write_files(*prepare(paths, baseline, tolerance), out_dir)
 
 
-def _write_files(results: list[dict], comparisons: list | None, base: dict | None,
+def _write_files(results: list[Record], comparisons: list | None, base: dict | None,
                  out_dir: str | Path) -> tuple[Path, Path]:
     markdown = build_report(results, comparisons, base)  # both built before anything is written
     png = render_png(case_rows(results)[0])
@@ -372,7 +350,7 @@ def _write_files(results: list[dict], comparisons: list | None, base: dict | Non
 
 # --- command line -------------------------------------------------------------------------------
 
-def add_report_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``report RESULTS... [--baseline NAME|PATH] [--tolerance PCT] --out DIR`` to ``subparsers``."""
     p = subparsers.add_parser("report", help="write report.md (publishable table) and report.png from results")
     p.add_argument("results", nargs="+", type=Path, help="result JSON, pytest-benchmark JSON or baseline files")

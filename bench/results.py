@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.files import atomic_open
-
-SCHEMA = "cifar-bench/result"
-SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "interrupted", "skipped")
+from bench.records import RESULT_SCHEMA as SCHEMA, RESULT_SCHEMA_VERSION as SCHEMA_VERSION, STATUSES
+from bench.records import Record, by_group, from_result, group_label, read_records
+from bench.stats import summary_stats
+from bench.tables import fmt, render
 
 
 def utc_now() -> str:
@@ -129,36 +129,55 @@ def load_result(path: str | Path) -> dict:
     return data
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _records(results: list[dict | Record]) -> list[Record]:
+    return [rec for r in results for rec in ([r] if isinstance(r, Record) else from_result(r, "(this run)"))]
 
 
-def summary_row(result: dict) -> dict[str, str]:
-    """The printed figures of one result, formatted: case, status, devices, fit (and its coefficient of
-    variation over ``metrics.fit_s_samples`` when repeated), throughput, accuracy."""
-    m, w = result.get("metrics", {}), result.get("world", {})
-    acc = m.get("test_accuracy")
-    acc_text = "-" if acc is None else f"{100 * acc:.2f}%" + ("" if m.get("accuracy_meaningful", True) else " (synthetic)")
-    from bench.baselines import summary_stats  # (baselines imports this module)
-
-    samples = m.get("fit_s_samples") or []
-    cv = summary_stats(samples)["cv"] if len(samples) >= 2 else None
-    return {
-        "case": result["case"], "status": result["status"],
-        "devices": str(w.get("world_size") if result["case"] != "dp" else w.get("devices_per_node", "-")),
-        "fit_s": _fmt(m.get("fit_s"), ".2f"),
-        "cv": "-" if cv is None else f"{100 * cv:.1f}% (n={len(samples)})",
-        "throughput_img_s": _fmt(m.get("throughput_img_s"), ".0f"),
-        "test_accuracy": acc_text,
-        "note": result.get("reason") or ("profiled: not a benchmark figure" if result.get("profiled") else ""),
-    }
+def _median(values: list[float | None]) -> float | None:
+    known = sorted(v for v in values if v is not None)
+    return None if not known else (known[(len(known) - 1) // 2] + known[len(known) // 2]) / 2
 
 
-def format_table(results: list[dict]) -> str:
-    """A plain-text table of results: case, status, devices, fit time, throughput, accuracy."""
-    rows = [summary_row(r) for r in results]
-    headers = {"case": "case", "status": "status", "devices": "devices", "fit_s": "fit_s [s]", "cv": "CV of fit_s",
-               "throughput_img_s": "throughput [img/s]", "test_accuracy": "test accuracy", "note": "note"}
-    widths = {k: max([len(headers[k])] + [len(r[k]) for r in rows]) for k in headers}
-    line = lambda r: "  ".join(r[k].ljust(widths[k]) for k in headers).rstrip()  # noqa: E731
-    return "\n".join([line(headers), line({k: "-" * widths[k] for k in headers})] + [line(r) for r in rows])
+def summary_rows(results: list[dict | Record]) -> list[list[str]]:
+    """The printed rows: one per group of valid runs (median fit_s, CV over its samples, n), then one
+    per run that is not a figure (skipped, failed, sanity failed, profiled, test knobs) with why.
+
+    ``results`` are records (:func:`bench.records.read_records`) or result dicts.
+    """
+    rows = []
+    for group, recs in by_group(_records(results)).items():
+        valid = [r for r in recs if r.valid]
+        if valid:
+            st = summary_stats([r.fit_s for r in valid])
+            thr, acc = _median([r.throughput_img_s for r in valid]), _median([r.test_accuracy for r in valid])
+            synthetic = not all(r.accuracy_meaningful for r in valid)
+            rows.append([group_label(group), "ok", str(len(valid)), fmt(st["median"], ".2f"),
+                         "-" if st["cv"] is None else f"{st['cv']:.1%} (n={st['n']})", fmt(thr, ".0f"),
+                         "-" if acc is None else f"{acc:.2%}" + (" (synthetic)" if synthetic else ""), ""])
+        for r in recs:
+            if not r.valid:
+                rows.append([group_label(group), r.status if r.status != "ok" else "not a figure", "-",
+                             fmt(r.fit_s, ".2f"), "-", "-", fmt(r.test_accuracy, ".2%"),
+                             r.reason if r.status == "skipped" else f"{r.run_id}: {r.problem}"])
+    return rows
+
+
+def format_table(results: list[dict | Record]) -> str:
+    """A plain-text table of results (see :func:`summary_rows`): fit time (median, seconds), its CV,
+    throughput (images/s), accuracy, and why a run is not a figure."""
+    headers = ("case", "status", "n", "fit_s [s]", "CV of fit_s", "throughput [img/s]", "test accuracy", "note")
+    return render(headers, summary_rows(results), align=("left", "left", "right", "right", "right", "right",
+                                                         "right", "left"))
+
+
+def add_parser(sub) -> None:
+    """``table RESULTS...``: the table of result, pytest-benchmark or baseline files."""
+    t = sub.add_parser("table", help="print the table of result JSON files (each run counted once)")
+    t.add_argument("results", nargs="+", type=Path, help="result JSON, pytest-benchmark JSON or baseline files")
+    t.set_defaults(func=cmd_table)
+
+
+def cmd_table(args) -> int:
+    """Print the table of ``args.results``. Bad input raises ValueError (exit 2)."""
+    print(format_table(read_records(args.results)))
+    return 0

@@ -1,51 +1,31 @@
-"""Unit tests of bench.baselines: statistics, recording, the file format and atomic writes."""
+"""Unit tests of bench.baselines: recording (valid runs only), the file format, overwrite rules, atomic writes."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-from pathlib import Path
 
 import pytest
 
-from bench.baselines import (SCHEMA, WORK_FIELDS, devices_used, load_baseline, record_baseline,
-                             summary_stats, validate_baseline, write_baseline)
-
-REPO = Path(__file__).resolve().parents[1]
-
-CONFIG = {"case": "baseline", "preset": "full", "model": "resnet18", "data": "/data/cifar10",
-          "data_kind": "official", "epochs": 20, "global_batch_size": 256, "train_samples": 0,
-          "test_samples": 0, "precision": "32-true", "num_workers": 4, "pin_memory": True,
-          "persistent_workers": True, "accelerator": "gpu", "devices": 1, "num_nodes": 1}
-ENV = {"gpu_names": ["NVIDIA H200"] * 4, "gpu_count": 4, "cpu_model": "Xeon 8480", "cpu_count": 16}
-
-
-def result(case: str, samples: list[float], status: str = "ok", devices: int = 1, nodes: int = 1,
-           ended: str = "2025-01-01T00:00:00Z", **config: object) -> dict:
-    world_size = devices * nodes if case == "ddp" else 1
-    return {"schema": "cifar-bench/result", "schema_version": 1, "run_id": f"{case}-{ended}",
-            "case": case, "status": status, "reason": None,
-            "config": {**CONFIG, "case": case, "devices": devices, "num_nodes": nodes, **config},
-            "metrics": {"fit_s": samples[0], "fit_s_samples": samples, "throughput_img_s": 400.0,
-                        "test_accuracy": 0.7},
-            "world": {"world_size": world_size, "num_nodes": nodes, "devices_per_node": devices,
-                      "hostnames": [f"node{i}" for i in range(nodes)]},
-            "environment": ENV, "ended_utc": ended}
+from bench.baselines import (PROTECTED, SCHEMA, WORK_FIELDS, load_baseline, record_baseline, target_path,
+                             validate_baseline, write_baseline)
+from bench.records import devices_used
+from bench.stats import summary_stats
+from tests.results_factory import baseline_of, records, result
 
 
 def test_summary_stats_values():
     s = summary_stats([1.0, 2.0, 3.0, 4.0])
-    assert s["n"] == 4 and s["mean"] == 2.5 and s["median"] == 2.5
-    assert s["stdev"] == pytest.approx(1.2909944, rel=1e-6)
-    assert s["cv"] == pytest.approx(0.5163978, rel=1e-6)
+    assert (s["n"], s["mean"], s["median"]) == (4, 2.5, 2.5)
+    assert s["stdev"] == pytest.approx(1.2909944) and s["cv"] == pytest.approx(1.2909944 / 2.5)
 
 
 def test_summary_stats_single_sample_has_no_stdev():
     assert summary_stats([120.0]) == {"n": 1, "mean": 120.0, "median": 120.0, "stdev": None, "cv": None}
 
 
-@pytest.mark.parametrize("bad", [[], [float("nan")], [-1.0], [0.0], [1.0, float("inf")]])
+@pytest.mark.parametrize("bad", [[], [0.0], [-1.0], [float("nan")], [float("inf")]])
 def test_summary_stats_rejects_bad_samples(bad):
     with pytest.raises(ValueError):
         summary_stats(bad)
@@ -57,36 +37,56 @@ def test_devices_used_per_case():
     assert devices_used(result("ddp", [1.0], devices=2, nodes=2)) == 4
 
 
-def test_record_baseline_groups_pools_and_skips_failed():
-    runs = [result("baseline", [100.0, 102.0], ended="2025-01-01T00:00:00Z"),
-            result("baseline", [101.0], ended="2025-01-03T00:00:00Z"),
-            result("ddp", [30.0, 31.0, 32.0], devices=2, nodes=2),
-            result("dp", [99.0], status="failed")]
-    base = record_baseline(runs, name="h200", source="runs on node0")
+def test_record_baseline_pools_valid_runs_stores_run_ids_and_lists_the_rest():
+    runs = [result("baseline", [100.0], run_id="b0"), result("baseline", [102.0], run_id="b1"),
+            result("baseline", [101.0], run_id="b2"), result("ddp", [30.0, 31.0, 32.0], devices=2, nodes=2),
+            result("dp", [99.0], status="failed", reason="OOM", run_id="dp0"),
+            result("baseline", [50.0], run_id="nan", sanity={"loss_finite": False, "passed": False}),
+            result("baseline", [60.0], run_id="knob", knobs={"BENCH_TEST_STEP_SLEEP_S": 0.01}),
+            result("baseline", [70.0], run_id="prof", profiled=True)]
+    base, left_out = record_baseline(records(*runs), name="h200", source="runs on node0")
     assert base["schema"] == SCHEMA and base["schema_version"] == 1 and base["name"] == "h200"
     assert set(base["cases"]) == {"baseline", "ddp"}
     b = base["cases"]["baseline"]
-    assert b["fit_s_samples"] == [100.0, 102.0, 101.0]
+    assert b["fit_s_samples"] == [100.0, 102.0, 101.0] and b["run_ids"] == ["b0", "b1", "b2"]
     assert b["fit_s_median"] == 101.0 and b["fit_s_mean"] == 101.0 and b["fit_s_stdev"] == 1.0
-    assert b["devices"] == 1 and b["nodes"] == 1 and b["test_accuracy"] == 0.7
-    d = base["cases"]["ddp"]
-    assert d["devices"] == 4 and d["nodes"] == 2 and d["config"]["case"] == "ddp"
-    assert base["recorded_utc"] == "2025-01-03T00:00:00Z"
+    assert base["cases"]["ddp"]["devices"] == 4 and base["cases"]["ddp"]["nodes"] == 2
     assert base["system"]["gpu_model"] == "NVIDIA H200" and base["system"]["nodes"] == 2
+    assert [line.split(" ")[0] for line in left_out] == ["dp0", "nan", "knob", "prof"]
+    assert "failed: OOM" in left_out[0] and "sanity check failed" in left_out[1]
+    assert "test knobs active" in left_out[2] and "profiled" in left_out[3]
 
 
-def test_record_baseline_needs_an_ok_result():
-    with pytest.raises(ValueError, match="no result with status ok"):
-        record_baseline([result("dp", [1.0], status="skipped")], name="x", source="y")
+def test_record_baseline_with_nothing_valid_says_what_was_left_out():
+    with pytest.raises(ValueError, match=r"nothing valid to record: .*dp.*skipped: no GPUs"):
+        record_baseline(records(result("dp", [1.0], status="skipped", reason="no GPUs")), name="x", source="y")
 
 
-def test_record_baseline_refuses_mixed_work_in_one_case():
+def test_record_baseline_refuses_mixed_work_and_mixed_scales_in_one_case():
     with pytest.raises(ValueError, match="epochs"):
-        record_baseline([result("baseline", [1.0]), result("baseline", [1.0], epochs=3)], "x", "y")
+        baseline_of(result("baseline", [1.0]), result("baseline", [1.0], epochs=3))
+    with pytest.raises(ValueError, match="different scales"):
+        baseline_of(result("ddp", [1.0], devices=2), result("ddp", [1.0], devices=4))
+
+
+def test_overwrite_rules(tmp_path):
+    assert target_path("mine", force=False, folder=tmp_path) == tmp_path / "mine.json"
+    (tmp_path / "mine.json").write_text("{}")
+    with pytest.raises(ValueError, match="exists.*--force"):
+        target_path("mine", force=False, folder=tmp_path)
+    assert target_path("mine", force=True, folder=tmp_path) == tmp_path / "mine.json"
+    assert PROTECTED == ("a100-2node",)
+    for force in (False, True):
+        with pytest.raises(ValueError, match="shipped reference.*--name a100-2node-mine"):
+            target_path("a100-2node", force=force, folder=tmp_path)
+    with pytest.raises(ValueError, match="plain name"):
+        target_path("../x", force=True, folder=tmp_path)
+    with pytest.raises(ValueError, match="exists"):
+        write_baseline(baseline_of(result("baseline", [1.0])), tmp_path / "mine.json")
 
 
 def test_write_then_load_by_name_and_path(tmp_path):
-    base = record_baseline([result("baseline", [100.0])], name="mine", source="test")
+    base = baseline_of(result("baseline", [100.0]), name="mine")
     written = write_baseline(base, tmp_path / "mine.json")
     assert load_baseline("mine", tmp_path) == base
     assert load_baseline(str(written), tmp_path / "elsewhere") == base
@@ -95,22 +95,22 @@ def test_write_then_load_by_name_and_path(tmp_path):
 
 def test_atomic_write_failure_keeps_old_file_and_no_temp(tmp_path, monkeypatch):
     path = tmp_path / "b.json"
-    old = record_baseline([result("baseline", [100.0])], name="b", source="old")
+    old = {**baseline_of(result("baseline", [100.0]), name="b"), "source": "old"}
     write_baseline(old, path)
-    new = record_baseline([result("baseline", [50.0])], name="b", source="new")
+    new = baseline_of(result("baseline", [50.0]), name="b")
 
     def broken_replace(src, dst):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        write_baseline(new, path)
+        write_baseline(new, path, force=True)
     assert sorted(os.listdir(tmp_path)) == ["b.json"]
     assert json.loads(path.read_text())["source"] == "old"
 
 
 def test_write_refuses_nan_and_leaves_no_temp(tmp_path):
-    base = record_baseline([result("baseline", [100.0])], name="b", source="x")
+    base = baseline_of(result("baseline", [100.0]), name="b")
     base["cases"]["baseline"]["throughput_img_s"] = float("nan")
     with pytest.raises(ValueError):
         write_baseline(base, tmp_path / "b.json")
@@ -123,7 +123,7 @@ def test_write_refuses_invalid_baseline(tmp_path):
 
 
 def test_load_unknown_name_lists_available(tmp_path):
-    write_baseline(record_baseline([result("baseline", [1.0])], "one", "x"), tmp_path / "one.json")
+    write_baseline(baseline_of(result("baseline", [1.0]), name="one"), tmp_path / "one.json")
     with pytest.raises(ValueError, match=r"not found.*available in .*: one"):
         load_baseline("two", tmp_path)
 
@@ -143,7 +143,7 @@ def test_load_bad_files(tmp_path, content, message):
 
 
 def test_reference_file_is_stored_honestly():
-    ref = load_baseline("a100-2node", REPO / "baselines")
+    ref = load_baseline("a100-2node")
     assert validate_baseline(ref) is ref
     assert "single run each" in ref["source"]
     expected = {"baseline": (120.0, 1, 1), "dp": (141.0, 2, 1), "ddp": (65.0, 4, 2)}

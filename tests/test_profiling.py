@@ -81,8 +81,8 @@ def test_short_run_keeps_a_window_and_compare_refuses_profiled_times(tmp_path):
     assert any("convolution" in n for n in names), names  # the recorded steps are really in the trace
     proc = run_cli("compare", r["path"] if "path" in r else str(tmp_path / "runs" / f"{r['run_id']}.json"),
                    "--baseline", str(REPO / "baselines" / "cpu-2core-smoke.json"))
-    assert proc.returncode == 0, proc.stderr
-    assert "profiled" in proc.stdout and "regression" not in proc.stdout
+    assert proc.returncode == 5, proc.stdout + proc.stderr  # no valid run of the case: nothing judged
+    assert "invalid" in proc.stdout and "profiled" in proc.stdout and "regression" not in proc.stdout
     proc = run_cli("baseline", "record", str(tmp_path / "runs" / f"{r['run_id']}.json"), "--name",
                    "never-written")
     assert proc.returncode == 2 and "profiled" in proc.stderr

@@ -11,42 +11,20 @@ from pathlib import Path
 import pytest
 
 from bench import files, report
-from bench.baselines import record_baseline, write_baseline
-from bench.compare import load_results
+from bench.baselines import write_baseline
+from bench.records import read_records
+from tests.results_factory import CPU, REFERENCE, baseline_of, records, result as _result, write
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO / "baselines" / "a100-2node.json"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-CONFIG = {"preset": "smoke", "model": "simple_cnn", "data": "synthetic", "data_kind": "synthetic",
-          "epochs": 1, "global_batch_size": 64, "train_samples": 2048, "test_samples": 500,
-          "precision": "32-true", "num_workers": 0, "pin_memory": False, "persistent_workers": False,
-          "accelerator": "cpu"}
-ENV = {"gpu_names": [], "gpu_count": 0, "cpu_model": "AMD EPYC", "cpu_count": 2, "torch": "2.14.1+cu130",
-       "lightning": "2.6.6", "python": "3.11.7", "cuda_driver": None, "container_image": None,
-       "container_runtime": None, "git_commit": "0123456789abcdef0123", "git_dirty": True}
 
-
-def result(case: str, samples: list[float], status: str = "ok", devices: int = 1, nodes: int = 1,
-           reason: str | None = None, run: int = 0, knobs: dict | None = None, **config: object) -> dict:
-    return {"schema": "cifar-bench/result", "schema_version": 1, "run_id": f"{case}-{run}", "case": case,
-            "status": status, "reason": reason, "profiled": False, "test_knobs": knobs or {},
-            "config": {**CONFIG, "case": case, "devices": devices, "num_nodes": nodes, **config},
-            "metrics": ({"fit_s": samples[0], "fit_s_samples": samples, "throughput_img_s": 2048 / samples[0],
-                         "test_accuracy": 0.1, "accuracy_meaningful": False} if status == "ok" else {}),
-            "world": {"world_size": devices * nodes if case == "ddp" else 1, "num_nodes": nodes,
-                      "devices_per_node": devices, "hostnames": ["vm"] * (devices * nodes)},
-            "environment": ENV, "ended_utc": "2026-01-01T00:00:00+00:00"}
-
-
-def write(folder: Path, *results: dict) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, r in enumerate(results):
-        path = folder / f"{r['run_id']}-{i}.json"
-        path.write_text(json.dumps(r))
-        paths.append(path)
-    return paths
+def result(case: str, samples: list[float], status: str = "ok", devices: int = 1, run: int = 0,
+           **kw) -> dict:
+    """A CPU run on the 2-core machine (hosts "vm")."""
+    r = _result(case, samples, status=status, devices=devices, env=CPU, run_id=f"{case}-{devices}-{run}",
+                accelerator="cpu", **kw)
+    r["world"]["hostnames"] = ["vm"] * r["world"]["world_size"]
+    return r
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -101,7 +79,7 @@ def test_reference_png_is_a_real_figure(tmp_path):
 
 
 def test_terminal_table_has_the_same_rows():
-    results = load_results([REFERENCE])
+    results = read_records([REFERENCE])
     text = report.format_terminal_table(results)
     lines = text.splitlines()
     assert lines[0].split()[:4] == ["Configuration", "Training", "Time", "Speedup"]
@@ -113,7 +91,7 @@ def test_terminal_table_has_the_same_rows():
 
 def test_cli_prints_table_then_paths(tmp_path, capsys):
     ap = argparse.ArgumentParser()
-    report.add_report_parser(ap.add_subparsers(dest="command"))
+    report.add_parser(ap.add_subparsers(dest="command"))
     args = ap.parse_args(["report", str(REFERENCE), "--out", str(tmp_path / "r")])
     assert args.func is report.cmd_report
     assert report.cmd_report(args) == 0
@@ -136,14 +114,14 @@ def test_cpu_runs_repeats_show_cv_and_skipped_case_is_listed(tmp_path):
     assert column(md, "Speedup") == ["1.00x", "1.83x"]
     assert column(md, "Scaling efficiency") == ["100.0%", "91.7%"]
     assert column(md, "CV of fit_s") == ["9.1% (n=3)", "0.0% (n=3)"]  # stdev 1 / mean 11
-    assert column(md, "Test accuracy") == ["10.0% (synthetic)"] * 2
-    assert "- dp: skipped - DataParallel needs 2 or more CUDA devices" in md
+    assert column(md, "Test accuracy") == ["50.0%"] * 2
+    assert "- dp (1 device): skipped - DataParallel needs 2 or more CUDA devices" in md
     assert "- GPUs: none (CPU: AMD EPYC, 2 cores)" in md
     assert "- torch: 2.14.1+cu130" in md and "- lightning: 2.6.6" in md
     assert "- Git commit: 0123456789ab (dirty)" in md
     assert "- Nodes: 1 (hosts: vm)" in md
-    terminal = report.format_terminal_table(load_results(paths))
-    assert "not run: dp: skipped - DataParallel needs 2 or more CUDA devices" in terminal
+    terminal = report.format_terminal_table(read_records(paths))
+    assert "not run: dp (1 device): skipped - DataParallel needs 2 or more CUDA devices" in terminal
     assert "9.1% (n=3)" in terminal
 
 
@@ -152,14 +130,14 @@ def test_pytest_benchmark_file_with_skipped_entry(tmp_path):
              "skipped": [{"case": "dp", "reason": "needs 2 GPUs"}]}
     path = tmp_path / "suite.json"
     path.write_text(json.dumps(suite))
-    md = report.build_report(load_results([path]), None, None)
+    md = report.build_report(read_records([path]), None, None)
     assert column(md, "Training Time") == ["5.0 s"]
-    assert "- dp: skipped - needs 2 GPUs" in md
+    assert "- dp (1 device): skipped - needs 2 GPUs" in md
 
 
 def test_baseline_column_gives_change_and_verdict(tmp_path):
     before = [result("baseline", [s], run=i) for i, s in enumerate((10.0, 10.1, 9.9))]
-    base_path = write_baseline(record_baseline(before, name="mine", source="test"), tmp_path / "mine.json")
+    base_path = write_baseline(baseline_of(*before, name="mine"), tmp_path / "mine.json")
     now = write(tmp_path / "now", *[result("baseline", [s], run=i) for i, s in enumerate((13.0, 13.1, 12.9))])
     md_path, _ = report.write_report(now, tmp_path / "out", baseline=str(base_path))
     md = md_path.read_text()
@@ -169,17 +147,21 @@ def test_baseline_column_gives_change_and_verdict(tmp_path):
     assert column(md, "vs mine") == ["+0.0% (unchanged)"]
 
 
-def test_test_knobs_are_flagged(tmp_path):
-    paths = write(tmp_path, result("baseline", [5.0], knobs={"BENCH_TEST_STEP_SLEEP_S": 0.01}))
-    md = report.build_report(load_results(paths), None, None)
-    assert "NOT A REAL BENCHMARK" in md and "BENCH_TEST_STEP_SLEEP_S=0.01" in md
+def test_runs_that_are_not_figures_are_listed_with_why_and_never_timed(tmp_path):
+    paths = write(tmp_path, result("baseline", [5.0], knobs={"BENCH_TEST_STEP_SLEEP_S": 0.01}),
+                  result("baseline", [4.0], run=1, sanity={"loss_finite": False, "passed": False}),
+                  result("baseline", [6.0], run=2))
+    md = report.build_report(read_records(paths), None, None)
+    assert column(md, "Training Time") == ["6.0 s"]
+    assert "- baseline (1 device): not a figure (baseline-1-0) - test knobs active (BENCH_TEST_STEP_SLEEP_S=0.01)" in md
+    assert "not a figure (baseline-1-1) - sanity check failed" in md
 
 
 def test_case_without_baseline_case_has_no_speedup(tmp_path):
     paths = write(tmp_path, result("ddp", [5.0], devices=2))
-    md = report.build_report(load_results(paths), None, None)
+    md = report.build_report(read_records(paths), None, None)
     assert column(md, "Speedup") == ["-"] and column(md, "Scaling efficiency") == ["-"]
-    assert "no ok 'baseline' case" in md
+    assert "no valid 'baseline' case" in md
 
 
 # --- atomic writing -----------------------------------------------------------------------------
@@ -233,21 +215,24 @@ def test_no_inputs_and_unknown_baseline(tmp_path):
         report.build_report([], None, None)
 
 
-def test_runs_of_one_case_with_different_devices_are_refused(tmp_path):
-    paths = write(tmp_path, result("ddp", [5.0], devices=2), result("ddp", [3.0], devices=4, run=1))
-    with pytest.raises(ValueError, match=r"case 'ddp' used different devices/nodes.*report them separately"):
-        report.write_report(paths, tmp_path / "out")
+def test_runs_of_one_case_with_different_devices_are_two_rows(tmp_path):
+    paths = write(tmp_path, result("baseline", [6.0]), result("ddp", [5.0], devices=2),
+                  result("ddp", [3.0], devices=4, run=1))
+    md = report.build_report(read_records(paths), None, None)
+    assert column(md, "Configuration") == ["1 process (baseline)", "DDP, 2 processes on 1 node",
+                                           "DDP, 4 processes on 1 node"]
+    assert column(md, "Speedup") == ["1.00x", "1.20x", "2.00x"]
 
 
 def test_runs_of_one_case_with_different_work_are_refused(tmp_path):
     paths = write(tmp_path, result("baseline", [5.0]), result("baseline", [9.0], run=1, epochs=2))
-    with pytest.raises(ValueError, match=r"case 'baseline' did different work \(epochs differ\)"):
+    with pytest.raises(ValueError, match=r"runs of baseline \(1 device\) did different work \(epochs differ\)"):
         report.write_report(paths, tmp_path / "out")
 
 
 def test_cli_bad_input_raises_value_error_for_the_cli_to_map(tmp_path):
     ap = argparse.ArgumentParser()
-    report.add_report_parser(ap.add_subparsers(dest="command"))
+    report.add_parser(ap.add_subparsers(dest="command"))
     args = ap.parse_args(["report", str(tmp_path / "none.json"), "--out", str(tmp_path / "o")])
     with pytest.raises(ValueError, match="no such file"):
         report.cmd_report(args)
@@ -264,9 +249,10 @@ def test_report_shows_where_the_time_goes_per_case():
     ddp = result("ddp", [10.0], devices=2)
     ddp["metrics"]["step_breakdown"] = {"per_rank": [{"rank": 0, "epochs": [epoch]},
                                                      {"rank": 1, "epochs": [{**epoch, "step_s": part(60)}]}]}
-    text = report.build_report([result("baseline", [20.0]), ddp], None, None)
+    text = report.build_report(records(result("baseline", [20.0]), ddp), None, None)
     section = text.split("## Where the time goes")[1].split("## Environment")[0]
     # step: mean of the ranks' medians (40, 60) = 50 ms; parts in % of it
-    assert "| ddp | 2 | 50.00 | 10.00 (20 %) | 20.00 (40 %) | 6.00 (12 %) | 4.00 (8 %) |" in section
+    (row,) = [r for r in table_rows(section) if r[0] == "ddp"]
+    assert row == ["ddp", "2", "50.00", "10.00 (20 %)", "20.00 (40 %)", "6.00 (12 %)", "4.00 (8 %)"]
     assert "| baseline" not in section  # no breakdown recorded: no row, nothing invented
-    assert "Where the time goes" not in report.build_report([result("baseline", [20.0])], None, None)
+    assert "Where the time goes" not in report.build_report(records(result("baseline", [20.0])), None, None)

@@ -40,12 +40,13 @@ def test_bad_result_files_are_explained(tmp_path, content, message):
 def test_table_shows_figures_cv_and_skip_reason():
     ok = _result(fit_s=10.0, fit_s_samples=[9.0, 10.0, 11.0], throughput_img_s=4000.0, test_accuracy=0.5,
                  accuracy_meaningful=True)
+    ok["sanity"] = {"passed": True}
     skipped = results.build_result(run_id="r2", case="dp", status="skipped", config={}, started_utc="t",
                                    reason="DataParallel needs 2 or more CUDA devices")
     table = results.format_table([ok, skipped]).splitlines()
-    assert table[0].split()[:4] == ["case", "status", "devices", "fit_s"]
-    assert "10.00" in table[2] and "10.0% (n=3)" in table[2] and "4000" in table[2] and "50.00%" in table[2]
-    assert "skipped" in table[3] and "needs 2 or more CUDA devices" in table[3]
+    assert table[0].split()[:5] == ["case", "status", "n", "fit_s", "[s]"]
+    assert table[3].split() == ["ddp", "(4", "devices)", "ok", "3", "10.00", "10.0%", "(n=3)", "4000", "50.00%"]
+    assert "skipped" in table[2] and "needs 2 or more CUDA devices" in table[2]  # order: baseline, dp, ddp
 
 
 def test_run_id_is_shared_through_the_environment(monkeypatch):
@@ -62,6 +63,6 @@ def test_run_id_is_shared_through_the_environment(monkeypatch):
 
 
 def test_table_marks_a_profiled_run():
-    profiled = {**_result(fit_s=12.0), "profiled": True}
-    assert "profiled: not a benchmark figure" in results.format_table([profiled]).splitlines()[2]
-    assert "profiled" not in results.format_table([_result(fit_s=12.0)])
+    profiled = {**_result(fit_s=12.0), "profiled": True, "sanity": {"passed": True}}
+    assert "r1: profiled: its times include the profiler's overhead" in results.format_table([profiled]).splitlines()[2]
+    assert "profiled" not in results.format_table([{**_result(fit_s=12.0), "sanity": {"passed": True}}])

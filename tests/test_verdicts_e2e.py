@@ -7,8 +7,9 @@ CPU; a fit of ~2 s, long enough against the timing noise of a shared 2-core mach
   tmp_path, so the repository's ``baselines/`` stays clean);
 * 3 unchanged runs: ``python -m bench compare`` exits 0, no regression;
 * 3 runs slowed by ``BENCH_TEST_STEP_SLEEP_S`` (a real sleep after every training step, inside the
-  timed region) sized to ~30 % of the baseline's fit time: ``compare`` exits 1 and the verdict
-  is ``regression``; each of these results records the knob in ``test_knobs``.
+  timed region) sized to ~30 % of the baseline's fit time: ``compare`` calls them ``invalid``
+  (test knobs are never figures, exit 5); with ``--accept-test-knobs`` it judges them: exit 1 and
+  the verdict ``regression``; each of these results records the knob in ``test_knobs``.
 
 The runs are interleaved (a baseline, an unchanged and a slowed run per round, in an order rotated
 each round), so that a drift in the machine's load over the test's ~2-3 minutes affects the three
@@ -30,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from bench.baselines import record_baseline, write_baseline
+from bench.records import read_records
 from bench.knobs import STEP_SLEEP_ENV
 from bench.results import load_result
 from tests.conftest import REPO, run_cli
@@ -73,7 +75,7 @@ def _cv(runs: list[tuple[Path, dict]]) -> float:
 
 
 def _verdict(stdout: str) -> str:
-    match = re.search(r"^baseline\s+(\S+)", stdout, re.M)
+    match = re.search(r"^baseline \(1 device\)\s+(\S+)", stdout, re.M)
     assert match, stdout
     return match.group(1)
 
@@ -93,7 +95,7 @@ def test_unchanged_runs_pass_and_slowed_runs_are_a_regression(tmp_path, cache, o
                 sleep_s = SLOWDOWN * metrics["fit_s"] / metrics["optimizer_steps"]
     base, same, slow = runs["base"], runs["same"], runs["slow"]
 
-    baseline = record_baseline([r for _, r in base], name="e2e", source="tests/test_verdicts_e2e.py")
+    baseline, _ = record_baseline(read_records([p for p, _ in base]), name="e2e", source="tests/test_verdicts_e2e.py")
     baseline_path = write_baseline(baseline, tmp_path / "e2e.json")
     fit = {name: [r["metrics"]["fit_s"] for _, r in group] for name, group in
            (("base", base), ("same", same), ("slow", slow))}
@@ -112,7 +114,9 @@ def test_unchanged_runs_pass_and_slowed_runs_are_a_regression(tmp_path, cache, o
     assert unchanged.returncode == 0, unchanged.stdout + unchanged.stderr + summary
     assert _verdict(unchanged.stdout) in ("unchanged", "slower", "faster"), unchanged.stdout + summary
 
-    slowed = run_cli("compare", *(str(p) for p, _ in slow), "--baseline", str(baseline_path))
+    refused = run_cli("compare", *(str(p) for p, _ in slow), "--baseline", str(baseline_path))
+    assert refused.returncode == 5 and _verdict(refused.stdout) == "invalid", refused.stdout + summary
+    slowed = run_cli("compare", *(str(p) for p, _ in slow), "--baseline", str(baseline_path), "--accept-test-knobs")
     assert slowed.returncode == 1, slowed.stdout + slowed.stderr + summary
     assert _verdict(slowed.stdout) == "regression", slowed.stdout + summary
     print(f"slowdown {ratio:.2f}; {summary}\n{unchanged.stdout}\n{slowed.stdout}")
