@@ -40,11 +40,26 @@ debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,ca-cert
     bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || { tail -n 20 "$rootfs.log" >&2; exit 1; }
 rm -f "$rootfs.log"
 ln -sf /usr/bin/python3 "$rootfs/usr/local/bin/python"
+# apt sources as in the official image: the release, its updates and security suites.
+rm -f "$rootfs/etc/apt/sources.list"
+cat >"$rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
+Types: deb
+URIs: $mirror
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: ${mirror%/debian}/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
 rm -f "$rootfs"/usr/lib/python3.*/EXTERNALLY-MANAGED
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
 
 # The official image's defaults that matter for a build: PATH with /usr/local/bin first, a shell CMD.
-tar -C "$rootfs" -c . | podman import \
+tar -C "$rootfs" -c . | podman import --quiet \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["python3"]' \
