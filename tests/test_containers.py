@@ -441,12 +441,12 @@ def test_suite_runs_inside_the_image_as_its_default_command_does(image, user_hom
     proc = podman_run(image["tag"], *cmd, opts=opts)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
-    assert re.search(r"\b2 passed, 1 skipped\b", log), log[-3000:]  # baseline, ddp; dp needs GPUs
     suite = json.loads((out / "suite.json").read_text())
     assert {b["name"].split("[")[0] for b in suite["benchmarks"]} >= {"test_baseline", "test_ddp"}
     results = [json.loads(p.read_text()) for p in out.rglob("*.json") if p.name != "suite.json"]
-    assert results, sorted(p.name for p in out.rglob("*"))
-    for result in results:
+    status = {r["case"]: r["status"] for r in results}
+    assert status == {"baseline": "ok", "ddp": "ok", "dp": "skipped"}, status  # dp needs 2 GPUs
+    for result in (r for r in results if r["status"] == "ok"):
         text = json.dumps(result)
         assert json.dumps(image["env"]["BENCH_GIT_COMMIT"]) in text and json.dumps(image["env"]["BENCH_IMAGE"]) in text
     assert image["env"]["BENCH_IMAGE"] == TAG and image["env"]["BENCH_GIT_COMMIT"] not in ("", "unknown")
