@@ -3,6 +3,8 @@
 #   docker build -t cifar-bench .                                    # CUDA 13.0 build (the lock as CI has it)
 #   docker build --build-arg CUDA_VARIANT=cu126 -t cifar-bench:cu126 .
 #   docker run --gpus all -v "$PWD/runs:/work/runs" -v /data/cifar10:/data:ro -e BENCH_DATA=/data cifar-bench
+#   # multi-node / InfiniBand, and room for loader workers and NCCL in /dev/shm (docs/containers.md):
+#   docker run --gpus all --device /dev/infiniband --ulimit memlock=-1 --ipc=host ... cifar-bench
 #   make image                                                        # cifar.sif for the cluster (Apptainer)
 #
 # Base image. Not pytorch/pytorch: its 2.14.1 images (2.14.1-cuda13.0-cudnn9-runtime,
