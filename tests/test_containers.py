@@ -151,6 +151,10 @@ def test_both_images_install_requirements_lock_through_install_sh():
     runs = [args for keyword, args in steps if keyword == "RUN"]
     copies = [args for keyword, args in steps if keyword == "COPY"]
     assert any("bash container/install.sh deps" in r for r in runs), runs
+    # The RDMA libraries (NCCL over InfiniBand) in both images: the Dockerfile's `system` step,
+    # and apptainer.def's `all`, which runs it first.
+    assert runs[0] == "bash container/install.sh system", runs
+    assert re.search(r"^\s*all\) system; deps; package ;;", INSTALL_SH.read_text(), re.M)
     assert any("bash container/install.sh package" in r for r in runs), runs
     assert any("requirements.lock" in c.split() for c in copies), copies
     assert any("container/install.sh" in c.split() for c in copies), copies
