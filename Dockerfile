@@ -3,6 +3,8 @@
 #   docker build -t cifar-bench .                                    # CUDA 13.0 build (the lock as CI has it)
 #   docker build --build-arg CUDA_VARIANT=cu126 -t cifar-bench:cu126 .
 #   docker run --gpus all -v "$PWD/runs:/work/runs" -v /data/cifar10:/data:ro -e BENCH_DATA=/data cifar-bench
+#   # multi-node / InfiniBand, and room for loader workers and NCCL in /dev/shm (docs/containers.md):
+#   docker run --gpus all --device /dev/infiniband --ulimit memlock=-1 --ipc=host ... cifar-bench
 #   make image                                                        # cifar.sif for the cluster (Apptainer)
 #
 # Base image. Not pytorch/pytorch: its 2.14.1 images (2.14.1-cuda13.0-cudnn9-runtime,
@@ -15,7 +17,11 @@
 # (docker --gpus / apptainer --nv). apptainer.def uses the same base string; tests check it.
 # The digest pins the manifest list (amd64 + arm64) of python:3.11-slim-bookworm; to move it:
 #   docker buildx imagetools inspect python:3.11-slim-bookworm    (the "Digest:" line)
-FROM python:3.11-slim-bookworm@sha256:b18992999dbe963a45a8a4da40ac2b1975be1a776d939d098c647482bcad5cba
+# BASE_IMAGE is an argument only so that CI, which cannot reach Docker Hub, can build from a
+# stand-in made from the same Debian release and Python (container/standin-base.sh); the default
+# is the pinned image, and must stay equal to apptainer.def's From: (tests check both).
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:b18992999dbe963a45a8a4da40ac2b1975be1a776d939d098c647482bcad5cba
+FROM ${BASE_IMAGE}
 
 # Which CUDA build of torch 2.14.1 to install (container/install.sh) and the NVIDIA driver the
 # node needs for it (CUDA minor-version compatibility: 13.x needs driver >= 580, 12.x >= 525;
@@ -49,15 +55,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /opt/cifar-bench
 
-# Dependencies first, from the lock alone: a source edit does not reinstall them.
-COPY requirements.lock pyproject.toml ./
+# System libraries first (they change least): InfiniBand user-space libraries for NCCL.
 COPY container/install.sh container/install.sh
+RUN bash container/install.sh system
+
+# Dependencies next, from the lock alone: a source edit does not reinstall them.
+COPY requirements.lock pyproject.toml ./
 RUN CUDA_VARIANT="${CUDA_VARIANT}" bash container/install.sh deps
 
 # Then the package itself (no dependency resolution) and the suite that runs it.
 COPY README.md ./
 COPY bench bench
 COPY suite suite
+COPY container/selftest.sh container/selftest.sh
 RUN bash container/install.sh package \
     && groupadd --gid 1000 bench \
     && useradd --create-home --uid 1000 --gid 1000 --shell /bin/bash bench \

@@ -13,7 +13,7 @@ RUNS   ?= runs/bench-$(STAMP)
 # Where `make data` stages the data set and its decoded cache.
 DATA_DIR ?= data
 
-.PHONY: help setup bench test lock data image cluster-up cluster-down clean
+.PHONY: help setup bench test lock data image container-tools cluster-up cluster-down clean
 
 help:
 	@echo "make setup        create $(VENV) and install the locked dependencies (requirements.lock)"
@@ -38,7 +38,7 @@ bench: setup
 	  --bench-preset $(PRESET) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json
 	@echo "results: $(RUNS)/ (one JSON per case, suite.json from pytest-benchmark)"
 
-test: setup cluster-up
+test: setup cluster-up container-tools
 	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest -p no:cacheprovider -ra tests suite \
 	  --bench-preset smoke --bench-out runs/test-suite-$(STAMP)
 
@@ -68,3 +68,15 @@ clean:
 # the Dockerfile; CUDA_VARIANT=cu130|cu128|cu126). Stops with status 2 where apptainer is missing.
 image:
 	bash container/build-image.sh
+
+# What the image tests (tests/test_containers.py, marker `container`) need: podman, runc (this
+# machine's runtime; crun cannot run here) and debootstrap (the stand-in base). Silent when present.
+CONTAINER_TOOLS := podman runc debootstrap
+container-tools:
+	@missing=""; for t in $(CONTAINER_TOOLS); do command -v $$t >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make test needs$$missing: apt-get install -y podman runc debootstrap (as root)"; exit 2; fi; \
+	  echo "installing$$missing (apt-get) for the image tests"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CONTAINER_TOOLS) >/dev/null \
+	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CONTAINER_TOOLS) >/dev/null; }; \
+	fi

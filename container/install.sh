@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
 # Run (as root, in the directory that holds requirements.lock, pyproject.toml and, for `package`,
 # README.md, bench/ and suite/; /opt/cifar-bench in both images):
+#   bash container/install.sh system                        # Dockerfile, first: the RDMA user-space libraries
 #   CUDA_VARIANT=cu130 bash container/install.sh deps      # Dockerfile, before the source is copied
 #   bash container/install.sh package                       # Dockerfile, after the source is copied
-#   CUDA_VARIANT=cu130 bash container/install.sh all        # apptainer.def %post (both steps)
+#   CUDA_VARIANT=cu130 bash container/install.sh all        # apptainer.def %post (all three steps)
 #   CUDA_VARIANT=cu126 bash container/install.sh filter     # print the lock without the torch stack
 #
 # The one install recipe of both images (Dockerfile and apptainer.def call it, so they cannot
 # drift). It installs requirements.lock -- the file CI's `make setup` installs -- with
 # `pip install --require-hashes --no-deps`, so no resolver runs and every file is hash-checked.
+#
+# System packages (`system`): the InfiniBand/RoCE user-space libraries NCCL loads at run time --
+# libibverbs1 with its providers (ibverbs-providers: mlx5 for ConnectX HCAs, ...), librdmacm1, and
+# ibverbs-utils (ibv_devinfo, to see the HCAs from inside the image). Debian builds them from
+# rdma-core; the `rdma-core` package itself (udev rules, daemons) is for hosts, not containers.
+# Neither `apptainer --nv` nor `docker --gpus` brings them in: without them NCCL falls back to TCP
+# sockets between nodes (NCCL_DEBUG=INFO then says "NET/Socket"). docs/containers.md has what
+# Docker also needs (--device /dev/infiniband, --ulimit memlock=-1, --ipc=host or --shm-size).
 #
 # CUDA_VARIANT (the NVIDIA driver each needs is listed in the Dockerfile):
 #   cu130 (default)  the lock as it is: PyPI's torch wheel is the CUDA 13.0 build, so the image
@@ -106,6 +115,18 @@ deps() {
     check_torch
 }
 
+# The RDMA libraries NCCL dlopen()s; the selftest (container/selftest.sh) checks they load.
+RDMA_PACKAGES=(libibverbs1 ibverbs-providers librdmacm1 ibverbs-utils)
+
+system() {
+    command -v apt-get >/dev/null 2>&1 || die "the base image has no apt-get (a Debian base is expected)" 2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${RDMA_PACKAGES[@]}" >/dev/null
+    rm -rf /var/lib/apt/lists/*
+    dpkg-query -W -f 'install.sh: ${Package} ${Version}\n' "${RDMA_PACKAGES[@]}"
+}
+
 package() {
     [ -d bench ] && [ -d suite ] || die "bench/ and suite/ must be in $(pwd)" 2
     # Not editable, no build isolation (setuptools comes from the lock), no dependency resolution.
@@ -116,9 +137,10 @@ package() {
 }
 
 case "${1:-}" in
+    system) system ;;
     deps) deps ;;
     package) package ;;
-    all) deps; package ;;
+    all) system; deps; package ;;
     filter) cuda_of "$VARIANT" >/dev/null; filter_lock ;;
-    *) die "usage: CUDA_VARIANT=cu130|cu128|cu126 bash container/install.sh deps|package|all|filter" 2 ;;
+    *) die "usage: CUDA_VARIANT=cu130|cu128|cu126 bash container/install.sh system|deps|package|all|filter" 2 ;;
 esac

@@ -1,17 +1,26 @@
-"""Static checks of the container recipes: Dockerfile, apptainer.def, container/*.sh, `make image`.
+"""The container recipes: Dockerfile, apptainer.def, container/*.sh, `make image`.
 
-Nothing here needs Docker or Apptainer: the files are linted (hadolint, shellcheck from the lock)
-and parsed, and `make image` is run on a PATH without apptainer to check that it stops clearly.
+Static checks (no engine): hadolint, shellcheck (both from the lock), the recipes' shared pieces.
+Image checks (marker `container`, podman): the image is built from the real Dockerfile on a stand-in
+base (container/standin-base.sh; Docker Hub cannot be reached here) and run with the network off
+the way Apptainer runs images: read-only root, an arbitrary non-root uid, the host's HOME mounted.
+In CI (CI=true) a missing or broken podman fails these tests instead of skipping them.
+Facts these rely on: ../shared/notes/containers-here.md; what they prove: docs/containers.md.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
+import tarfile
+import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -63,9 +72,16 @@ def apptainer_def() -> tuple[dict[str, str], dict[str, str]]:
 
 
 def docker_base() -> str:
+    """The Dockerfile's base image: its one FROM, with a ${ARG} resolved to the ARG's default."""
     froms = [args for keyword, args in docker_instructions() if keyword == "FROM"]
     assert len(froms) == 1, f"expected one FROM in the Dockerfile, found {froms}"
-    return froms[0].split()[0]
+    base = froms[0].split()[0]
+    m = re.fullmatch(r"\$\{?(\w+)\}?", base)
+    if m:
+        defaults = [a.partition("=")[2] for k, a in docker_instructions() if k == "ARG" and a.startswith(m[1] + "=")]
+        assert len(defaults) == 1 and defaults[0], f"ARG {m[1]} needs one default (the pinned base): {defaults}"
+        base = defaults[0]
+    return base
 
 
 def locked_version(name: str) -> str:
@@ -135,6 +151,10 @@ def test_both_images_install_requirements_lock_through_install_sh():
     runs = [args for keyword, args in steps if keyword == "RUN"]
     copies = [args for keyword, args in steps if keyword == "COPY"]
     assert any("bash container/install.sh deps" in r for r in runs), runs
+    # The RDMA libraries (NCCL over InfiniBand) in both images: the Dockerfile's `system` step,
+    # and apptainer.def's `all`, which runs it first.
+    assert runs[0] == "bash container/install.sh system", runs
+    assert re.search(r"^\s*all\) system; deps; package ;;", INSTALL_SH.read_text(), re.M)
     assert any("bash container/install.sh package" in r for r in runs), runs
     assert any("requirements.lock" in c.split() for c in copies), copies
     assert any("container/install.sh" in c.split() for c in copies), copies
@@ -237,10 +257,11 @@ def test_apptainer_environment_labels_runscript_and_test():
     assert "BENCH_GIT_COMMIT=" in env and "BENCH_IMAGE=" in env
     assert "{{ BENCH_GIT_COMMIT }}" in sections["labels"] and "BENCH_GIT_COMMIT=unknown" in sections["arguments"]
     assert "python -m pytest /opt/cifar-bench/suite" in sections["runscript"]
-    test = " ".join(sections["test"].replace("\\\n", " ").split())
-    assert "import bench, torch, lightning" in test
-    assert ("python -m bench run --case baseline --data synthetic --preset smoke --train-samples 256 "
-            "--test-samples 100 --epochs 1 --out /tmp/apptainer-test") in test
+    # %test is the one self-test script the image tests below also run.
+    assert [line.strip() for line in sections["test"].splitlines() if line.strip() and not line.strip().startswith("#")] \
+        == ["bash /opt/cifar-bench/container/selftest.sh"]
+    assert "container/selftest.sh /opt/cifar-bench/container/selftest.sh" in sections["files"]
+    assert ("COPY", "container/selftest.sh container/selftest.sh") in docker_instructions()
 
 
 def test_dockerignore_keeps_local_state_out_of_the_build_context():
@@ -251,8 +272,15 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context():
 def test_make_image_without_apptainer_stops_with_a_clear_message(tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
-                           if d and not (Path(d) / "apptainer").exists())
+    # No apptainer; podman and docker are clients whose engine does not answer (like this machine's
+    # docker without a daemon): `make image` must check the engine, not the binary on PATH.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("podman", "docker"):
+        (fake / tool).write_text("#!/bin/sh\necho 'Cannot connect to the engine' >&2\nexit 125\n")
+        (fake / tool).chmod(0o755)
+    path = os.pathsep.join([str(fake)] + [d for d in os.environ.get("PATH", "").split(os.pathsep)
+                                          if d and not (Path(d) / "apptainer").exists()])
     sif = REPO / "cifar.sif"
     before = sif.stat().st_mtime_ns if sif.exists() else None
     proc = subprocess.run(["make", "-s", "image"], cwd=REPO, capture_output=True, text=True,
@@ -261,5 +289,276 @@ def test_make_image_without_apptainer_stops_with_a_clear_message(tmp_path):
     assert proc.returncode == 2, out
     assert "'apptainer' is not installed" in out
     assert "https://apptainer.org/docs/admin/main/installation.html" in out
-    assert "docker build -t cifar-bench ." in out
+    assert "neither podman" in out and "docker-archive://" in out
     assert (sif.stat().st_mtime_ns if sif.exists() else None) == before, "no image may be written"
+
+
+# ---------------------------------------------------------------------------------------------
+# The image itself: built with podman from the real Dockerfile, then run with the network off.
+# ---------------------------------------------------------------------------------------------
+
+DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+TAG = "localhost/cifar-bench:ci"
+# This machine kind: crun cannot run here (cgroups in hybrid mode), setrlimit beyond these is refused.
+ENGINE = ["podman", "--runtime", "runc"]
+LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+BUILD_TIMEOUT_S = 40 * 60  # a fresh build took about 8 min on 2 busy cores (docs/containers.md)
+RUN_TIMEOUT_S = 15 * 60
+
+
+def _engine_or_fail() -> None:
+    """Skip without podman outside CI; in CI (CI=true) a missing or broken engine is a failure."""
+    problem = None
+    if shutil.which("podman") is None or shutil.which("runc") is None:
+        problem = "podman/runc not installed (make test installs them: apt-get install podman runc debootstrap)"
+    else:
+        info = subprocess.run([*ENGINE, "info"], capture_output=True, text=True, timeout=120)
+        if info.returncode != 0:
+            problem = f"`podman --runtime runc info` failed: {info.stderr.strip()[-500:]}"
+    if problem and os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs a working container engine: {problem}")
+    if problem:
+        pytest.skip(problem)
+
+
+def _build_flags() -> str:
+    """podman build flags for this machine: the limits above, the host network (pip and apt
+    download through this machine's proxy) and the host's CA bundle (it holds the proxy's CA)
+    mounted over the image's for the build only. Nothing else differs from a user's build."""
+    flags = ["--network", "host", *LIMITS]
+    ca = os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt"
+    if Path(ca).is_file():
+        flags += ["-v", f"{ca}:/etc/ssl/certs/ca-certificates.crt:ro"]
+    return " ".join(flags)
+
+
+def _build(context: Path = REPO, tag: str = TAG, archive: str = "") -> subprocess.CompletedProcess:
+    """`make image`'s script (container/build-image.sh) with podman on the stand-in base."""
+    env = {**os.environ, "ENGINE": "podman", "ENGINE_FLAGS": "--runtime runc", "DOCKER_TAG": tag,
+           "BASE_IMAGE": _base_image(), "OCI_ARCHIVE": archive, "BUILD_FLAGS": _build_flags()}
+    env["PATH"] = os.pathsep.join(d for d in env["PATH"].split(os.pathsep) if not (Path(d) / "apptainer").exists())
+    return subprocess.run(["bash", str(context / "container" / "build-image.sh")], cwd=context, env=env,
+                          capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+
+
+_BASE: list[str] = []
+
+
+def _base_image() -> str:
+    if not _BASE:
+        proc = subprocess.run(["bash", str(REPO / "container" / "standin-base.sh")], capture_output=True,
+                              text=True, timeout=15 * 60)
+        assert proc.returncode == 0, proc.stderr
+        _BASE.append(proc.stdout.strip().splitlines()[-1])
+    return _BASE[0]
+
+
+def podman_run(image: str, *cmd: str, opts: tuple[str, ...] = (), timeout: int = RUN_TIMEOUT_S):
+    """Run ``cmd`` in ``image`` with the network off; returns the CompletedProcess (text)."""
+    return subprocess.run([*ENGINE, "run", "--rm", "--network", "none", *LIMITS, *opts, image, *cmd],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def apptainer_like(home: Path, uid: int = 4242) -> tuple[str, ...]:
+    """Options that run a container the way Apptainer does: read-only root filesystem, the
+    invoking user's uid (here one the image does not know, not its 1000) and that user's HOME."""
+    return ("--read-only", "--user", f"{uid}:{uid}", "-v", f"{home}:{home}", "-e", f"HOME={home}")
+
+
+@pytest.fixture(scope="session")
+def image(tmp_path_factory) -> dict:
+    """The image built from the working tree, its docker-archive, and what the build printed."""
+    _engine_or_fail()
+    tmp = tmp_path_factory.mktemp("image")
+    archive = tmp / "cifar-bench.docker.tar"
+    start = time.monotonic()
+    proc = _build(archive=str(archive))
+    seconds = time.monotonic() - start
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    print(f"image {TAG}: build + save {seconds:.0f} s")
+    # Images this suite built before and that no tag names any more (older source) take GBs.
+    subprocess.run([*ENGINE, "image", "prune", "-f"], capture_output=True, timeout=600)
+    inspect = json.loads(subprocess.run([*ENGINE, "image", "inspect", TAG], capture_output=True, text=True,
+                                        check=True).stdout)[0]
+    env = dict(e.split("=", 1) for e in inspect["Config"]["Env"])
+    yield {"tag": TAG, "archive": archive, "output": proc.stdout, "env": env, "config": inspect["Config"],
+           "size": inspect["Size"]}
+    archive.unlink(missing_ok=True)  # several GB; the image itself stays, as the build cache
+
+
+@pytest.fixture
+def user_home(tmp_path) -> Path:
+    """A HOME for uid 4242 whose ~/.local would shadow torch if the image let user site-packages in."""
+    home = tmp_path / "home"
+    shadow = home / ".local" / "lib" / "python3.11" / "site-packages" / "torch"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('user site-packages shadowed the image')\n")
+    for p in [home, *home.rglob("*")]:
+        os.chown(p, 4242, 4242)
+    return home
+
+
+def _results_dir(tmp_path: Path) -> Path:
+    out = tmp_path / "runs"
+    out.mkdir()
+    out.chmod(0o777)  # written by the container's uid
+    return out
+
+
+@pytest.mark.container
+def test_standin_base_has_python_pip_and_no_externally_managed_marker():
+    _engine_or_fail()
+    proc = podman_run(_base_image(), "sh", "-c",
+                      "python --version && python -m pip --version && python -c "
+                      "'import sys, sysconfig, pathlib; "
+                      "m = pathlib.Path(sysconfig.get_path(\"stdlib\"), \"EXTERNALLY-MANAGED\"); "
+                      "print(\"marked\" if m.exists() else \"unmarked\", sys.version_info[:2])'")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("Python 3.11.") and lines[1].startswith("pip ")
+    assert lines[2] == "unmarked (3, 11)", lines
+
+
+@pytest.mark.container
+def test_image_passes_the_selftest_the_apptainer_test_runs(image, user_home):
+    proc = podman_run(image["tag"], "bash", "/opt/cifar-bench/container/selftest.sh", opts=apptainer_like(user_home))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert "selftest: ok" in out
+    versions = re.search(r"selftest: python (\S+), bench (\S+), torch (\S+) \(CUDA (\S+)\).*lightning (\S+)", out)
+    assert versions, out[-3000:]
+    assert versions[3].split("+")[0] == locked_version("torch") and versions[5] == locked_version("lightning")
+    assert versions[4] == "13.0"  # the cu130 default variant
+    print("versions in the image:", versions.group(0), f"image size {image['size'] / 1e9:.2f} GB")
+
+
+@pytest.mark.container
+def test_suite_runs_inside_the_image_as_its_default_command_does(image, user_home, tmp_path):
+    if not DATA.is_file():
+        pytest.fail(f"{DATA} is missing: the image tests run the suite on the real images")
+    out = _results_dir(tmp_path)
+    cmd = list(image["config"]["Cmd"])
+    assert cmd[:4] == ["python", "-m", "pytest", "/opt/cifar-bench/suite"], cmd
+    cmd[cmd.index("--bench-preset") + 1] = "smoke"  # the default command with the smoke preset
+    opts = apptainer_like(user_home) + ("-v", f"{out}:/work/runs", "-v", f"{DATA}:/data/cifar10.tar.gz:ro",
+                                        "-e", "BENCH_DATA=/data/cifar10.tar.gz")
+    proc = podman_run(image["tag"], *cmd, opts=opts)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    suite = json.loads((out / "suite.json").read_text())
+    assert {b["name"].split("[")[0] for b in suite["benchmarks"]} >= {"test_baseline", "test_ddp"}
+    results = [json.loads(p.read_text()) for p in out.rglob("*.json") if p.name != "suite.json"]
+    status = {r["case"]: r["status"] for r in results}
+    assert status == {"baseline": "ok", "ddp": "ok", "dp": "skipped"}, status  # dp needs 2 GPUs
+    for result in (r for r in results if r["status"] == "ok"):
+        text = json.dumps(result)
+        assert json.dumps(image["env"]["BENCH_GIT_COMMIT"]) in text and json.dumps(image["env"]["BENCH_IMAGE"]) in text
+    assert image["env"]["BENCH_IMAGE"] == TAG and image["env"]["BENCH_GIT_COMMIT"] not in ("", "unknown")
+
+
+def _ddp_in_container(image: dict, home: Path, out: Path, shm: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """2 DDP ranks (gloo) in one container, 2 loader workers each, on synthetic data; results in ``out``."""
+    return podman_run(image["tag"], "python", "-m", "bench", "run", "--case", "ddp", "--devices", "2",
+                      "--data", "synthetic", "--preset", "smoke", "--train-samples", "2048", "--test-samples", "500",
+                      "--epochs", "1", "--num-workers", "2", "--out", "/work/runs",
+                      opts=apptainer_like(home) + ("-v", f"{out}:/work/runs") + shm, timeout=10 * 60)
+
+
+@pytest.mark.container
+def test_two_rank_ddp_inside_one_container_with_the_default_shm(image, user_home, tmp_path):
+    out = _results_dir(tmp_path)
+    proc = _ddp_in_container(image, user_home, out, ())  # podman's default /dev/shm: 64 MB, as Docker's
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    [result] = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    assert result["status"] == "ok" and result["config"]["num_workers"] == 2, result.get("config")
+    assert '"world_size": 2' in json.dumps(result), "the result does not record 2 ranks"
+
+
+@pytest.mark.container
+def test_two_rank_ddp_with_too_small_shm_fails_and_names_shared_memory(image, user_home, tmp_path):
+    # 256 kB of /dev/shm: a loader worker cannot hand over one batch (64 x 3x32x32 float32 = 768 kB).
+    out = _results_dir(tmp_path)
+    proc = _ddp_in_container(image, user_home, out, ("--shm-size", "256k"))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 1, log[-4000:]  # ExitCode 1: the run failed
+    # A worker cannot put its batch into /dev/shm; its rank fails, the other sees the peer gone.
+    assert "unable to allocate shared memory(shm)" in log, log[-4000:]
+    [result] = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    assert result["status"] == "failed" and "unable to allocate shared memory" in result["reason"], result["reason"]
+
+
+@pytest.mark.container
+def test_docker_archive_is_what_apptainer_build_takes(image):
+    archive = image["archive"]
+    assert f"apptainer build cifar.sif docker-archive://{archive}" in image["output"].splitlines()
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        manifest = json.load(tar.extractfile("manifest.json"))
+        assert len(manifest) == 1 and TAG in manifest[0]["RepoTags"], manifest
+        config = json.load(tar.extractfile(manifest[0]["Config"]))
+    assert set(manifest[0]["Layers"]) <= names, "a layer the manifest lists is missing from the archive"
+    env = dict(e.split("=", 1) for e in config["config"]["Env"])
+    assert env["BENCH_GIT_COMMIT"] == image["env"]["BENCH_GIT_COMMIT"] and env["BENCH_IMAGE"] == TAG
+    assert config["config"]["User"] == "1000:1000" and env["PYTHONNOUSERSITE"] == "1"
+
+
+def _broken_context(tmp: Path, edit) -> Path:
+    """A copy of the build context (what .dockerignore lets in) with one file changed by ``edit``."""
+    ctx = tmp / "ctx"
+    ctx.mkdir()
+    for name in ("Dockerfile", ".dockerignore", "requirements.lock", "pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, ctx / name)
+    for name in ("bench", "suite", "container"):
+        shutil.copytree(REPO / name, ctx / name, ignore=shutil.ignore_patterns("__pycache__"))
+    edit(ctx)
+    return ctx
+
+
+@pytest.mark.container
+@pytest.mark.parametrize("breakage", ["missing COPY suite", "lock entry that cannot install"])
+def test_a_broken_recipe_fails_the_build(image, tmp_path, breakage):
+    def edit(ctx: Path) -> None:
+        if breakage == "missing COPY suite":
+            text = (ctx / "Dockerfile").read_text()
+            assert "COPY suite suite\n" in text
+            (ctx / "Dockerfile").write_text(text.replace("COPY suite suite\n", ""))
+        else:  # first in the file, so pip stops there; the layers before the lock come from the cache
+            (ctx / "requirements.lock").write_text(
+                "cifar-bench-no-such-distribution==0.0.1 \\\n    --hash=sha256:" + "0" * 64 + "\n"
+                + (ctx / "requirements.lock").read_text())
+    proc = _build(context=_broken_context(tmp_path, edit), tag="localhost/cifar-bench:broken")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    expected = "bench/ and suite/ must be in" if breakage == "missing COPY suite" else "cifar-bench-no-such-distribution"
+    assert expected in out, out[-3000:]
+    subprocess.run([*ENGINE, "rmi", "-f", "localhost/cifar-bench:broken"], capture_output=True, timeout=120)
+
+
+@pytest.mark.parametrize("variant", ["cu126", "cu128"])
+def test_cuda12_variants_resolve_to_one_consistent_torch_stack(tmp_path, variant):
+    """What install.sh installs for cu126/cu128 (torch and torchvision +cu12x from the PyTorch index),
+    resolved without installing: the same torch/torchvision versions as the lock, and triton and
+    the nvidia-*-cu12 libraries pip picks for them. Needs download.pytorch.org (the only place
+    the +cu12x wheels are published); skipped, with that reason, where it cannot be reached."""
+    index = f"https://download.pytorch.org/whl/{variant}"
+    torch_v, vision_v = locked_version("torch"), locked_version("torchvision")
+    try:  # reachable at all? (pip --quiet would only say "no matching distribution")
+        ctx = ssl.create_default_context(cafile=os.environ.get("PIP_CERT"))
+        urllib.request.urlopen(f"{index}/torch/", timeout=20, context=ctx).close()
+    except OSError as e:
+        pytest.skip(f"{index} cannot be reached from this machine ({e}); PyPI can, but it has no +{variant} wheels")
+    report = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--target", str(tmp_path / "t"), "--quiet", "--retries", "0", "--timeout", "20",
+                           "--report", str(report), "--index-url", index, "--extra-index-url", "https://pypi.org/simple",
+                           "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "--only-binary=:all:",
+                           f"torch=={torch_v}+{variant}", f"torchvision=={vision_v}+{variant}"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    chosen = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
+    assert chosen["torch"] == f"{torch_v}+{variant}" and chosen["torchvision"] == f"{vision_v}+{variant}"
+    cuda = {"cu126": "12.6", "cu128": "12.8"}[variant]
+    assert "triton" in chosen, chosen
+    assert chosen.get("nvidia-cuda-runtime-cu12", "").startswith(cuda), chosen
+    assert not [n for n in chosen if n.startswith("nvidia-") and n.endswith("-cu13")], chosen
