@@ -18,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench import sweep
 from bench.config import CASES, DATA_ENV, DATA_PATHS, MODELS, PRECISIONS, PRESETS, ConfigError, make_config
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SANITY = 1, 2, 3
@@ -67,6 +68,7 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--profile-wait", type=int, help="steps skipped before the profiler's warm-up (default 5)")
     p.add_argument("--profile-warmup", type=int, help="steps traced and discarded (default 2)")
     p.add_argument("--profile-active", type=int, help="steps recorded in the trace (default 3)")
+    p.add_argument("--scaling", choices=("strong", "weak"), help="weak: --global-batch-size, --train-samples and --lr are the 1-device point's, scaled by the devices (docs/scaling.md)")
     p.add_argument("--repeats", type=int, default=1,
                    help="run the case N times, each in a fresh process with its own JSON (fit_s samples)")
 
@@ -94,6 +96,7 @@ def parser() -> argparse.ArgumentParser:
     from bench.report import add_report_parser
 
     add_report_parser(sub)
+    sweep.add_parser(sub)
     m = sub.add_parser("mark-interrupted", help="record a case as interrupted (used by slurm/suite.sh)")
     m.add_argument("--case", choices=CASES, required=True)
     m.add_argument("--preset", choices=tuple(PRESETS), default="smoke")
@@ -121,12 +124,14 @@ def _run_config(args: argparse.Namespace):
               "precision", "train_samples", "test_samples", "lr", "seed", "num_workers", "pin_memory",
               "persistent_workers", "data_path", "tf32", "channels_last", "val_every_n_epochs",
               "data_checksums", "cache_dir", "init_weights", "save_weights", "out_dir",
-              "step_breakdown", "profile", "profile_wait", "profile_warmup", "profile_active")
+              "step_breakdown", "profile", "profile_wait", "profile_warmup", "profile_active", "scaling")
     overrides = {f: getattr(args, f) for f in fields}
     if args.case == "dp":
         overrides["accelerator"] = overrides["accelerator"] or "gpu"
         overrides["devices"] = overrides["devices"] or _visible_gpus() or 2
-    return make_config(args.preset, **overrides)
+    from bench.scaling import weak_overrides
+
+    return make_config(args.preset, **weak_overrides(args.preset, overrides))
 
 
 def _visible_gpus() -> int:
@@ -272,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"run": cmd_run, "data": cmd_data, "table": cmd_table, "compare": cmd_compare,
                     "baseline": cmd_baseline, "mark-interrupted": cmd_mark_interrupted,
-                    "report": _cmd_report}
+                    "report": _cmd_report, "sweep": sweep.run}
         if args.command == "run":
             return cmd_run(args, argv)
         return commands[args.command](args)

@@ -20,6 +20,7 @@ ACCELERATORS = ("cpu", "gpu")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 CHECKSUM_MODES = ("official", "skip")  # or a path to a JSON file {filename: md5}
 DATA_PATHS = ("pil", "uint8", "device")  # how training batches are made (README "Data paths")
+SCALINGS = ("strong", "weak")  # scaling modes of a sweep (docs/scaling.md)
 
 #: Environment variable that gives the data path when ``--data`` is not given.
 DATA_ENV = "BENCH_DATA"
@@ -73,6 +74,7 @@ class BenchConfig:
     profile_wait: int = 5  # training steps skipped before the profiler's warm-up (steps)
     profile_warmup: int = 2  # steps traced and discarded (>= 1), so start-up costs stay out of the window (steps)
     profile_active: int = 3  # steps recorded in the trace (steps); bigger windows give bigger traces
+    scaling: str = "strong"  # "strong" (same global work at every world size) or "weak" (same work per device; bench.scaling)
 
     def __post_init__(self) -> None:
         _check_choices(self)
@@ -115,7 +117,8 @@ class BenchConfig:
 
 def _check_choices(c: BenchConfig) -> None:
     for name, allowed in (("case", CASES), ("model", MODELS), ("accelerator", ACCELERATORS),
-                          ("precision", PRECISIONS), ("preset", tuple(PRESETS)), ("data_path", DATA_PATHS)):
+                          ("precision", PRECISIONS), ("preset", tuple(PRESETS)), ("data_path", DATA_PATHS),
+                          ("scaling", SCALINGS)):
         if getattr(c, name) not in allowed:
             raise ConfigError(f"{name}={getattr(c, name)!r} is not one of {', '.join(allowed)}")
     if not c.data:
