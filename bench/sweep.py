@@ -61,6 +61,8 @@ def add_parser(sub) -> None:
                    help="only write the summary of these per-run results (slurm/scaling.sh)")
     p.add_argument("--mark-interrupted", metavar="REASON",
                    help="record each of --points as interrupted with REASON (slurm/scaling.sh, time limit)")
+    p.add_argument("--check-only", action="store_true",
+                   help="only check every point's configuration, run nothing (slurm/scaling.sh, before launch)")
     p.set_defaults(_run_actions=run_actions)
 
 
@@ -133,11 +135,17 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out_dir or f"runs/sweep-{args.case}-{stamp}")
     args.out_dir = str(out)
     configs = {p: _point_config(args, *p) for p in points}  # every point valid before anything runs
+    if args.check_only:
+        print(f"sweep: {len(points)} point(s) valid: {', '.join(f'{n}x{d}' for n, d in points)}")
+        return 0
     if args.mark_interrupted:
+        import uuid
+
         from bench.runner import record_status
 
-        for config in configs.values():
-            print(f"result: {record_status(config, 'interrupted', args.mark_interrupted)['path']}")
+        for (nodes, devices), config in configs.items():
+            run_id = f"{config.case}-{config.scaling}-{nodes}x{devices}-interrupted-{uuid.uuid4().hex[:6]}"
+            print(f"result: {record_status(config, 'interrupted', args.mark_interrupted, run_id)['path']}")
         return 0
     if any(nodes > 1 for nodes, _ in points) and "SLURM_JOB_ID" not in os.environ:
         raise ConfigError("points on more than one node need Slurm (Lightning starts local ranks only): "
