@@ -48,7 +48,10 @@ def _curve(ax, points: list[dict[str, Any]]) -> None:
     ax.set_title(("Weak scaling: throughput per device" if weak else "Strong scaling: speedup")
                  + " (labels: efficiency)", fontsize=10)
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no valid run", ha="center", va="center", transform=ax.transAxes)
 
 
 def _breakdown(ax, points: list[dict[str, Any]]) -> None:

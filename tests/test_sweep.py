@@ -69,3 +69,17 @@ def test_bad_points_are_refused_before_anything_runs(tmp_path, capsys, monkeypat
     with pytest.raises(SystemExit) as exc:
         main(["sweep", "--case", "ddp", "--devices", "1,x", *TINY])
     assert exc.value.code == 2 and "comma list" in capsys.readouterr().err
+
+
+def test_marked_interrupted_points_keep_their_geometry_and_are_no_figures(tmp_path, capsys):
+    out = tmp_path / "marked"
+    assert main(["sweep", "--case", "ddp", "--points", "1x1,2x2", "--scaling", "weak", "--out", str(out),
+                 "--mark-interrupted", "stopped by the Slurm time limit (SIGUSR1)", *TINY]) == 0
+    marked = _results(out)
+    assert {r["status"] for r in marked} == {"interrupted"} and len(marked) == 2
+    assert {(r["config"]["num_nodes"], r["config"]["devices"]) for r in marked} == {(1, 1), (2, 2)}
+    assert {r["config"]["global_batch_size"] for r in marked} == {32, 128}  # weak: 32 per device
+    assert main(["sweep", "--from-results", *map(str, sorted(out.glob("ddp-*.json"))), "--out", str(out)]) == 1
+    points = json.loads((out / "sweep.json").read_text())["points"]
+    assert {(p["devices"], p["valid"]) for p in points} == {(1, 0), (4, 0)}
+    assert all(p["fit_s"] is None and p["weak_efficiency"] is None for p in points)
