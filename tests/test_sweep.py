@@ -83,3 +83,15 @@ def test_marked_interrupted_points_keep_their_geometry_and_are_no_figures(tmp_pa
     points = json.loads((out / "sweep.json").read_text())["points"]
     assert {(p["devices"], p["valid"]) for p in points} == {(1, 0), (4, 0)}
     assert all(p["fit_s"] is None and p["weak_efficiency"] is None for p in points)
+
+
+def test_every_run_option_reaches_the_runs_once():
+    from bench.cli import parser
+    from bench.sweep import run_argv
+
+    args = parser().parse_args(["sweep", "--case", "ddp", "--devices", "1,2", "--no-step-breakdown", "--save-weights",
+                                "--lr", "0.1", "--scaling", "weak", "--out", "x", "--repeats", "2", *TINY])
+    words = run_argv(args)
+    assert words[:2] == ["--case", "ddp"] and "--no-step-breakdown" in words and "--save-weights" in words
+    assert words[words.index("--lr") + 1] == "0.1" and words[words.index("--scaling") + 1] == "weak"
+    assert not {"--devices", "--num-nodes", "--out", "--repeats", "--profile"} & set(words)  # the sweep sets these
