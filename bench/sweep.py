@@ -106,8 +106,10 @@ def points_of(args: argparse.Namespace) -> list[tuple[int, int]]:
     """The sweep's ``(nodes, devices per node)`` points, in the given order.
 
     Raises:
-        ConfigError: neither or both of --devices and --points, or a repeated point.
+        ConfigError: --num-nodes, neither or both of --devices and --points, or a repeated point.
     """
+    if args.num_nodes is not None:
+        raise ConfigError("a sweep takes its nodes from --points NODESxDEVICES (e.g. 1x2,2x2), not --num-nodes")
     if bool(args.devices) == bool(args.points):
         raise ConfigError("give the points: --devices 1,2,4 (one node) or --points 1x1,1x2,2x2 (NODESxDEVICES)")
     points = args.points or [(1, d) for d in args.devices]

@@ -21,15 +21,15 @@ pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _sbatch(tmp_path: Path, real_data: Path, env: dict, timeout: float = 900):
+def _sbatch(tmp_path: Path, real_data: Path, env: dict, timeout: float = 900, wait: bool = True):
     env = {**os.environ, "BENCH_DATA": str(real_data), "BENCH_PRESET": "smoke",
            "BENCH_RUNS": str(tmp_path / "runs"), "EXTRA_RUN_ARGS": "--train-samples 640 --test-samples 100", **env}
     args = ["sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", "--cpus-per-task=1", "--time=15",
-            "--wait", str(REPO / "slurm" / "scaling.sh")]
+            *(["--wait"] if wait else []), str(REPO / "slurm" / "scaling.sh")]
     proc = subprocess.run([str(REPO / "slurm" / "cluster.sh"), "exec", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
     job = proc.stdout.strip().splitlines()[0].split(";")[0]
-    return proc, job, (tmp_path / f"slurm-{job}.out").read_text()
+    return proc, job, (tmp_path / f"slurm-{job}.out").read_text() if wait else ""
 
 
 def test_scaling_sweep_runs_every_geometry_as_its_own_step(tmp_path, real_data):
@@ -60,3 +60,23 @@ def test_point_bigger_than_the_job_is_refused_before_launch(tmp_path, real_data)
     assert proc.returncode != 0
     assert "point 3x2 does not fit the job's 2 node(s) x 2 task(s)" in output
     assert not (tmp_path / "runs" / f"scaling-{job}").exists()  # nothing launched, nothing written
+
+
+def test_time_limit_signal_keeps_finished_points_and_marks_the_rest(tmp_path, real_data):
+    from tests.test_slurm_suite import _wait_for
+
+    proc, job, _ = _sbatch(tmp_path, real_data, {}, timeout=60, wait=False)
+    assert proc.returncode == 0, _explain(proc)
+    run_dir = tmp_path / "runs" / f"scaling-{job}"
+    first = _wait_for(lambda: sorted(run_dir.glob("ddp-*.json")), 1200, "the first point's JSON (queueing included)")[0]
+    sent = slurm("scancel", "--signal=USR1", "--batch", job, timeout=30)
+    assert sent.returncode == 0, _explain(sent)
+    _wait_for(lambda: slurm("squeue", "-h", "-j", job, timeout=30).stdout.strip() == "", 300, "the job to end")
+    output = (tmp_path / f"slurm-{job}.out").read_text()
+    assert "SIGUSR1" in output and load_result(first)["status"] == "ok"
+    records = [load_result(p) for p in sorted(run_dir.glob("ddp-*.json"))]
+    geometry = {(r["config"]["num_nodes"], r["config"]["devices"]): r["status"] for r in records}
+    assert len(records) == 4 and sorted(geometry) == [(1, 1), (1, 2), (2, 1), (2, 2)], (geometry, output[-3000:])
+    assert geometry[1, 1] == "ok" and "interrupted" in geometry.values()
+    assert json.loads((run_dir / "sweep.json").read_text())["points"]  # the summary is still written
+    assert not list(run_dir.glob(".*.tmp"))

@@ -66,6 +66,8 @@ def test_bad_points_are_refused_before_anything_runs(tmp_path, capsys, monkeypat
     assert "sbatch slurm/scaling.sh" in capsys.readouterr().err and not out.exists()
     assert main(["sweep", "--case", "ddp", "--devices", "1,2", "--points", "1x1", *TINY]) == 2
     assert "--devices 1,2,4 (one node) or --points" in capsys.readouterr().err
+    assert main(["sweep", "--case", "ddp", "--devices", "1,2", "--num-nodes", "2", *TINY]) == 2
+    assert "--points NODESxDEVICES" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["sweep", "--case", "ddp", "--devices", "1,x", *TINY])
     assert exc.value.code == 2 and "comma list" in capsys.readouterr().err
