@@ -54,13 +54,14 @@ PROTECTED = ("a100-2node",)
 #: Config fields that define the work a run did; runs differing in one of them are not comparable.
 WORK_FIELDS = ("model", "epochs", "global_batch_size", "data_kind", "train_samples",
                "test_samples", "preset", "precision", "num_workers", "pin_memory",
-               "persistent_workers", "data_path", "tf32", "channels_last", "cudnn_benchmark", "sync_batchnorm")
+               "persistent_workers", "data_path", "tf32", "channels_last", "cudnn_benchmark", "sync_batchnorm", "scaling")
 
 
 # Work fields added later, with the value every run recorded before them had (a stored baseline
 # without the field did that work). tf32 has none: before it, torch's defaults applied (TF32
 # convolutions, full-precision matmuls), which neither tf32 value reproduces.
-LEGACY_WORK_DEFAULTS = {"data_path": "uint8", "channels_last": False, "cudnn_benchmark": False, "sync_batchnorm": False}
+LEGACY_WORK_DEFAULTS = {"data_path": "uint8", "channels_last": False, "cudnn_benchmark": False, "sync_batchnorm": False,
+                        "scaling": "strong"}
 
 
 def work_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:

@@ -71,6 +71,7 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--profile-active", type=int, help="steps recorded in the trace (default 3)")
     p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, help="cuDNN autotuner (default: on for GPU)")
     p.add_argument("--sync-batchnorm", action=argparse.BooleanOptionalAction, help="ddp: BatchNorm over all ranks")
+    p.add_argument("--scaling", choices=("strong", "weak"), help="weak: --global-batch-size, --train-samples and --lr are the 1-device point's, scaled by the devices (docs/scaling.md)")
     p.add_argument("--repeats", type=int, default=1,
                    help="run the case N times, each in a fresh process with its own JSON (fit_s samples)")
 
@@ -88,7 +89,7 @@ def _add_data_parser(sub) -> None:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``cifar-bench``."""
-    from bench import compare, recording, report, results
+    from bench import compare, recording, report, results, sweep
 
     ap = argparse.ArgumentParser(prog="cifar-bench", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -98,6 +99,7 @@ def parser() -> argparse.ArgumentParser:
     compare.add_parser(sub)
     recording.add_parser(sub)
     report.add_parser(sub)
+    sweep.add_parser(sub)
     _add_mark_interrupted_parser(sub)
     return ap
 
@@ -118,12 +120,14 @@ def _run_config(args: argparse.Namespace):
               "persistent_workers", "data_path", "tf32", "channels_last", "val_every_n_epochs",
               "data_checksums", "cache_dir", "init_weights", "save_weights", "out_dir",
               "step_breakdown", "profile", "profile_wait", "profile_warmup", "profile_active",
-              "cudnn_benchmark", "sync_batchnorm")
+              "cudnn_benchmark", "sync_batchnorm", "scaling")
     overrides = {f: getattr(args, f) for f in fields}
     if args.case == "dp":
         overrides["accelerator"] = overrides["accelerator"] or "gpu"
         overrides["devices"] = overrides["devices"] or _visible_gpus() or 2
-    return make_config(args.preset, **overrides)
+    from bench.scaling import weak_overrides
+
+    return make_config(args.preset, **weak_overrides(args.preset, overrides))
 
 
 def _visible_gpus() -> int:
@@ -227,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     for pattern in _QUIET:
         warnings.filterwarnings("ignore", message=pattern)
     args = parser().parse_args(argv)
-    if args.command not in ("run", "data"):  # the analysis commands: bad files are ValueErrors
+    if args.command not in ("run", "data", "sweep"):  # the analysis commands: bad files are ValueErrors
         try:
             return args.func(args)
         except ValueError as err:  # how the result and baseline readers report a bad file
@@ -239,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args, argv)
+        if args.command == "sweep":
+            from bench import sweep
+
+            return sweep.run(args)
         return cmd_data(args)
     except (ConfigError, DataError, GPUUnavailableError) as err:
         print(f"cifar-bench: error: {err}", file=sys.stderr)

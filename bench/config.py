@@ -20,6 +20,7 @@ ACCELERATORS = ("cpu", "gpu")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 CHECKSUM_MODES = ("official", "skip")  # or a path to a JSON file {filename: md5}
 DATA_PATHS = ("pil", "uint8", "device")  # how training batches are made (README "Data paths")
+SCALINGS = ("strong", "weak")  # scaling modes of a sweep (docs/scaling.md)
 
 #: Environment variable that gives the data path when ``--data`` is not given.
 DATA_ENV = "BENCH_DATA"
@@ -75,6 +76,7 @@ class BenchConfig:
     profile_active: int = 3  # steps recorded in the trace (steps); bigger windows give bigger traces
     cudnn_benchmark: bool | None = None  # cuDNN autotuner for convolutions; None = on for GPU, off for CPU (recorded resolved)
     sync_batchnorm: bool = False  # BatchNorm statistics over all ranks (ddp on GPU: SyncBatchNorm); off = per rank
+    scaling: str = "strong"  # "strong" (same global work at every world size) or "weak" (same work per device; bench.scaling)
 
     def __post_init__(self) -> None:
         if self.cudnn_benchmark is None:  # resolved here, so the recorded config says what ran
@@ -119,7 +121,8 @@ class BenchConfig:
 
 def _check_choices(c: BenchConfig) -> None:
     for name, allowed in (("case", CASES), ("model", MODELS), ("accelerator", ACCELERATORS),
-                          ("precision", PRECISIONS), ("preset", tuple(PRESETS)), ("data_path", DATA_PATHS)):
+                          ("precision", PRECISIONS), ("preset", tuple(PRESETS)), ("data_path", DATA_PATHS),
+                          ("scaling", SCALINGS)):
         if getattr(c, name) not in allowed:
             raise ConfigError(f"{name}={getattr(c, name)!r} is not one of {', '.join(allowed)}")
     if not c.data:

@@ -158,5 +158,6 @@ def test_reference_file_is_stored_honestly():
 def test_work_fields_cover_the_brief():
     assert set(WORK_FIELDS) == {"model", "epochs", "global_batch_size", "data_kind", "train_samples",
                                 "test_samples", "preset", "precision", "num_workers", "pin_memory",
-                                "persistent_workers", "data_path", "tf32", "channels_last", "cudnn_benchmark", "sync_batchnorm"}
+                                "persistent_workers", "data_path", "tf32", "channels_last", "cudnn_benchmark", "sync_batchnorm",
+                                "scaling"}
     assert not math.isnan(summary_stats([1.0, 1.0])["cv"])

@@ -1,0 +1,115 @@
+"""Scaling figures from literal numbers (bench.scaling), the weak-scaling config rule and the chart helpers."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.config import ConfigError, make_config
+from bench.scaling import LR_RULE, format_table, summarize, weak_overrides
+from bench.sweep import worst
+from bench.sweep_plot import doubles, plot_sweep
+
+
+def _step(data: float, compute: float, allreduce: float, loop: float) -> dict:
+    parts = {"data_wait_s": data, "compute_s": compute, "allreduce_s": allreduce, "loop_overhead_s": loop,
+             "step_s": data + compute + allreduce + loop}
+    return {k: {"median": v, "p90": v, "mean": v, "sum": v} for k, v in parts.items()}
+
+
+def _result(fit: float, ranks: int, nodes: int = 1, scaling: str = "strong", status: str = "ok",
+            throughput: float = 100.0, sanity: bool = True, breakdown=(0.001, 0.008, 0.0, 0.001)) -> dict:
+    per_rank = [{"rank": r, "hostname": f"node{1 + r * nodes // ranks}", "epochs": [_step(*breakdown)]}
+                for r in range(ranks)]
+    return {"case": "ddp", "status": status, "run_id": f"ddp-{ranks}-{nodes}-{fit}", "profiled": False,
+            "config": {"case": "ddp", "devices": ranks // nodes, "num_nodes": nodes, "scaling": scaling,
+                       "global_batch_size": 64, "train_samples": 1000, "lr": 0.02},
+            "world": {"world_size": ranks, "num_nodes": nodes, "hostnames": [p["hostname"] for p in per_rank],
+                      "per_device_batch_size": 64 // ranks},
+            "metrics": {"fit_s": fit, "throughput_img_s": throughput, "optimizer_steps": 16,
+                        "step_breakdown": {"per_rank": per_rank}} if status == "ok" else {},
+            "sanity": {"passed": sanity}}
+
+
+def test_strong_speedup_and_efficiency_from_medians():
+    points = summarize([_result(100, 1), _result(120, 1), _result(80, 1),  # T1 = median 100
+                        _result(60, 2), _result(40, 2), _result(50, 2),  # T2 = 50
+                        _result(40, 4, nodes=2)])
+    by = {(p["devices"], p["num_nodes"]): p for p in points}
+    assert by[1, 1]["speedup"] == pytest.approx(1.0) and by[1, 1]["efficiency"] == pytest.approx(1.0)
+    assert by[2, 1]["speedup"] == pytest.approx(2.0) and by[2, 1]["efficiency"] == pytest.approx(1.0)
+    assert by[4, 2]["speedup"] == pytest.approx(2.5) and by[4, 2]["efficiency"] == pytest.approx(0.625)
+    assert by[4, 2]["weak_efficiency"] is None and by[4, 2]["label"] == "2x2"
+    assert by[1, 1]["fit_s"]["min"] == 80 and by[1, 1]["fit_s"]["max"] == 120 and by[1, 1]["fit_s"]["n"] == 3
+    assert by[1, 1]["fit_s"]["cv"] == pytest.approx(20 / 100)  # sample stdev 20 of mean 100
+    assert sorted(set(by[4, 2]["hostnames"])) == ["node1", "node2"]
+
+
+def test_two_geometries_of_one_world_size_are_separate_points():
+    points = summarize([_result(100, 1), _result(50, 2, nodes=1), _result(80, 2, nodes=2)])
+    by = {(p["devices"], p["num_nodes"]): p for p in points}
+    assert len(points) == 3 and by[2, 1]["speedup"] == pytest.approx(2.0)
+    assert by[2, 2]["speedup"] == pytest.approx(1.25) and by[2, 2]["label"] == "2x1"
+
+
+def test_weak_efficiency_and_throughput_per_device():
+    points = summarize([_result(10, 1, scaling="weak", throughput=100),
+                        _result(12.5, 4, nodes=2, scaling="weak", throughput=320)])
+    four = next(p for p in points if p["devices"] == 4)
+    assert four["weak_efficiency"] == pytest.approx(0.8)  # T1/TN = 10/12.5
+    assert four["speedup"] is None and four["efficiency"] is None  # speedup does not apply
+    assert four["per_device_img_s"] == pytest.approx(80.0)
+
+
+def test_invalid_runs_are_not_figures_and_no_reference_gives_no_speedup():
+    points = summarize([_result(100, 1, status="failed"), _result(30, 1, sanity=False), _result(50, 2)])
+    one = next(p for p in points if p["devices"] == 1)
+    two = next(p for p in points if p["devices"] == 2)
+    assert one["fit_s"] is None and one["valid"] == 0 and one["runs"] == 2
+    assert two["speedup"] is None and two["efficiency"] is None
+
+
+def test_strong_and_weak_points_are_never_pooled():
+    points = summarize([_result(100, 1), _result(10, 1, scaling="weak"), _result(50, 2), _result(20, 2, scaling="weak")])
+    assert {(p["scaling"], p["devices"]): p["fit_s"]["n"] for p in points} == \
+        {("strong", 1): 1, ("strong", 2): 1, ("weak", 1): 1, ("weak", 2): 1}
+    assert next(p for p in points if p["scaling"] == "weak" and p["devices"] == 2)["weak_efficiency"] == 0.5
+
+
+def test_breakdown_shares_of_the_median_step():
+    points = summarize([_result(100, 2, breakdown=(0.002, 0.005, 0.002, 0.001))])
+    b = points[0]["breakdown"]
+    assert b["step_s"] == pytest.approx(0.010)
+    assert (b["data_wait_share"], b["compute_share"], b["allreduce_share"]) == pytest.approx((0.2, 0.5, 0.2))
+    table = format_table(points)
+    assert "| ddp" in table and "20 %" in table and "50 %" in table
+
+
+def test_weak_overrides_scale_batch_images_and_lr_by_devices():
+    over = weak_overrides("smoke", {"case": "ddp", "data": "synthetic", "devices": 2, "num_nodes": 2, "scaling": "weak",
+                                    "train_samples": 1000, "global_batch_size": 48, "lr": None})
+    assert (over["global_batch_size"], over["train_samples"], over["lr"]) == (192, 4000, pytest.approx(0.08))
+    config = make_config("smoke", **over)
+    assert config.per_device_batch_size == 48 and config.scaling == "weak"
+    assert weak_overrides("smoke", {"case": "ddp", "scaling": "strong", "devices": 3}) == \
+        {"case": "ddp", "scaling": "strong", "devices": 3}
+    assert "lr_1 x N" in LR_RULE
+
+
+def test_weak_scaling_needs_train_samples_and_scaling_is_validated():
+    with pytest.raises(ConfigError, match="--train-samples"):
+        weak_overrides("cpu", {"case": "ddp", "data": "synthetic", "devices": 2, "scaling": "weak"})
+    with pytest.raises(ConfigError, match="scaling"):
+        make_config("smoke", data="synthetic", scaling="diagonal")
+
+
+def test_log2_axis_when_points_double_and_worst_exit_status():
+    assert doubles([1, 2, 2, 4]) and doubles([1, 2]) and not doubles([1, 2, 3]) and not doubles([4])
+    assert worst([0, 3, 1]) == 1 and worst([0, 4, 1]) == 4 and worst([0, 2]) == 2 and worst([0, 0]) == 0
+    assert worst([0, -9]) == 1
+
+
+def test_chart_is_written(tmp_path):
+    points = summarize([_result(100, 1), _result(50, 2), _result(40, 4, nodes=2)])
+    path = plot_sweep(points, tmp_path / "sweep.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_sweep([], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
