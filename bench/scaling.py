@@ -22,7 +22,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from bench.records import devices_used
+from bench.records import devices_used, problem_of
 from bench.stats import summary_stats
 from bench.steptable import PARTS, case_breakdown
 from bench.config import ConfigError, make_config
@@ -59,9 +59,9 @@ def weak_overrides(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_figure(result: dict[str, Any]) -> bool:
-    """Whether a run's times may be used: ok, sanity passed, not profiled."""
-    return (result.get("status") == "ok" and bool((result.get("sanity") or {}).get("passed"))
-            and not result.get("profiled"))
+    """Whether a run's times may be used: the one validity rule of :func:`bench.records.problem_of`
+    (ok, sanity passed, not profiled, no test knob)."""
+    return problem_of(result, (result.get("metrics") or {}).get("fit_s")) is None
 
 
 def point_key(result: dict[str, Any]) -> tuple[str, str, int, int]:

@@ -127,9 +127,10 @@ def _point_config(args: argparse.Namespace, nodes: int, devices: int):
 def run(args: argparse.Namespace) -> int:
     """The ``sweep`` command (see the module docstring); returns the exit status."""
     if args.from_results:
-        from bench.compare import load_results
+        from bench.records import read_records
 
-        return _summarise(load_results(args.from_results), Path(args.out_dir or Path(args.from_results[0]).parent))
+        results = [r.result for r in read_records(args.from_results)]  # each run once, whatever the globs
+        return _summarise(results, Path(args.out_dir or Path(args.from_results[0]).parent))
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
     points = points_of(args)
