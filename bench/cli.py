@@ -15,60 +15,76 @@ regression found by ``compare``, 2 bad input (configuration, data set, accelerat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from bench.config import CASES, DATA_ENV, DATA_PATHS, MODELS, PRECISIONS, PRESETS, ConfigError, make_config
+from bench.config import CASES, DATA_ENV, PRESETS, BenchConfig, ConfigError, make_config
+from bench.exitcodes import ExitCode
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SANITY = 1, 2, 3
 BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
 
 
 def _add_run_parser(sub) -> None:
-    p = sub.add_parser("run", help="run one benchmark case and write its result JSON")
-    p.add_argument("--case", choices=CASES, default="baseline")
-    p.add_argument("--data", help=f"data set folder/.tar.gz, or 'synthetic' (default: ${DATA_ENV})")
-    p.add_argument("--preset", choices=tuple(PRESETS), default="smoke")
-    p.add_argument("--model", choices=MODELS)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--global-batch-size", type=int, help="images per optimizer step over all devices")
-    p.add_argument("--devices", type=int, help="devices per node (dp: GPUs; default all visible)")
-    p.add_argument("--num-nodes", type=int)
-    p.add_argument("--accelerator", choices=("cpu", "gpu"))
-    p.add_argument("--precision", choices=PRECISIONS)
-    p.add_argument("--train-samples", type=int, help="class-balanced training subset; 0 = all")
-    p.add_argument("--test-samples", type=int, help="class-balanced test subset; 0 = all")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--num-workers", type=int, help="DataLoader workers per rank; -1 = auto")
-    p.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, help="page-locked batches (GPU)")
-    p.add_argument("--persistent-workers", action=argparse.BooleanOptionalAction,
-                   help="keep loader workers between epochs (needs workers)")
-    p.add_argument("--data-path", choices=DATA_PATHS,
-                   help="pil: PIL transforms per image; uint8 (default): uint8 tensor transforms per image; "
-                        "device: the training set on the device, augmented per batch there")
-    p.add_argument("--tf32", action=argparse.BooleanOptionalAction,
-                   help="TensorFloat-32 matmuls and convolutions on Ampere+ GPUs (default on)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   help="network and input batches in channels_last memory format")
-    p.add_argument("--val-every-n-epochs", type=int)
-    p.add_argument("--data-checksums", help="official (default), skip, or a JSON file {name: md5}")
-    p.add_argument("--cache-dir", help="decoded-data cache folder (default $BENCH_CACHE or ~/.cache/cifar-bench)")
-    p.add_argument("--init-weights", help="start from this network state_dict (from --save-weights)")
-    p.add_argument("--save-weights", action="store_true", default=None,
-                   help="write the trained network beside the result JSON (<run_id>.weights.pt)")
-    p.add_argument("--out", dest="out_dir", help="folder for the result JSON (default: runs)")
-    p.add_argument("--step-breakdown", action=argparse.BooleanOptionalAction,
-                   help="time each step's data wait, compute and all-reduce (default on; on GPU it "
-                        "synchronises the device a few times per step: --no-step-breakdown for the purest times)")
-    p.add_argument("--profile", action="store_true", default=None,
-                   help="torch.profiler over a window of training steps: traces per global rank in "
-                        "OUT/profiles/RUN_ID/rank<R>/; the result is marked profiled (not a benchmark figure)")
-    p.add_argument("--profile-wait", type=int, help="steps skipped before the profiler's warm-up (default 5)")
-    p.add_argument("--profile-warmup", type=int, help="steps traced and discarded (default 2)")
-    p.add_argument("--profile-active", type=int, help="steps recorded in the trace (default 3)")
+    # Every option is generated from a BenchConfig field and its documentation (bench/config.py),
+    # so the help, its defaults and the config cannot drift apart. "resolve": an option added by
+    # hand below the loop replaces the generated one of the same name.
+    p = sub.add_parser("run", help="run one benchmark case and write its result JSON", conflict_handler="resolve",
+                       description="Run one benchmark case and write its result JSON. Options left out keep "
+                                   "the preset's value (shown per preset where the presets differ).")
+    for f in dataclasses.fields(BenchConfig):
+        _add_field_option(p, f)
     p.add_argument("--repeats", type=int, default=1,
-                   help="run the case N times, each in a fresh process with its own JSON (fit_s samples)")
+                   help="run the case N times, each in a fresh process with its own JSON (fit_s samples) "
+                        "(default: 1)")
+
+
+def _add_field_option(p: argparse.ArgumentParser, f: dataclasses.Field) -> None:
+    """One ``run`` option for config field ``f``: ``--field-name`` (or metadata ``option``).
+
+    Its default is None ("keep the preset's value", see make_config), except for ``--case`` and
+    ``--preset``, which choose the values; the help line shows the value a run really gets.
+    """
+    meta = f.metadata
+    kwargs: dict = {"dest": f.name, "default": f.default if f.name in ("case", "preset") else None,
+                    "help": _help_line(f)}
+    if f.type in ("bool", bool):
+        kwargs["action"] = argparse.BooleanOptionalAction
+    else:
+        kwargs["type"] = {"int": int, "float": float}.get(str(getattr(f.type, "__name__", f.type)), str)
+        kwargs["choices"] = meta.get("choices")
+        if not kwargs["choices"]:
+            kwargs["metavar"] = meta.get("metavar") or {int: "N", float: "X"}.get(kwargs["type"], "TEXT")
+    p.add_argument(meta.get("option", "--" + f.name.replace("_", "-")), **kwargs)
+
+
+def _help_line(f: dataclasses.Field) -> str:
+    """``meaning [unit] (default: ...)``, from the field's metadata; ``%`` escaped for argparse."""
+    meta = f.metadata
+    unit = f" [{meta['unit']}]" if meta.get("unit") else ""
+    text = f"{meta.get('help', '(undocumented config field)')}{unit} (default: {_default_text(f)})"
+    return text.replace("%", "%%")
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    """The default a run gets: the metadata's ``default_text``, the value per preset where a preset
+    sets the field, else the field's default; then the metadata's ``default_note``."""
+    meta = f.metadata
+    if "default_text" in meta:
+        text = meta["default_text"]
+    elif f.name != "preset" and any(f.name in values for values in PRESETS.values()):
+        text = "by preset: " + ", ".join(f"{name} {_shown(values.get(f.name, f.default))}"
+                                          for name, values in PRESETS.items())
+    else:
+        text = _shown(f.default)
+    return f"{text}; {meta['default_note']}" if meta.get("default_note") else text
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value == "" else str(value)
 
 
 def _add_data_parser(sub) -> None:
@@ -82,9 +98,30 @@ def _add_data_parser(sub) -> None:
     r.add_argument("--cache-dir")
 
 
+# The top-level --help, as plain text (the module docstring is for developers).
+DESCRIPTION = """\
+Time data-parallel training of a CNN on CIFAR-10 as three cases (baseline: one device,
+dp: DataParallel over the GPUs of a node, ddp: one process per device, across nodes),
+write each run as JSON, and compare runs against stored baselines. Same as: python -m bench"""
+
+EXAMPLES = """\
+examples:
+  cifar-bench run --case ddp --devices 2 --preset cpu --data ../shared/data/cifar10-jpeg.tar.gz
+  cifar-bench run --help                      every option, with its default per preset
+  cifar-bench table runs/bench-*/*.json
+  cifar-bench compare runs/bench-*/*.json --baseline a100-2node
+  cifar-bench report runs/bench-*/*.json --out report/"""
+
+
+def _epilog() -> str:
+    codes = ", ".join(f"{c.value} {c.name.lower().replace('_', ' ')}" for c in ExitCode)
+    return f"{EXAMPLES}\n\nexit status: {codes} (see docs/exit-codes.md)"
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``cifar-bench``."""
-    ap = argparse.ArgumentParser(prog="cifar-bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="cifar-bench", description=DESCRIPTION, epilog=_epilog(),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
     _add_data_parser(sub)
@@ -117,12 +154,8 @@ def _add_compare_parsers(sub) -> None:
 
 
 def _run_config(args: argparse.Namespace):
-    fields = ("case", "data", "model", "epochs", "global_batch_size", "devices", "num_nodes", "accelerator",
-              "precision", "train_samples", "test_samples", "lr", "seed", "num_workers", "pin_memory",
-              "persistent_workers", "data_path", "tf32", "channels_last", "val_every_n_epochs",
-              "data_checksums", "cache_dir", "init_weights", "save_weights", "out_dir",
-              "step_breakdown", "profile", "profile_wait", "profile_warmup", "profile_active")
-    overrides = {f: getattr(args, f) for f in fields}
+    # every field has a generated option (None = not given: the preset's value); the preset chooses
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig) if f.name != "preset"}
     if args.case == "dp":
         overrides["accelerator"] = overrides["accelerator"] or "gpu"
         overrides["devices"] = overrides["devices"] or _visible_gpus() or 2
