@@ -197,15 +197,22 @@ def cmd_repeats(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    from bench.environment import GPUUnavailableError
     from bench.results import format_table
     from bench.runner import run_case
+    from bench.sources import DataError
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
     if args.repeats > 1:
         return cmd_repeats(args, argv if argv is not None else sys.argv[1:])
     config = _run_config(args)
-    result = run_case(config)
+    missing = [p for p in (Path(config.out_dir), *Path(config.out_dir).parents) if not p.exists()]
+    try:
+        result = run_case(config)
+    except (ConfigError, DataError, GPUUnavailableError):
+        _remove_empty(missing)  # bad input writes nothing: not even the --out folder the run's checks made
+        raise
     if result is None:  # not global rank 0: rank 0 reports
         return 0
     print(format_table([result]))
@@ -223,6 +230,15 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         print(f"sanity check failed: {result['sanity']}", file=sys.stderr)
         return EXIT_SANITY
     return 0
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these folders (deepest first) where they are empty; leave any that holds something."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -253,6 +269,28 @@ _QUIET = (
     r".*sync_dist=True.* when logging on epoch level.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
 )
+
+
+def _quiet_inapplicable_notices() -> None:
+    """Silence, at their source, Lightning's notices that do not apply to a benchmark run."""
+    import logging
+    import os
+    import warnings
+
+    for pattern in _QUIET:
+        warnings.filterwarnings("ignore", message=pattern)
+    if not os.environ.get("SLURM_JOB_ID"):
+        # Lightning warns whenever an `srun` is on PATH but the process was not started by it. Outside
+        # a Slurm job there is nothing to start it with (a login node, or this machine, where the local
+        # test cluster's srun is installed); inside a job (sbatch running python directly) it applies.
+        warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
+    advert = logging.Filter()
+    # Lightning 2.6 advertises its cloud logging product (LitLogger/litmodels) at every Trainer start:
+    # an advert, not a notice about this run. Its other messages (GPU available, ...) stay.
+    advert.filter = lambda record: not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning_utilities.core.rank_zero"):
+        logging.getLogger(name).addFilter(advert)
 
 
 def cmd_mark_interrupted(args: argparse.Namespace) -> int:
@@ -294,10 +332,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
-    import warnings
-
-    for pattern in _QUIET:
-        warnings.filterwarnings("ignore", message=pattern)
+    _quiet_inapplicable_notices()
     args = parser().parse_args(argv)
     from bench.environment import GPUUnavailableError
     from bench.sources import DataError
