@@ -113,6 +113,17 @@ examples:
   cifar-bench report runs/bench-*/*.json --out report/"""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line, in the form of every other bad-input error (exit 2).
+
+    (argparse prints the whole usage, 20 lines for ``run``, before its one-line reason.)
+    Subparsers are built with the same class.
+    """
+
+    def error(self, message: str):
+        self.exit(int(ExitCode.BAD_INPUT), f"cifar-bench: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _epilog() -> str:
     codes = ", ".join(f"{c.value} {c.name.lower().replace('_', ' ')}" for c in ExitCode)
     return f"{EXAMPLES}\n\nexit status: {codes} (see docs/exit-codes.md)"
@@ -120,8 +131,8 @@ def _epilog() -> str:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``cifar-bench``."""
-    ap = argparse.ArgumentParser(prog="cifar-bench", description=DESCRIPTION, epilog=_epilog(),
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="cifar-bench", description=DESCRIPTION, epilog=_epilog(),
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
     _add_data_parser(sub)
