@@ -16,6 +16,7 @@ run's metrics and the full result under ``extra_info["result"]``.
 from __future__ import annotations
 
 import os
+import warnings
 
 import pytest
 
@@ -52,6 +53,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.benchmark_json = None  # only global rank 0 writes the suite's JSON
         config.option.benchmark_autosave = False
         config.option.benchmark_save = None
+        # ...and only its call is timed and shown: a job's output had one table per rank otherwise
+        config.option.benchmark_disable = True
+    # A session whose only case was skipped (the dp step on a node without 2 GPUs) has nothing to
+    # save; pytest-benchmark warns about it although the skip and its reason are reported.
+    warnings.filterwarnings("ignore", message="Not saving anything, no benchmarks have been run")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
