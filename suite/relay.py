@@ -80,9 +80,12 @@ def _show(config: pytest.Config, line: str) -> None:
         reporter.flush()
 
 
-def stop_on(failed: CaseFailed) -> None:
-    """Turn a failed child into pytest's outcome: bad input stops the whole session with exit
-    status 2 (every case would refuse it the same way); any other failure fails this case."""
+def stop_on(failed: CaseFailed | CaseSkipped) -> None:
+    """Turn the child's outcome into pytest's: a skip skips this case; bad input stops the whole
+    session with exit status 2 (every case would refuse it the same way); any other failure fails
+    this case."""
+    if isinstance(failed, CaseSkipped):
+        pytest.skip(str(failed))
     if failed.returncode == ExitCode.BAD_INPUT:
         pytest.exit(f"{failed}; nothing was run", returncode=int(ExitCode.BAD_INPUT))
     pytest.fail(str(failed), pytrace=False)

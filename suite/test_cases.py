@@ -74,12 +74,13 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
 
     # pytest-benchmark's table times the whole call; its group name says so beside the figures
     benchmark.group = WALL_TIME_GROUP
+    stopped = None
     try:
         benchmark.pedantic(once, rounds=config.getoption("--bench-rounds"), iterations=1, warmup_rounds=0)
-    except CaseSkipped as skip:
-        pytest.skip(str(skip))
-    except CaseFailed as failed:
-        stop_on(failed)
+    except (CaseSkipped, CaseFailed) as outcome:
+        stopped = outcome
+    if stopped is not None:  # outside the except block: pytest's outcome without a chained traceback
+        stop_on(stopped)
     if global_rank() != 0:
         return None
     fit = [r["metrics"]["fit_s"] for r in results]

@@ -1,7 +1,8 @@
 """Bad input given to `make bench` reaches the user as the run's own one-line error and exit status.
 
 Run:  .venv/bin/python -m pytest -q tests/test_make_bench_errors.py
-      (5 `make bench` calls that stop before training: about 20 s each on 2 idle cores)
+      (5 `make bench` calls that stop before training and one suite run of a few seconds of
+      training: 20-50 s each on the shared 2-core machine, about 3-5 minutes in all)
 
 Each bad value goes the way a user gives it (make variables), through pytest and the suite to
 `cifar-bench run`, which refuses it. Checked: exit status 2 (bad input), the run's message said
@@ -62,3 +63,28 @@ def test_make_bench_reports_the_runs_own_error_once(name: str, bad_inputs: Path)
     assert "Traceback" not in out and "min() arg" not in out, out
     left = sorted(str(p) for p in runs.rglob("*.json")) if runs.exists() else []
     assert left == [], f"a failed suite left result files: {left}"
+
+
+def test_a_case_that_fails_its_sanity_check_fails_once_with_its_status(tmp_path: Path):
+    """Not bad input: the run trains, fails its sanity check (exit 3) and the suite fails that case
+    with the status, without pytest-benchmark's traceback and without writing suite.json."""
+    import os
+    import sys
+
+    from tests.conftest import write_image_tree
+
+    tree = write_image_tree(tmp_path / "tree")  # real images: accuracy is judged (not on synthetic data)
+    out = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-k", "test_baseline",
+                           "--bench-preset", "smoke", "--bench-data", str(tree), "--bench-out", str(out),
+                           "--benchmark-json", str(out / "suite.json"), "--bench-arg=--train-samples=0",
+                           "--bench-arg=--test-samples=0", "--bench-arg=--global-batch-size=20",
+                           "--bench-arg=--accuracy-floor=1.0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "BENCH_CACHE": str(tmp_path / "cache")})
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text
+    assert text.count("baseline: `cifar-bench run` exit status 3 (sanity)") == 1, text
+    assert "[baseline] baseline: epoch 1/1 done" in text  # the child's lines were relayed
+    assert "Traceback" not in text and "min() arg" not in text, text
+    assert not (out / "suite.json").exists()
