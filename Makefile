@@ -1,4 +1,4 @@
-# cifar-bench: make setup | make bench | make test | make lock | make cluster-up | make cluster-down
+# cifar-bench: make setup | bench | test | data | image | lock | cluster-up | cluster-down | clean
 # Run `make help` for what each target does.
 
 PYTHON ?= python3.11
@@ -9,6 +9,7 @@ BENCH_DATA ?= $(abspath ../shared/data/cifar10-jpeg.tar.gz)
 PRESET ?= cpu
 STAMP  := $(shell date -u +%Y%m%dT%H%M%SZ)
 RUNS   ?= runs/bench-$(STAMP)
+BENCH_ARGS ?=
 
 # Where `make data` stages the data set and its decoded cache.
 DATA_DIR ?= data
@@ -16,26 +17,37 @@ DATA_DIR ?= data
 .PHONY: help setup bench test lock data image container-tools cluster-up cluster-down clean
 
 help:
-	@echo "make setup        create $(VENV) and install the locked dependencies (requirements.lock)"
+	@echo "make setup        create $(VENV) with the locked dependencies (requirements.lock: torch, lightning, ...;"
+	@echo "                  about 6 GB on disk, 2-5 minutes the first time; a no-op while the lock is unchanged)"
 	@echo "make bench        the main job: baseline, dp, ddp on real CIFAR-10 (PRESET=$(PRESET)), JSON in runs/"
-	@echo "make test         start the local Slurm cluster and run the whole test suite"
+	@echo "                  BENCH_DATA=PATH  PRESET=smoke|cpu|full  RUNS=DIR  BENCH_ARGS='--epochs 1 ...' (to cifar-bench run)"
+	@echo "make test         start the local Slurm cluster and run every test (about 25 minutes on 2 cores)"
 	@echo "make data         stage CIFAR-10 once (login node): DATA_DIR=dir [ARCHIVE=file] -> decoded cache in DATA_DIR/cache"
+	@echo "make image        build cifar.sif (Apptainer; IMAGE_FROM=docker via the Dockerfile; CUDA_VARIANT=cu130|cu128|cu126)"
 	@echo "make lock         regenerate requirements.lock from requirements.in (pip-compile, hashes)"
-	@echo "make cluster-up / cluster-down   the local 2-node Slurm cluster used by the tests"
+	@echo "make cluster-up / cluster-down   start / stop the local 2-node Slurm cluster used by the tests"
+	@echo "make clean        delete runs/ and .benchmarks/ (results of earlier runs)"
 
 setup: $(VENV)/.installed
 
 # Exactly the lock, hash-checked, no resolver: CI and the container install the same files.
 $(VENV)/.installed: requirements.lock pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --quiet --require-hashes --no-deps -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
-	touch $@
+	@echo "setup: installing $$(grep -c '^[A-Za-z0-9]' requirements.lock) locked packages (torch, lightning, torchvision, ...;" \
+	  "6 GB on disk) into $(VENV): 2-5 minutes the first time, longer on a slow network"
+	@start=$$(date +%s); \
+	$(PYTHON) -m venv $(VENV) && \
+	$(BIN)/pip install --quiet --quiet --require-hashes --no-deps -r requirements.lock && \
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable . && \
+	echo "setup: done in $$(( $$(date +%s) - start )) s; commands: $(BIN)/cifar-bench, $(BIN)/pytest, $(BIN)/tensorboard" \
+	  "(or: source $(BIN)/activate)"
+	@touch $@
 
+# The run itself checks BENCH_DATA, PRESET and BENCH_ARGS: a bad value stops the suite with the run's
+# own one-line error and its exit status (2), and no suite.json is written.
 bench: setup
-	@test -e "$(BENCH_DATA)" || { echo "no data at $(BENCH_DATA): set BENCH_DATA=PATH (see README, Data)"; exit 2; }
 	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest suite -p no:cacheprovider -q \
-	  --bench-preset $(PRESET) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json
+	  --bench-preset $(PRESET) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json \
+	  $(foreach arg,$(BENCH_ARGS),--bench-arg=$(arg))
 	@echo "results: $(RUNS)/ (one JSON per case, suite.json from pytest-benchmark)"
 
 test: setup cluster-up container-tools

@@ -16,64 +16,29 @@ bench.recording, ``report``: bench.report); none of them imports torch or Lightn
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from bench.config import CASES, DATA_ENV, DATA_PATHS, MODELS, PRECISIONS, PRESETS, ConfigError, make_config
-
+from bench.config import CASES, DATA_ENV, PRESETS, BenchConfig, ConfigError, make_config
 from bench.exitcodes import ExitCode
+from bench.options import add_field_option
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SANITY = ExitCode.FAILED, ExitCode.BAD_INPUT, ExitCode.SANITY
 
 
 def _add_run_parser(sub) -> None:
-    p = sub.add_parser("run", help="run one benchmark case and write its result JSON")
-    p.add_argument("--case", choices=CASES, default="baseline")
-    p.add_argument("--data", help=f"data set folder/.tar.gz, or 'synthetic' (default: ${DATA_ENV})")
-    p.add_argument("--preset", choices=tuple(PRESETS), default="smoke")
-    p.add_argument("--model", choices=MODELS)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--global-batch-size", type=int, help="images per optimizer step over all devices")
-    p.add_argument("--devices", type=int, help="devices per node (dp: GPUs; default all visible)")
-    p.add_argument("--num-nodes", type=int)
-    p.add_argument("--accelerator", choices=("cpu", "gpu"))
-    p.add_argument("--precision", choices=PRECISIONS)
-    p.add_argument("--train-samples", type=int, help="class-balanced training subset; 0 = all")
-    p.add_argument("--test-samples", type=int, help="class-balanced test subset; 0 = all")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--num-workers", type=int, help="DataLoader workers per rank; -1 = auto")
-    p.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, help="page-locked batches (GPU)")
-    p.add_argument("--persistent-workers", action=argparse.BooleanOptionalAction,
-                   help="keep loader workers between epochs (needs workers)")
-    p.add_argument("--data-path", choices=DATA_PATHS,
-                   help="pil: PIL transforms per image; uint8 (default): uint8 tensor transforms per image; "
-                        "device: the training set on the device, augmented per batch there")
-    p.add_argument("--tf32", action=argparse.BooleanOptionalAction,
-                   help="TensorFloat-32 matmuls and convolutions on Ampere+ GPUs (default on)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   help="network and input batches in channels_last memory format")
-    p.add_argument("--val-every-n-epochs", type=int)
-    p.add_argument("--data-checksums", help="official (default), skip, or a JSON file {name: md5}")
-    p.add_argument("--cache-dir", help="decoded-data cache folder (default $BENCH_CACHE or ~/.cache/cifar-bench)")
-    p.add_argument("--init-weights", help="start from this network state_dict (from --save-weights)")
-    p.add_argument("--save-weights", action="store_true", default=None,
-                   help="write the trained network beside the result JSON (<run_id>.weights.pt)")
-    p.add_argument("--out", dest="out_dir", help="folder for the result JSON (default: runs)")
-    p.add_argument("--step-breakdown", action=argparse.BooleanOptionalAction,
-                   help="time each step's data wait, compute and all-reduce (default on; on GPU it "
-                        "synchronises the device a few times per step: --no-step-breakdown for the purest times)")
-    p.add_argument("--profile", action="store_true", default=None,
-                   help="torch.profiler over a window of training steps: traces per global rank in "
-                        "OUT/profiles/RUN_ID/rank<R>/; the result is marked profiled (not a benchmark figure)")
-    p.add_argument("--profile-wait", type=int, help="steps skipped before the profiler's warm-up (default 5)")
-    p.add_argument("--profile-warmup", type=int, help="steps traced and discarded (default 2)")
-    p.add_argument("--profile-active", type=int, help="steps recorded in the trace (default 3)")
-    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, help="cuDNN autotuner (default: on for GPU)")
-    p.add_argument("--sync-batchnorm", action=argparse.BooleanOptionalAction, help="ddp: BatchNorm over all ranks")
-    p.add_argument("--scaling", choices=("strong", "weak"), help="weak: --global-batch-size, --train-samples and --lr are the 1-device point's, scaled by the devices (docs/scaling.md)")
+    # Every option is generated from a BenchConfig field and its documentation (bench/options.py),
+    # so the help, its defaults and the config cannot drift apart. "resolve": an option added by
+    # hand below the loop replaces the generated one of the same name.
+    p = sub.add_parser("run", help="run one benchmark case and write its result JSON", conflict_handler="resolve",
+                       description="Run one benchmark case and write its result JSON. Options left out keep "
+                                   "the preset's value (shown per preset where the presets differ).")
+    for f in dataclasses.fields(BenchConfig):
+        add_field_option(p, f)
     p.add_argument("--repeats", type=int, default=1,
-                   help="run the case N times, each in a fresh process with its own JSON (fit_s samples)")
+                   help="run the case N times, each in a fresh process with its own JSON (fit_s samples) "
+                        "(default: 1)")
 
 
 def _add_data_parser(sub) -> None:
@@ -87,11 +52,43 @@ def _add_data_parser(sub) -> None:
     r.add_argument("--cache-dir")
 
 
+# The top-level --help, as plain text (the module docstring is for developers).
+DESCRIPTION = """\
+Time data-parallel training of a CNN on CIFAR-10 as three cases (baseline: one device,
+dp: DataParallel over the GPUs of a node, ddp: one process per device, across nodes),
+write each run as JSON, and compare runs against stored baselines. Same as: python -m bench"""
+
+EXAMPLES = """\
+examples:
+  cifar-bench run --case ddp --devices 2 --preset cpu --data ../shared/data/cifar10-jpeg.tar.gz
+  cifar-bench run --help                      every option, with its default per preset
+  cifar-bench table runs/bench-*/*.json
+  cifar-bench compare runs/bench-*/*.json --baseline a100-2node
+  cifar-bench report runs/bench-*/*.json --out report/"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line, in the form of every other bad-input error (exit 2).
+
+    (argparse prints the whole usage, 20 lines for ``run``, before its one-line reason.)
+    Subparsers are built with the same class.
+    """
+
+    def error(self, message: str):
+        self.exit(int(ExitCode.BAD_INPUT), f"cifar-bench: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _epilog() -> str:
+    codes = ", ".join(f"{c.value} {c.name.lower().replace('_', ' ')}" for c in ExitCode)
+    return f"{EXAMPLES}\n\nexit status: {codes} (see docs/exit-codes.md)"
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``cifar-bench``."""
     from bench import compare, recording, report, results, sweep
 
-    ap = argparse.ArgumentParser(prog="cifar-bench", description=__doc__.split("\n\n")[0])
+    ap = _Parser(prog="cifar-bench", description=DESCRIPTION, epilog=_epilog(),
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
     _add_data_parser(sub)
@@ -115,13 +112,8 @@ def _add_mark_interrupted_parser(sub) -> None:
 
 
 def _run_config(args: argparse.Namespace):
-    fields = ("case", "data", "model", "epochs", "global_batch_size", "devices", "num_nodes", "accelerator",
-              "precision", "train_samples", "test_samples", "lr", "seed", "num_workers", "pin_memory",
-              "persistent_workers", "data_path", "tf32", "channels_last", "val_every_n_epochs",
-              "data_checksums", "cache_dir", "init_weights", "save_weights", "out_dir",
-              "step_breakdown", "profile", "profile_wait", "profile_warmup", "profile_active",
-              "cudnn_benchmark", "sync_batchnorm", "scaling")
-    overrides = {f: getattr(args, f) for f in fields}
+    # every field has a generated option (None = not given: the preset's value); the preset chooses
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig) if f.name != "preset"}
     if args.case == "dp":
         overrides["accelerator"] = overrides["accelerator"] or "gpu"
         overrides["devices"] = overrides["devices"] or _visible_gpus() or 2
@@ -165,15 +157,22 @@ def cmd_repeats(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    from bench.environment import GPUUnavailableError
     from bench.results import format_table
     from bench.runner import run_case
+    from bench.sources import DataError
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
     if args.repeats > 1:
         return cmd_repeats(args, argv if argv is not None else sys.argv[1:])
     config = _run_config(args)
-    result = run_case(config)
+    missing = [p for p in (Path(config.out_dir), *Path(config.out_dir).parents) if not p.exists()]
+    try:
+        result = run_case(config)
+    except (ConfigError, DataError, GPUUnavailableError):
+        _remove_empty(missing)  # bad input writes nothing: not even the --out folder the run's checks made
+        raise
     if result is None:  # not global rank 0: rank 0 reports
         return 0
     print(format_table([result]))
@@ -191,6 +190,15 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         print(f"sanity check failed: {result['sanity']}", file=sys.stderr)
         return EXIT_SANITY
     return 0
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these folders (deepest first) where they are empty; leave any that holds something."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -215,6 +223,28 @@ _QUIET = (
 )
 
 
+def _quiet_inapplicable_notices() -> None:
+    """Silence, at their source, Lightning's notices that do not apply to a benchmark run."""
+    import logging
+    import os
+    import warnings
+
+    for pattern in _QUIET:
+        warnings.filterwarnings("ignore", message=pattern)
+    if not os.environ.get("SLURM_JOB_ID"):
+        # Lightning warns whenever an `srun` is on PATH but the process was not started by it. Outside
+        # a Slurm job there is nothing to start it with (a login node, or this machine, where the local
+        # test cluster's srun is installed); inside a job (sbatch running python directly) it applies.
+        warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
+    advert = logging.Filter()
+    # Lightning 2.6 advertises its cloud logging product (LitLogger/litmodels) at every Trainer start:
+    # an advert, not a notice about this run. Its other messages (GPU available, ...) stay.
+    advert.filter = lambda record: not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning_utilities.core.rank_zero"):
+        logging.getLogger(name).addFilter(advert)
+
+
 def cmd_mark_interrupted(args: argparse.Namespace) -> int:
     from bench.runner import record_status
 
@@ -226,10 +256,7 @@ def cmd_mark_interrupted(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (see the module docstring)."""
-    import warnings
-
-    for pattern in _QUIET:
-        warnings.filterwarnings("ignore", message=pattern)
+    _quiet_inapplicable_notices()
     args = parser().parse_args(argv)
     if args.command not in ("run", "data", "sweep"):  # the analysis commands: bad files are ValueErrors
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,19 @@ SCALINGS = ("strong", "weak")  # scaling modes of a sweep (docs/scaling.md)
 
 #: Environment variable that gives the data path when ``--data`` is not given.
 DATA_ENV = "BENCH_DATA"
+PRESET_NAMES = ("smoke", "cpu", "full")  # the keys of PRESETS (defined below the class that checks them)
+
+
+def _doc(default: Any, help: str, unit: str | None = None, **extra: Any) -> Any:
+    """A config field with its documentation, readable at run time (``dataclasses.fields(...)[i].metadata``).
+
+    The ``run`` command's options and their ``--help`` lines are generated from it (bench/cli.py).
+    Metadata keys: ``help`` (one line), ``unit`` (or None), and optionally ``choices`` (allowed
+    values), ``metavar``, ``option`` (the option's name when not ``--field-name``), ``default_text`` (the
+    default as a user sees it, where the field's value is a placeholder) and ``default_note``
+    (where the default changes with the case or the machine).
+    """
+    return field(default=default, metadata={"help": help, "unit": unit, **extra})
 
 
 class ConfigError(ValueError):
@@ -32,51 +45,73 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Everything that defines one benchmark run (fields carry their unit in the comment).
+    """Everything that defines one benchmark run; each field's meaning and unit are in its metadata.
 
     Raises:
         ConfigError: on creation, when a field is out of range or fields contradict each other
             (for example a global batch size that the world size does not divide).
     """
 
-    case: str = "baseline"  # one of CASES
-    preset: str = "smoke"  # preset the values started from (recorded, not re-applied)
-    model: str = "simple_cnn"  # one of MODELS
-    data: str = "synthetic"  # path to the data set (folder or .tar.gz) or "synthetic"
-    data_checksums: str = "official"  # "official", "skip", or path to JSON {file name: md5}
-    cache_dir: str = ""  # folder for the decoded-tensor cache; "" = $BENCH_CACHE or ~/.cache/cifar-bench
-    train_samples: int = 0  # training images used per epoch (class-balanced subset); 0 = all
-    test_samples: int = 0  # test images evaluated (class-balanced subset); 0 = all
-    epochs: int = 1  # passes over the training set; 0 = no training, only test the initial weights
-    global_batch_size: int = 256  # images per optimizer step, summed over all devices
-    eval_batch_size: int = 1000  # images per test step, per device
-    lr: float = 0.05  # SGD learning rate (per optimizer step on the global batch)
-    momentum: float = 0.9  # SGD momentum (dimensionless)
-    weight_decay: float = 5e-4  # L2 penalty (dimensionless)
-    seed: int = 0  # seed of weights, data order, augmentation and synthetic data
-    accelerator: str = "cpu"  # "cpu" or "gpu"; "gpu" fails when no usable GPU exists
-    devices: int = 1  # devices per node (GPUs, or processes on CPU); dp: GPUs driven by one process
-    num_nodes: int = 1  # nodes (ddp only)
-    precision: str = "32-true"  # Lightning precision string, one of PRECISIONS
-    num_workers: int = -1  # DataLoader worker processes per rank; -1 = auto (see bench.cases.loader_workers)
-    pin_memory: bool = False  # page-locked host memory for batches (GPU only)
-    persistent_workers: bool = False  # keep loader workers between epochs (needs num_workers > 0)
-    data_path: str = "uint8"  # one of DATA_PATHS: per-image PIL, per-image uint8 tensors, or batched on the device
-    tf32: bool = True  # TensorFloat-32 for float32 matmuls and cuDNN convolutions (Ampere+ GPUs only)
-    channels_last: bool = False  # network weights and input batches in torch.channels_last memory format
-    val_every_n_epochs: int = 0  # evaluate the test set during fit every N epochs; 0 = only after fit
-    accuracy_floor: float = 0.0  # sanity check: test accuracy must reach this fraction (0..1)
-    init_weights: str = ""  # network state_dict file (from --save-weights) to start from; "" = seeded init
-    save_weights: bool = False  # write the trained network's state_dict beside the result JSON
-    out_dir: str = "runs"  # folder that receives the result JSON
-    step_breakdown: bool = True  # time data wait / compute / all-reduce of every step (GPU: a few syncs per step)
-    profile: bool = False  # torch.profiler over a window of training steps; the result is marked profiled
-    profile_wait: int = 5  # training steps skipped before the profiler's warm-up (steps)
-    profile_warmup: int = 2  # steps traced and discarded (>= 1), so start-up costs stay out of the window (steps)
-    profile_active: int = 3  # steps recorded in the trace (steps); bigger windows give bigger traces
-    cudnn_benchmark: bool | None = None  # cuDNN autotuner for convolutions; None = on for GPU, off for CPU (recorded resolved)
-    sync_batchnorm: bool = False  # BatchNorm statistics over all ranks (ddp on GPU: SyncBatchNorm); off = per rank
-    scaling: str = "strong"  # "strong" (same global work at every world size) or "weak" (same work per device; bench.scaling)
+    case: str = _doc("baseline", "benchmark case: baseline (one device), dp (DataParallel), ddp (one process "
+                     "per device)", choices=CASES)
+    preset: str = _doc("smoke", "preset the values start from (recorded, not re-applied)", choices=PRESET_NAMES)
+    model: str = _doc("simple_cnn", "network to train", choices=MODELS)
+    data: str = _doc("synthetic", "data set: a folder or .tar.gz (official CIFAR-10 or class-per-folder), or "
+                     "'synthetic'", default_text=f"${DATA_ENV}",
+                     metavar="PATH")
+    data_checksums: str = _doc("official", "MD5 check of the official files: official, skip, or a JSON file "
+                               "{file name: md5}",
+                               metavar="MODE|PATH")
+    cache_dir: str = _doc("", "folder of the decoded-data cache",
+                          default_text="$BENCH_CACHE, else ~/.cache/cifar-bench", metavar="PATH")
+    train_samples: int = _doc(0, "training images per epoch (class-balanced subset); 0 = all", unit="images")
+    test_samples: int = _doc(0, "test images evaluated (class-balanced subset); 0 = all", unit="images")
+    epochs: int = _doc(1, "passes over the training set; 0 = no training, only test the initial weights",
+                       unit="epochs")
+    global_batch_size: int = _doc(256, "images per optimizer step, summed over all devices", unit="images")
+    eval_batch_size: int = _doc(1000, "images per test step, per device", unit="images")
+    lr: float = _doc(0.05, "SGD learning rate (per optimizer step on the global batch)")
+    momentum: float = _doc(0.9, "SGD momentum (dimensionless)")
+    weight_decay: float = _doc(5e-4, "L2 penalty (dimensionless)")
+    seed: int = _doc(0, "seed of weights, data order, augmentation and synthetic data")
+    accelerator: str = _doc("cpu", "cpu or gpu; gpu fails when no usable GPU exists (never falls back to CPU)",
+                            choices=ACCELERATORS, default_note="dp: gpu")
+    devices: int = _doc(1, "devices per node (GPUs, or processes on CPU); dp: GPUs driven by one process",
+                        unit="devices", default_note="dp: every GPU torch sees on the node, at least 2")
+    num_nodes: int = _doc(1, "nodes (ddp only)", unit="nodes")
+    precision: str = _doc("32-true", "Lightning precision", choices=PRECISIONS)
+    num_workers: int = _doc(-1, "DataLoader worker processes per rank; -1 = auto (the rank's cores but one, at "
+                            "most 4 on GPU)", unit="processes")
+    pin_memory: bool = _doc(False, "page-locked host memory for batches (GPU only)", default_note="off on CPU")
+    persistent_workers: bool = _doc(False, "keep loader workers between epochs (needs num_workers > 0)")
+    data_path: str = _doc("uint8", "how training batches are made: pil (PIL transforms per image), uint8 (uint8 "
+                          "tensor transforms per image), device (training set on the device, augmented per batch)",
+                          choices=DATA_PATHS)
+    tf32: bool = _doc(True, "TensorFloat-32 for float32 matmuls and cuDNN convolutions (Ampere+ GPUs only)")
+    channels_last: bool = _doc(False, "network weights and input batches in torch.channels_last memory format")
+    val_every_n_epochs: int = _doc(0, "evaluate the test set during fit every N epochs; 0 = only after fit",
+                                   unit="epochs")
+    accuracy_floor: float = _doc(0.0, "sanity check: the test accuracy must reach this fraction (0..1)",
+                                 unit="fraction")
+    init_weights: str = _doc("", "network state_dict file (from --save-weights) to start from; '' = seeded init",
+                             metavar="PATH")
+    save_weights: bool = _doc(False, "write the trained network's state_dict beside the result JSON "
+                              "(<run_id>.weights.pt)")
+    out_dir: str = _doc("runs", "folder that receives the result JSON", option="--out", metavar="PATH")
+    step_breakdown: bool = _doc(True, "time each step's data wait, compute and all-reduce (GPU: a few device syncs "
+                                "per step; --no-step-breakdown for the purest times)")
+    profile: bool = _doc(False, "torch.profiler over a window of training steps, traces in "
+                         "OUT/profiles/RUN_ID/rank<R>/; the result is marked profiled (never a benchmark figure)")
+    profile_wait: int = _doc(5, "training steps skipped before the profiler's warm-up", unit="steps")
+    profile_warmup: int = _doc(2, "steps traced and discarded (>= 1), so start-up costs stay out of the window",
+                               unit="steps")
+    profile_active: int = _doc(3, "steps recorded in the trace; bigger windows give bigger traces", unit="steps")
+    cudnn_benchmark: bool | None = _doc(None, "cuDNN autotuner for convolutions (recorded resolved)",
+                                        default_text="on for GPU, off for CPU")
+    sync_batchnorm: bool = _doc(False, "BatchNorm statistics over all ranks (ddp on GPU: SyncBatchNorm); off = per rank")
+    scaling: str = _doc("strong", "strong (same global work at every world size) or weak (same work per device: "
+                        "batch, images and lr given are the 1-device point's, scaled by the devices; docs/scaling.md)",
+                        choices=SCALINGS)
 
     def __post_init__(self) -> None:
         if self.cudnn_benchmark is None:  # resolved here, so the recorded config says what ran
@@ -201,6 +236,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                  eval_batch_size=1000, lr=0.05, accelerator="gpu",
                  pin_memory=True, persistent_workers=True, accuracy_floor=0.60),
 }
+
+
+assert tuple(PRESETS) == PRESET_NAMES, "PRESET_NAMES lists the presets"
 
 
 def make_config(preset: str = "smoke", **overrides: Any) -> BenchConfig:

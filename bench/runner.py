@@ -20,6 +20,7 @@ from bench.knobs import StepSleep, active_knobs
 from bench.model import apply_device_settings
 from bench.results import build_result, new_run_id, result_path, utc_now, write_json_atomic
 from bench.profiling import StepProfiler
+from bench.progress import EpochProgress
 from bench.timing import TrainingTimer, steady_state, wall_seconds
 
 
@@ -123,15 +124,17 @@ class Instruments:
     def __init__(self, config: BenchConfig, run_id: str) -> None:
         self.timer, self.breakdown, self.knobs = TrainingTimer(), breakdown.StepBreakdown(), active_knobs()
         self.profiler, self.step_breakdown = None, config.step_breakdown
+        self.progress = EpochProgress(self.timer, config.case)  # one line per epoch, no per-step work
         if config.profile:
             self.profiler = StepProfiler(Path(config.out_dir) / "profiles" / run_id, config.profile_wait,
                                          config.profile_warmup, config.profile_active)
 
     def callbacks(self) -> list:
         # Order matters where hooks coincide: the knob's sleep lies inside the timed steps; the
-        # breakdown marks a step's end before the timer's epoch barrier; the profiler writes last.
+        # breakdown marks a step's end before the timer's epoch barrier; the profiler writes last;
+        # the progress line of the start is printed before the timer's first clock reading.
         knob = [StepSleep(self.knobs)] if self.knobs else []
-        return knob + ([self.breakdown] if self.step_breakdown else []) + [self.timer] + \
+        return knob + ([self.breakdown] if self.step_breakdown else []) + [self.progress, self.timer] + \
             ([self.profiler] if self.profiler else [])
 
 

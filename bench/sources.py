@@ -27,6 +27,8 @@ import torch
 from torchvision.datasets import CIFAR10
 from torchvision.io import ImageReadMode, decode_image
 
+from bench import progress
+
 STAGE_HINT = ("stage the data set with `cifar-bench data download DIR` (needs internet, on a login node), "
               "or pass --data / BENCH_DATA pointing to cifar-10-batches-py/, cifar-10-python.tar.gz, "
               "or a class-per-folder tree or .tar.gz with train/ and test/")
@@ -241,16 +243,31 @@ def _decode_image(blob: bytes, where: str) -> np.ndarray:
 def _iter_image_files(path: Path):
     """Yield (split, class name, file name, bytes) for every image of a folder or .tar.gz tree."""
     if path.is_dir():
-        for file in sorted(path.glob("*/*/*")):
+        for file in progress.bar(iterable=sorted(path.glob("*/*/*")), desc="decoding", unit=" files"):
             m = _MEMBER_RE.match(file.relative_to(path).as_posix())
             if m and file.suffix.lower() in IMAGE_SUFFIXES:
                 yield m.group(1), m.group(2), m.group(3), file.read_bytes()
         return
-    with tarfile.open(path, "r|gz") as tar:  # streamed: no extraction to disk
+    # streamed, no extraction to disk; the bar follows the compressed bytes read (the member count
+    # of a .tar.gz is unknown before the end)
+    with progress.bar(total=path.stat().st_size, desc="decoding", unit="B", unit_scale=True) as shown, \
+            open(path, "rb") as raw, tarfile.open(fileobj=_Counted(raw, shown), mode="r|gz") as tar:
         for member in tar:
             m = _MEMBER_RE.match(member.name)
             if member.isfile() and m and member.name.lower().endswith(IMAGE_SUFFIXES):
                 yield m.group(1), m.group(2), m.group(3), tar.extractfile(member).read()
+
+
+class _Counted:
+    """A binary file whose reads advance a progress bar by the bytes read."""
+
+    def __init__(self, raw, shown) -> None:
+        self.raw, self.shown = raw, shown
+
+    def read(self, size: int = -1) -> bytes:
+        blob = self.raw.read(size)
+        self.shown.update(len(blob))
+        return blob
 
 
 def read_image_folder(path: Path) -> Decoded:

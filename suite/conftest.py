@@ -16,6 +16,7 @@ run's metrics and the full result under ``extra_info["result"]``.
 from __future__ import annotations
 
 import os
+import warnings
 
 import pytest
 
@@ -23,6 +24,8 @@ from bench import environment
 from bench.results import format_table
 
 RESULTS = pytest.StashKey[list]()  # result dicts of the cases run in this session (rank 0)
+# pytest-benchmark's group name, the title of its table: its figures are not the cases' fit_s
+WALL_TIME_GROUP = "wall time of each whole `cifar-bench run` call, start to exit (compare the cases' fit_s, not these)"
 _SKIP_LOG: list[dict] = []  # skipped cases: {"test", "case", "reason"}
 
 
@@ -50,6 +53,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.benchmark_json = None  # only global rank 0 writes the suite's JSON
         config.option.benchmark_autosave = False
         config.option.benchmark_save = None
+        # ...and only its call is timed and shown: a job's output had one table per rank otherwise
+        config.option.benchmark_disable = True
+    # A session whose only case was skipped (the dp step on a node without 2 GPUs) has nothing to
+    # save; pytest-benchmark warns about it although the skip and its reason are reported.
+    warnings.filterwarnings("ignore", message="Not saving anything, no benchmarks have been run")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -84,10 +92,28 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         machine_info.get("cpu", {}).pop(field, None)
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
+    """A failed or stopped suite writes no --benchmark-json: a file with the cases that did run
+    would look like a valid run of the suite. (Runs first, before pytest-benchmark saves.)"""
+    bench_session = getattr(session.config, "_benchmarksession", None)
+    if bench_session is not None and bench_session.json and (session.testsfailed or exitstatus != 0):
+        session.config.stash[JSON_WITHHELD] = str(bench_session.json)
+        bench_session.json = None
+    yield
+
+
+JSON_WITHHELD = pytest.StashKey[str]()
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if withheld := config.stash.get(JSON_WITHHELD, None):
+        terminalreporter.write_line(f"cifar-bench: {withheld} not written: the suite failed (see above)")
     results = config.stash.get(RESULTS, [])
     if results and global_rank() == 0:
         terminalreporter.section("cifar-bench cases")
+        terminalreporter.write_line("fit_s: the training loop only (the figure compared against baselines); "
+                                    "pytest-benchmark's table below times each whole call")
         terminalreporter.write_line(format_table(results))
         for r in results:
             if r.get("path"):

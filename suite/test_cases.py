@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,8 @@ import torch
 from bench import environment
 from bench.baselines import summary_stats
 from bench.results import load_result
-from suite.conftest import RESULTS, global_rank
+from suite.conftest import RESULTS, WALL_TIME_GROUP, global_rank
+from suite.relay import CaseFailed, CaseSkipped, relay_run, stop_on
 
 
 def _devices_and_nodes(config: pytest.Config) -> tuple[int, int]:
@@ -88,20 +88,26 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
     def once() -> None:
         run_id = _run_id(case, len(results))
         env = {**os.environ, "BENCH_RUN_ID": run_id}
-        proc = subprocess.run(_command(config, case, out), env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            pytest.fail(f"{case} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        relay_run(config, case, _command(config, case, out), env)
         if global_rank() == 0:
             result = load_result(out / f"{run_id}.json")
             result["path"] = str(out / f"{run_id}.json")
             results.append(result)
             if result["status"] == "skipped":
                 config.stash[RESULTS].append(result)
-                pytest.skip(result["reason"])
+                raise CaseSkipped(result["reason"])
         else:
             results.append({})
 
-    benchmark.pedantic(once, rounds=config.getoption("--bench-rounds"), iterations=1, warmup_rounds=0)
+    # pytest-benchmark's table times the whole call; its group name says so beside the figures
+    benchmark.group = WALL_TIME_GROUP
+    stopped = None
+    try:
+        benchmark.pedantic(once, rounds=config.getoption("--bench-rounds"), iterations=1, warmup_rounds=0)
+    except (CaseSkipped, CaseFailed) as outcome:
+        stopped = outcome
+    if stopped is not None:  # outside the except block: pytest's outcome without a chained traceback
+        stop_on(stopped)
     if global_rank() != 0:
         return None
     fit = [r["metrics"]["fit_s"] for r in results]
@@ -122,12 +128,15 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
 def _skip_dp_without_gpus(config: pytest.Config, out: Path) -> None:
     """Skip the dp case, recording a skipped result JSON with the reason, on < 2 GPUs."""
     from bench.cases import dp_skip_reason
-    from bench.config import make_config
+    from bench.config import ConfigError, make_config
     from bench.runner import skipped
 
     found = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    dp = make_config(config.getoption("--bench-preset"), case="dp", accelerator="gpu", devices=max(found, 2),
-                     data=config.getoption("--bench-data") or "synthetic", out_dir=str(out))
+    try:
+        dp = make_config(config.getoption("--bench-preset"), case="dp", accelerator="gpu", devices=max(found, 2),
+                         data=config.getoption("--bench-data") or "synthetic", out_dir=str(out))
+    except ConfigError:
+        return  # bad input: the run itself refuses it, with its own message and exit status
     try:
         reason = dp_skip_reason(dp)
     except environment.GPUUnavailableError as err:  # a GPU present but unusable: a failure, not a skip

@@ -1,0 +1,67 @@
+"""The command line's help is generated from the configuration's own field documentation.
+
+Run:  .venv/bin/python -m pytest -q tests/test_cli_help.py   (about 2 s, no training)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from bench.cli import parser
+from bench.config import PRESETS, BenchConfig
+
+
+def _run_help() -> str:
+    sub = next(a for a in parser()._actions if a.dest == "command")
+    return sub.choices["run"].format_help()
+
+
+def test_every_config_field_is_documented_with_a_unit_key():
+    for f in dataclasses.fields(BenchConfig):
+        assert f.metadata.get("help"), f"{f.name}: no help in its metadata (bench.config._doc)"
+        assert "unit" in f.metadata, f"{f.name}: no unit key (None where the value has no unit)"
+
+
+def test_every_run_option_shows_its_default_and_per_preset_values():
+    text = re.sub(r"\s+", " ", _run_help())
+    options = [a for a in next(a for a in parser()._actions if a.dest == "command").choices["run"]._actions
+               if a.option_strings and a.dest != "help"]
+    fields = {f.name for f in dataclasses.fields(BenchConfig)}
+    assert fields <= {a.dest for a in options}, "a config field has no run option"
+    for action in options:
+        assert action.help and "(default:" in action.help, f"{action.option_strings}: no default in its help"
+    # the values that depend on the preset are shown for every preset, read from PRESETS itself
+    for name in ("epochs", "global_batch_size", "lr", "accelerator"):
+        shown = ", ".join(f"{p} {PRESETS[p][name]}" for p in PRESETS)
+        assert f"by preset: {shown}" in text, name
+    assert "dp: every GPU torch sees on the node" in text  # the machine-dependent default of dp's devices
+    assert "--out PATH" in text and "--repeats" in text and "--no-tf32" in text
+
+
+def test_help_texts_come_from_the_field_metadata():
+    text = re.sub(r"\s+", "", _run_help())  # argparse wraps lines, also after hyphens
+    for f in dataclasses.fields(BenchConfig):
+        assert re.sub(r"\s+", "", f.metadata["help"]) in text, f.name
+
+
+def test_top_level_help_is_plain_text_with_exit_status(capsys):
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and ":mod:" not in out  # no reST markup
+    assert "exit status: 0 ok, 1 failed, 2 bad input" in out
+
+
+@pytest.mark.parametrize("flags, field, value", [
+    (["--profile"], "profile", True), (["--save-weights"], "save_weights", True),
+    (["--no-step-breakdown"], "step_breakdown", False), (["--out", "x/y"], "out_dir", "x/y"),
+    (["--momentum", "0.5"], "momentum", 0.5), ([], "momentum", 0.9), ([], "profile", False),
+])
+def test_generated_options_reach_the_config(flags, field, value):
+    from bench.cli import _run_config
+
+    config = _run_config(parser().parse_args(["run", "--data", "synthetic", *flags]))
+    assert getattr(config, field) == value
