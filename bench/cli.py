@@ -9,7 +9,8 @@
     cifar-bench report RESULTS... [--baseline NAME] --out DIR
 
 Exit status: 0 success (also a case skipped on this hardware), 1 training failed or a
-regression found by ``compare``, 2 bad input (configuration, data set, accelerator), 3 a sanity check failed.
+regression found by ``compare``, 2 bad input (configuration, data set, accelerator), 3 a sanity check failed,
+4 interrupted (SIGTERM/SIGINT); docs/exit-codes.md is the table.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.exitcodes import ExitCode
 from bench.config import CASES, DATA_ENV, DATA_PATHS, MODELS, PRECISIONS, PRESETS, ConfigError, make_config
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SANITY = 1, 2, 3
@@ -67,6 +69,7 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--profile-wait", type=int, help="steps skipped before the profiler's warm-up (default 5)")
     p.add_argument("--profile-warmup", type=int, help="steps traced and discarded (default 2)")
     p.add_argument("--profile-active", type=int, help="steps recorded in the trace (default 3)")
+    p.add_argument("--pg-timeout-s", type=float, help="seconds to wait for a missing or dead rank before failing (default 300)")
     p.add_argument("--repeats", type=int, default=1,
                    help="run the case N times, each in a fresh process with its own JSON (fit_s samples)")
 
@@ -100,6 +103,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--data", default="unknown")
     m.add_argument("--out", dest="out_dir", required=True)
     m.add_argument("--reason", required=True)
+    m.add_argument("--status", choices=("interrupted", "failed"), default="interrupted")
     return ap
 
 
@@ -121,7 +125,7 @@ def _run_config(args: argparse.Namespace):
               "precision", "train_samples", "test_samples", "lr", "seed", "num_workers", "pin_memory",
               "persistent_workers", "data_path", "tf32", "channels_last", "val_every_n_epochs",
               "data_checksums", "cache_dir", "init_weights", "save_weights", "out_dir",
-              "step_breakdown", "profile", "profile_wait", "profile_warmup", "profile_active")
+              "step_breakdown", "profile", "profile_wait", "profile_warmup", "profile_active", "pg_timeout_s")
     overrides = {f: getattr(args, f) for f in fields}
     if args.case == "dp":
         overrides["accelerator"] = overrides["accelerator"] or "gpu"
@@ -165,14 +169,18 @@ def cmd_repeats(args: argparse.Namespace, argv: list[str]) -> int:
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from bench.results import format_table
-    from bench.runner import run_case
+    from bench.runner import RunInterrupted, run_case
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
     if args.repeats > 1:
         return cmd_repeats(args, argv if argv is not None else sys.argv[1:])
     config = _run_config(args)
-    result = run_case(config)
+    try:
+        result = run_case(config)
+    except RunInterrupted as err:  # the interrupted result is written (rank 0)
+        print(f"cifar-bench: interrupted: {err}", file=sys.stderr)
+        return ExitCode.INTERRUPTED
     if result is None:  # not global rank 0: rank 0 reports
         return 0
     print(format_table([result]))
@@ -227,7 +235,7 @@ def cmd_mark_interrupted(args: argparse.Namespace) -> int:
 
     config = make_config(args.preset, case=args.case, data=args.data, out_dir=args.out_dir,
                          accelerator="gpu" if args.case == "dp" else None, devices=2 if args.case == "dp" else None)
-    print(f"result: {record_status(config, 'interrupted', args.reason)['path']}")
+    print(f"result: {record_status(config, args.status, args.reason)['path']}")
     return 0
 
 
@@ -267,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", message=pattern)
     args = parser().parse_args(argv)
     from bench.environment import GPUUnavailableError
+    from bench.files import DiskFullError
     from bench.sources import DataError
 
     try:
@@ -279,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, GPUUnavailableError) as err:
         print(f"cifar-bench: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except DiskFullError as err:
+        print(f"cifar-bench: error: {err.strerror}", file=sys.stderr)
+        return ExitCode.FAILED
     except ValueError as err:  # how the result and baseline readers report a bad file
         if args.command == "run":
             raise

@@ -73,6 +73,7 @@ class BenchConfig:
     profile_wait: int = 5  # training steps skipped before the profiler's warm-up (steps)
     profile_warmup: int = 2  # steps traced and discarded (>= 1), so start-up costs stay out of the window (steps)
     profile_active: int = 3  # steps recorded in the trace (steps); bigger windows give bigger traces
+    pg_timeout_s: float = 300.0  # longest wait for a missing or dead rank in set-up or a collective before the run fails (s)
 
     def __post_init__(self) -> None:
         _check_choices(self)
@@ -145,6 +146,8 @@ def _check_ranges(c: BenchConfig) -> None:
         raise ConfigError("--profile needs at least 2 training steps (1 warm-up, 1 recorded): raise "
                           "--train-samples or --epochs, or lower --global-batch-size")
     _check_loader(c)
+    if not c.pg_timeout_s > 0:
+        raise ConfigError(f"pg_timeout_s must be > 0 seconds, got {c.pg_timeout_s}")
     if c.precision != "32-true" and c.accelerator == "cpu" and c.precision == "16-mixed":
         raise ConfigError("precision 16-mixed needs a GPU; use 32-true or bf16-mixed on CPU")
 
