@@ -156,16 +156,23 @@ class _Watch(threading.Thread):
                     os._exit(1)  # ExitCode.FAILED; the main thread may be stuck in a collective
 
 
+def lost_launcher(wait_s: float = 0.0) -> str | None:
+    """In a rank started by Lightning's launcher: the text naming rank 0 when it is gone (this process was
+    re-parented), else None. ``wait_s``: how long to wait for that (s), for a rank whose collective failed
+    a moment before the kernel re-parented it."""
+    if not is_launched_child():
+        return None
+    launcher, deadline = int(os.environ[LAUNCHER_ENV]), time.monotonic() + wait_s
+    while os.getppid() == launcher:
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+    return f"rank 0 (pid {launcher}, host {socket.gethostname()}, the launcher of this node's ranks) died"
+
+
 def parent_watch(record: Callable[[str], None]) -> _Watch:
     """In a rank started by Lightning's launcher: end it (after ``record``) when rank 0, its parent, is gone."""
-    launcher = int(os.environ[LAUNCHER_ENV])
-
-    def check() -> str | None:
-        if os.getppid() != launcher:
-            return f"rank 0 (pid {launcher}, host {socket.gethostname()}, the launcher of this node's ranks) died"
-        return None
-
-    watch = _Watch("bench-parent-watch", check, record)
+    watch = _Watch("bench-parent-watch", lost_launcher, record)
     watch.start()
     return watch
 
@@ -182,3 +189,17 @@ def child_watch(trainer, record: Callable[[str], None]) -> _Watch:
     watch = _Watch("bench-child-watch", check, record, on_fault=lambda: kill_children(trainer, wait_s=2.0))
     watch.start()
     return watch
+
+
+def explain(err: BaseException, config: BenchConfig) -> str | None:
+    """The likely cause and fix of a distributed failure, from the error's text; None when unknown."""
+    text = f"{type(err).__name__}: {err}"
+    if "waiting for clients" in text or "Timed out" in text or "timed out" in text:
+        return (f"a rank did not join or answer within pg_timeout_s={config.pg_timeout_s:g} s: check that all "
+                f"{config.world_size} ranks were started (under Slurm: srun with --ntasks-per-node equal to --devices "
+                f"and -N equal to --num-nodes), that they reach MASTER_ADDR:MASTER_PORT, and the logs of the others")
+    if "closed by peer" in text or "reset by peer" in text:
+        return "another rank died or lost its connection: see its log (under srun: the step output names the task)"
+    if "EADDRINUSE" in text or "address already in use" in text:
+        return "MASTER_PORT is taken by another process on rank 0's host: unset it or choose a free port"
+    return None

@@ -188,8 +188,12 @@ def run_case(config: BenchConfig) -> dict | None:
     except Exception as err:
         watch.stop()
         lost = faults.lost_children(trainer)
-        reason = f"{type(err).__name__}: {err}" + (f" (lost: {'; '.join(lost)})" if lost else "")
+        hint = faults.explain(err, config)
+        reason = f"{type(err).__name__}: {err}" + (f" (lost: {'; '.join(lost)})" if lost else "") + \
+            (f" -- likely cause: {hint}" if hint and not lost else "")
         _write_on_rank_zero(trainer, config.out_dir, status="failed", reason=reason, exclusive=True, **base)
+        if launcher_lost := faults.lost_launcher(wait_s=1.0):  # a surviving rank writes rank 0's record
+            record(f"{launcher_lost}; this rank then failed with {type(err).__name__}: {err}")
         faults.kill_children(trainer)
         _remove_empty_files(Path(config.out_dir) / "tensorboard" / run_id)
         cases.destroy_process_group()

@@ -178,6 +178,7 @@ def test_a_rank_that_never_joins_ends_the_run_at_the_timeout(tmp_path):
     assert proc.returncode == 1, _log(out)[-3000:]
     r = _only_result(out)
     assert r["status"] == "failed" and r["config"]["pg_timeout_s"] == 10
+    assert "did not join or answer within pg_timeout_s=10 s" in r["reason"], r["reason"]
     _assert_nothing_left(out)
 
 
