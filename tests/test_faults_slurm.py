@@ -1,0 +1,127 @@
+"""Faults under the real local Slurm cluster (make cluster-up): a batch script that forgets srun,
+scancel of a running step, and one node's ranks killed under slurm/suite.sh. Each waits a bounded
+time and checks the job's exit status, the result JSON and that no process of the run is left on
+either node (the nodes are network namespaces of this machine: their processes are visible here).
+
+Run (as root, cluster up): .venv/bin/python -m pytest -q -m slurm tests/test_faults_slurm.py
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.results import load_result
+from tests.test_cluster_smoke import _explain, cluster_up, slurm  # noqa: F401 (fixture)
+from tests.test_faults import _assert_nothing_left, _procs
+
+pytestmark = pytest.mark.slurm
+REPO = Path(__file__).resolve().parents[1]
+PY = REPO / ".venv" / "bin" / "python"
+SMALL = "--data synthetic --preset smoke --train-samples 640 --test-samples 200"
+
+
+def _sbatch(tmp_path: Path, script: str, *options: str, wait: bool, env: dict | None = None, timeout: float = 300):
+    path = tmp_path / "job.sh"
+    path.write_text("#!/bin/bash\nset -u\n" + script + "\n")
+    args = ["sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", "--time=10", "--cpus-per-task=1",
+            f"--chdir={REPO}", *options, *(["--wait"] if wait else []), str(path)]
+    return subprocess.run([str(REPO / "slurm" / "cluster.sh"), "exec", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def _job_id(proc) -> str:
+    return proc.stdout.strip().splitlines()[0].split(";")[0]
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def _job_gone(job: str) -> bool:
+    return slurm("squeue", "-h", "-j", job, timeout=30).stdout.strip() == ""
+
+
+def test_sbatch_script_that_forgets_srun_is_refused_at_once(tmp_path):
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    proc = _sbatch(tmp_path, f"PYTHONPATH={REPO} {PY} -m bench run --case ddp --devices 2 {SMALL} --out {out}",
+                   "-N1", "--ntasks-per-node=2", wait=True)
+    print(f"fault-to-exit: sbatch without srun (submit to job end): {time.monotonic() - t0:.1f} s")
+    output = (tmp_path / f"slurm-{_job_id(proc)}.out").read_text()
+    assert proc.returncode == 2, _explain(proc) + output[-3000:]  # sbatch --wait: the job's exit status
+    assert "not started by srun (no SLURM_STEP_ID)" in output and "SLURM_NTASKS=2" in output
+    assert "srun python -m bench run" in output
+    assert not list(out.glob("*.json"))
+    _assert_nothing_left(out)
+
+
+def _training(out: Path, log: Path, ranks: int) -> bool:
+    return "All distributed processes registered" in (log.read_text() if log.exists() else "") \
+        and len(_procs(out)) >= ranks
+
+
+def test_scancel_of_a_running_step_leaves_a_record_and_no_process(tmp_path):
+    out = tmp_path / "out"
+    script = (f"export PYTHONPATH={REPO} BENCH_TEST_STEP_SLEEP_S=0.2\n"
+              f"srun --kill-on-bad-exit=1 -N1 --ntasks-per-node=2 {PY} -m bench run --case ddp --devices 2 "
+              f"--data synthetic --preset smoke --train-samples 3200 --test-samples 200 --out {out}\n"
+              "echo step-exit=$?")
+    proc = _sbatch(tmp_path, script, "-N1", "--ntasks-per-node=2", wait=False, timeout=60)
+    assert proc.returncode == 0, _explain(proc)
+    job = _job_id(proc)
+    log = tmp_path / f"slurm-{job}.out"
+    _wait_for(lambda: _training(out, log, 2), 240, "the ranks to train")
+    time.sleep(2)
+    t0 = time.monotonic()
+    sent = slurm("scancel", f"{job}.0", timeout=30)
+    assert sent.returncode == 0, _explain(sent)
+    _wait_for(lambda: _job_gone(job), 120, "the job to end")
+    print(f"fault-to-exit: scancel of the step (to job end): {time.monotonic() - t0:.1f} s")
+    output = log.read_text()
+    assert "step-exit=0" not in output, output[-3000:]
+    results = sorted(out.glob("*.json"))
+    assert [load_result(p)["status"] for p in results] == ["interrupted"], output[-3000:]
+    _assert_nothing_left(out)
+
+
+def test_one_nodes_ranks_killed_under_suite_sh_are_named_and_recorded(tmp_path, real_data):
+    runs = tmp_path / "runs"
+    env = {"BENCH_DATA": str(real_data), "BENCH_PRESET": "smoke", "BENCH_RUNS": str(runs),
+           "BENCH_TEST_STEP_SLEEP_S": "0.2",
+           "EXTRA_PYTEST_ARGS": "--bench-arg=--train-samples=3200 --bench-arg=--test-samples=200"}
+    args = ["sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", "--cpus-per-task=1", "--time=10",
+            "--ntasks-per-node=1", "--gres=none", str(REPO / "slurm" / "suite.sh")]
+    proc = subprocess.run([str(REPO / "slurm" / "cluster.sh"), "exec", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **env})
+    assert proc.returncode == 0, _explain(proc)
+    job = _job_id(proc)
+    log = tmp_path / f"slurm-{job}.out"
+    run_dir = runs / f"slurm-{job}"
+    ranks = lambda: [p for p in _procs(run_dir) if "bench" in " ".join(p.cmdline()) and "pytest" not in p.cmdline()]  # noqa: E731
+    _wait_for(lambda: len(ranks()) >= 2 and (run_dir / "suite-baseline.json").exists(), 300, "the ddp ranks")
+    time.sleep(8)  # into training
+    node1 = [p for p in ranks() if p.environ().get("SLURMD_NODENAME") == "node1"]
+    assert node1, [(p.pid, p.environ().get("SLURMD_NODENAME")) for p in ranks()]
+    t0 = time.monotonic()
+    for p in node1:  # rank 0 and its pytest parent's child on node1: the node "dies"
+        p.send_signal(signal.SIGKILL)
+    _wait_for(lambda: _job_gone(job), 180, "the job to end")
+    print(f"fault-to-exit: node1's ranks SIGKILL under suite.sh (to job end): {time.monotonic() - t0:.1f} s")
+    output = log.read_text()
+    ddp = [load_result(p) for p in run_dir.glob("ddp-*.json")]
+    assert [r["status"] for r in ddp] == ["failed"], output[-4000:]
+    assert "suite.sh: case 'ddp' failed" in output and "exit 1" in output, output[-4000:]
+    _assert_nothing_left(run_dir)
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(run_dir) in " ".join(p.info["cmdline"] or [])]
