@@ -168,14 +168,17 @@ def cmd_repeats(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    from bench.faults import check_srun
     from bench.results import format_table
-    from bench.runner import RunInterrupted, run_case
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
     if args.repeats > 1:
         return cmd_repeats(args, argv if argv is not None else sys.argv[1:])
     config = _run_config(args)
+    check_srun(config)  # before torch is imported: a second, not the start-up of a rank
+    from bench.runner import RunInterrupted, run_case
+
     try:
         result = run_case(config)
     except RunInterrupted as err:  # the interrupted result is written (rank 0)

@@ -49,16 +49,21 @@ def _wait_for(predicate, timeout: float, what: str):
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
+def _job_running(job: str) -> bool:
+    return slurm("squeue", "-h", "-j", job, "-o", "%T", timeout=30).stdout.strip() == "RUNNING"
+
+
+QUEUE_S = 900  # other jobs may hold the 2 nodes first (s)
+
+
 def _job_gone(job: str) -> bool:
     return slurm("squeue", "-h", "-j", job, timeout=30).stdout.strip() == ""
 
 
 def test_sbatch_script_that_forgets_srun_is_refused_at_once(tmp_path):
     out = tmp_path / "out"
-    t0 = time.monotonic()
     proc = _sbatch(tmp_path, f"PYTHONPATH={REPO} {PY} -m bench run --case ddp --devices 2 {SMALL} --out {out}",
-                   "-N1", "--ntasks-per-node=2", wait=True)
-    print(f"fault-to-exit: sbatch without srun (submit to job end): {time.monotonic() - t0:.1f} s")
+                   "-N1", "--ntasks-per-node=2", wait=True, timeout=QUEUE_S + 120)
     output = (tmp_path / f"slurm-{_job_id(proc)}.out").read_text()
     assert proc.returncode == 2, _explain(proc) + output[-3000:]  # sbatch --wait: the job's exit status
     assert "not started by srun (no SLURM_STEP_ID)" in output and "SLURM_NTASKS=2" in output
@@ -82,6 +87,7 @@ def test_scancel_of_a_running_step_leaves_a_record_and_no_process(tmp_path):
     assert proc.returncode == 0, _explain(proc)
     job = _job_id(proc)
     log = tmp_path / f"slurm-{job}.out"
+    _wait_for(lambda: _job_running(job) or _job_gone(job), QUEUE_S, "the job to start")
     _wait_for(lambda: _training(out, log, 2), 240, "the ranks to train")
     time.sleep(2)
     t0 = time.monotonic()
@@ -109,6 +115,7 @@ def test_one_nodes_ranks_killed_under_suite_sh_are_named_and_recorded(tmp_path, 
     job = _job_id(proc)
     log = tmp_path / f"slurm-{job}.out"
     run_dir = runs / f"slurm-{job}"
+    _wait_for(lambda: _job_running(job) or _job_gone(job), QUEUE_S, "the job to start")
     ranks = lambda: [p for p in _procs(run_dir) if "bench" in " ".join(p.cmdline()) and "pytest" not in p.cmdline()]  # noqa: E731
     _wait_for(lambda: len(ranks()) >= 2 and (run_dir / "suite-baseline.json").exists(), 300, "the ddp ranks")
     time.sleep(8)  # into training
