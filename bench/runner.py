@@ -187,16 +187,7 @@ def run_case(config: BenchConfig) -> dict | None:
         raise RunInterrupted(f"{type(err).__name__} during the run") from err
     except Exception as err:
         watch.stop()
-        lost = faults.lost_children(trainer)
-        hint = faults.explain(err, config)
-        reason = f"{type(err).__name__}: {err}" + (f" (lost: {'; '.join(lost)})" if lost else "") + \
-            (f" -- likely cause: {hint}" if hint and not lost else "")
-        _write_on_rank_zero(trainer, config.out_dir, status="failed", reason=reason, exclusive=True, **base)
-        if launcher_lost := faults.lost_launcher(wait_s=1.0):  # a surviving rank writes rank 0's record
-            record(f"{launcher_lost}; this rank then failed with {type(err).__name__}: {err}")
-        faults.kill_children(trainer)
-        _remove_empty_files(Path(config.out_dir) / "tensorboard" / run_id)
-        cases.destroy_process_group()
+        _record_failed_run(config, trainer, err, record, base)
         raise
     watch.stop()
     metrics = _metrics(config, trainer, module, dm, tools.timer, facts)
@@ -210,6 +201,21 @@ def run_case(config: BenchConfig) -> dict | None:
     if config.save_weights:
         result["weights_path"] = str(_save_weights(module, Path(result["path"]).with_suffix(".weights.pt")))
     return result
+
+
+def _record_failed_run(config: BenchConfig, trainer, err: Exception, record, base: dict) -> None:
+    """After training failed: the ``failed`` record (rank 0, naming lost ranks or the likely cause; a
+    surviving rank when rank 0 is gone), then stop the ranks this process started and tidy up."""
+    lost = faults.lost_children(trainer)
+    hint = faults.explain(err, config)
+    reason = f"{type(err).__name__}: {err}" + (f" (lost: {'; '.join(lost)})" if lost else "") + \
+        (f" -- likely cause: {hint}" if hint and not lost else "")
+    _write_on_rank_zero(trainer, config.out_dir, status="failed", reason=reason, exclusive=True, **base)
+    if launcher_lost := faults.lost_launcher(wait_s=1.0):
+        record(f"{launcher_lost}; this rank then failed with {type(err).__name__}: {err}")
+    faults.kill_children(trainer)
+    _remove_empty_files(Path(config.out_dir) / "tensorboard" / base["run_id"])
+    cases.destroy_process_group()
 
 
 def _record_failure(out_dir: str, reason: str, **base) -> None:
