@@ -37,7 +37,8 @@ NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare")
 
 
 def _env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "BENCH_RUN_ID", faults.LAUNCHER_ENV))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "BENCH_RUN_ID", "OMP_NUM_THREADS", faults.LAUNCHER_ENV))}
     return {**env, "PYTHONPATH": str(REPO), **extra}
 
 
@@ -257,14 +258,16 @@ def test_thread_plan_is_what_the_ranks_ran_also_under_taskset(tmp_path):
     assert w["torch_threads_per_rank"] == plan["torch_threads"] == max(1, plan["cores_per_rank"] - plan["loader_workers"])
     assert w["loader_workers_per_rank"] == plan["loader_workers"]
     assert "processes started by this process alone" in w["cluster_environment"]
-    bound = tmp_path / "bound"  # CPU binding: the ranks inherit the one core, each gets 1 thread and no worker
+    # CPU binding: the ranks inherit the one core, each gets 1 thread and no worker (not the user's 2 threads)
+    bound = tmp_path / "bound"
     proc = subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "bench", "run", "--case", "ddp", "--devices",
-                           "2", *SMALL, "--out", str(bound)], cwd=REPO, env=_env(), capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT_S)
+                           "2", *SMALL, "--out", str(bound)], cwd=REPO, env=_env(OMP_NUM_THREADS="2"),
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)  # a user's OMP_NUM_THREADS too
     assert proc.returncode == 0, proc.stderr[-3000:]
     w = _only_result(bound)["world"]
     assert [r["cpu_affinity"] for r in w["read_back_per_rank"]] == [1, 1]
     assert [(r["torch_threads"], r["loader_workers"]) for r in w["read_back_per_rank"]] == [(1, 0), (1, 0)]
+    assert [r["omp_num_threads_env"] for r in w["read_back_per_rank"]] == ["2", "2"]
     assert "Lightning's launcher in rank 0" in w["cluster_environment"]
     _assert_nothing_left(out)
     _assert_nothing_left(bound)
