@@ -135,16 +135,21 @@ report_case() {
         grep -q '"passed": false' "${files[@]}" && worse $EXIT_SANITY
     fi
     [ "$status" = 0 ] && return 0
-    echo "suite.sh: case '$case' failed (srun step exit $status)${lost:+; lost: $lost}"
+    local end=failed code=$EXIT_FAILED
+    # scancel of the step (SIGKILL to every task) or of the job: stopped from outside
+    if [ "$interrupted" = 1 ] || grep -q "CANCELLED" "$RUN_DIR/srun-$case.err" 2>/dev/null; then
+        end=interrupted code=$EXIT_INTERRUPTED
+    fi
+    echo "suite.sh: case '$case' $end (srun step exit $status)${lost:+; lost: $lost}"
     if [ "${#files[@]}" -eq 0 ] && [ "$interrupted" = 0 ]; then  # no rank could write it: the script does
-        BENCH_RUN_ID="$case-job$SLURM_JOB_ID.suite" "${RUN[@]}" -m bench mark-interrupted --status failed \
+        BENCH_RUN_ID="$case-job$SLURM_JOB_ID.suite" "${RUN[@]}" -m bench mark-interrupted --status "$end" \
             --case "$case" --preset "$PRESET" --data "$BENCH_DATA" --out "$RUN_DIR" \
             --reason "srun step exited $status with no result from rank 0${lost:+; srun: $lost}" || true
     fi
     for f in "${files[@]}"; do
         grep -m1 '"reason"' "$f" | sed "s|^ *|suite.sh: $case: |" || true
     done
-    [ "$interrupted" = 1 ] && worse $EXIT_INTERRUPTED || worse $EXIT_FAILED
+    worse "$code"
 }
 
 status=0

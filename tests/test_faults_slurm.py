@@ -72,63 +72,72 @@ def test_sbatch_script_that_forgets_srun_is_refused_at_once(tmp_path):
     _assert_nothing_left(out)
 
 
-def _training(out: Path, log: Path, ranks: int) -> bool:
-    return "All distributed processes registered" in (log.read_text() if log.exists() else "") \
-        and len(_procs(out)) >= ranks
-
-
-def test_scancel_of_a_running_step_leaves_a_record_and_no_process(tmp_path):
-    out = tmp_path / "out"
-    script = (f"export PYTHONPATH={REPO} BENCH_TEST_STEP_SLEEP_S=0.2\n"
-              f"srun --kill-on-bad-exit=1 -N1 --ntasks-per-node=2 {PY} -m bench run --case ddp --devices 2 "
-              f"--data synthetic --preset smoke --train-samples 3200 --test-samples 200 --out {out}\n"
-              "echo step-exit=$?")
-    proc = _sbatch(tmp_path, script, "-N1", "--ntasks-per-node=2", wait=False, timeout=60)
-    assert proc.returncode == 0, _explain(proc)
-    job = _job_id(proc)
-    log = tmp_path / f"slurm-{job}.out"
-    _wait_for(lambda: _job_running(job) or _job_gone(job), QUEUE_S, "the job to start")
-    _wait_for(lambda: _training(out, log, 2), 240, "the ranks to train")
-    time.sleep(2)
-    t0 = time.monotonic()
-    sent = slurm("scancel", f"{job}.0", timeout=30)
-    assert sent.returncode == 0, _explain(sent)
-    _wait_for(lambda: _job_gone(job), 120, "the job to end")
-    print(f"fault-to-exit: scancel of the step (to job end): {time.monotonic() - t0:.1f} s")
-    output = log.read_text()
-    assert "step-exit=0" not in output, output[-3000:]
-    results = sorted(out.glob("*.json"))
-    assert [load_result(p)["status"] for p in results] == ["interrupted"], output[-3000:]
-    _assert_nothing_left(out)
-
-
-def test_one_nodes_ranks_killed_under_suite_sh_are_named_and_recorded(tmp_path, real_data):
+def _suite_job(tmp_path: Path, real_data: Path) -> tuple[str, Path, Path]:
+    """Submit slurm/suite.sh (2 nodes x 1 task, no GPU, 10 steps of 1 s each per case); return the job id,
+    its output file and run folder, once the job runs."""
     runs = tmp_path / "runs"
     env = {"BENCH_DATA": str(real_data), "BENCH_PRESET": "smoke", "BENCH_RUNS": str(runs),
-           "BENCH_TEST_STEP_SLEEP_S": "0.2",
-           "EXTRA_PYTEST_ARGS": "--bench-arg=--train-samples=3200 --bench-arg=--test-samples=200"}
+           "BENCH_TEST_STEP_SLEEP_S": "1.0", "EXTRA_PYTEST_ARGS": "--bench-arg=--train-samples=640 "
+                                                                  "--bench-arg=--test-samples=200"}
     args = ["sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", "--cpus-per-task=1", "--time=10",
             "--ntasks-per-node=1", "--gres=none", str(REPO / "slurm" / "suite.sh")]
     proc = subprocess.run([str(REPO / "slurm" / "cluster.sh"), "exec", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=60, env={**os.environ, **env})
     assert proc.returncode == 0, _explain(proc)
     job = _job_id(proc)
-    log = tmp_path / f"slurm-{job}.out"
-    run_dir = runs / f"slurm-{job}"
     _wait_for(lambda: _job_running(job) or _job_gone(job), QUEUE_S, "the job to start")
-    ranks = lambda: [p for p in _procs(run_dir) if "bench" in " ".join(p.cmdline()) and "pytest" not in p.cmdline()]  # noqa: E731
-    _wait_for(lambda: len(ranks()) >= 2 and (run_dir / "suite-baseline.json").exists(), 300, "the ddp ranks")
-    time.sleep(8)  # into training
-    node1 = [p for p in ranks() if p.environ().get("SLURMD_NODENAME") == "node1"]
-    assert node1, [(p.pid, p.environ().get("SLURMD_NODENAME")) for p in ranks()]
+    return job, tmp_path / f"slurm-{job}.out", runs / f"slurm-{job}"
+
+
+def _ddp_ranks(run_dir: Path) -> list[psutil.Process]:
+    """The running `python -m bench run --case ddp` processes of this run (not their pytest parents)."""
+    return [p for p in _procs(run_dir) if "bench" in p.cmdline() and "ddp" in p.cmdline()]
+
+
+def _wait_ddp_started(job: str, run_dir: Path) -> None:
+    _wait_for(lambda: len(_ddp_ranks(run_dir)) >= 2 and list(run_dir.glob("tensorboard/ddp-*")), 600,
+              "the ddp ranks to set up")
+    time.sleep(3)
+
+
+def _job_exit(job: str, log: Path) -> int:
+    """The batch script's own exit status, from the line suite.sh prints last."""
+    text = log.read_text()
+    marks = [line for line in text.splitlines() if line.startswith("suite.sh: exit ") or "interrupted; finished" in line]
+    assert marks, text[-3000:]
+    return 4 if "interrupted" in marks[-1] else int(marks[-1].split()[2])
+
+
+def test_scancel_of_the_ddp_step_is_recorded_interrupted_by_suite_sh(tmp_path, real_data):
+    job, log, run_dir = _suite_job(tmp_path, real_data)
+    _wait_ddp_started(job, run_dir)
+    step = slurm("squeue", "-h", "-s", "-j", job, "-o", "%i", timeout=30).stdout.split()
+    ddp_step = max(step, key=lambda s: int(s.split(".")[1]) if s.split(".")[1].isdigit() else -1)
     t0 = time.monotonic()
-    for p in node1:  # rank 0 and its pytest parent's child on node1: the node "dies"
+    sent = slurm("scancel", ddp_step, timeout=30)  # SIGKILL to every task of the step: no rank can write
+    assert sent.returncode == 0, _explain(sent)
+    _wait_for(lambda: _job_gone(job), 300, "the job to end")
+    print(f"fault-to-exit: scancel of the ddp step under suite.sh (to job end): {time.monotonic() - t0:.1f} s")
+    output = log.read_text()
+    ddp = [load_result(p) for p in run_dir.glob("ddp-*.json")]
+    assert [r["status"] for r in ddp] == ["interrupted"], output[-4000:]
+    assert "suite.sh: case 'ddp' interrupted" in output and _job_exit(job, log) == 4, output[-4000:]
+    assert [load_result(p)["status"] for p in run_dir.glob("baseline-*.json")] == ["ok"]
+    _assert_nothing_left(run_dir)
+
+
+def test_one_nodes_ranks_killed_under_suite_sh_are_named_and_recorded(tmp_path, real_data):
+    job, log, run_dir = _suite_job(tmp_path, real_data)
+    _wait_ddp_started(job, run_dir)
+    node1 = [p for p in _ddp_ranks(run_dir) if p.environ().get("SLURMD_NODENAME") == "node1"]
+    assert node1, [(p.pid, p.environ().get("SLURMD_NODENAME")) for p in _ddp_ranks(run_dir)]
+    t0 = time.monotonic()
+    for p in node1:  # rank 0 (node1's rank): the node "dies"
         p.send_signal(signal.SIGKILL)
-    _wait_for(lambda: _job_gone(job), 180, "the job to end")
-    print(f"fault-to-exit: node1's ranks SIGKILL under suite.sh (to job end): {time.monotonic() - t0:.1f} s")
+    _wait_for(lambda: _job_gone(job), 300, "the job to end")
+    print(f"fault-to-exit: node1's rank SIGKILL under suite.sh (to job end): {time.monotonic() - t0:.1f} s")
     output = log.read_text()
     ddp = [load_result(p) for p in run_dir.glob("ddp-*.json")]
     assert [r["status"] for r in ddp] == ["failed"], output[-4000:]
-    assert "suite.sh: case 'ddp' failed" in output and "exit 1" in output, output[-4000:]
+    assert "suite.sh: case 'ddp' failed" in output and _job_exit(job, log) == 1, output[-4000:]
     _assert_nothing_left(run_dir)
-    assert not [p for p in psutil.process_iter(["cmdline"]) if str(run_dir) in " ".join(p.info["cmdline"] or [])]
