@@ -27,6 +27,16 @@ PY = REPO / ".venv" / "bin" / "python"
 SMALL = "--data synthetic --preset smoke --train-samples 640 --test-samples 200"
 
 
+_JOBS: list[str] = []  # this module's jobs: cancelled after each test, so a failed test leaves none queued
+
+
+@pytest.fixture(autouse=True)
+def _cancel_own_jobs():
+    yield
+    while _JOBS:
+        slurm("scancel", _JOBS.pop(), timeout=30)
+
+
 def _sbatch(tmp_path: Path, script: str, *options: str, wait: bool, env: dict | None = None, timeout: float = 300):
     path = tmp_path / "job.sh"
     path.write_text("#!/bin/bash\nset -u\n" + script + "\n")
@@ -37,7 +47,9 @@ def _sbatch(tmp_path: Path, script: str, *options: str, wait: bool, env: dict | 
 
 
 def _job_id(proc) -> str:
-    return proc.stdout.strip().splitlines()[0].split(";")[0]
+    job = proc.stdout.strip().splitlines()[0].split(";")[0]
+    _JOBS.append(job)
+    return job
 
 
 def _wait_for(predicate, timeout: float, what: str):
