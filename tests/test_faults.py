@@ -309,3 +309,17 @@ def test_shared_memory_check_counts_the_batches_in_flight(monkeypatch, tmp_path)
     with pytest.raises(ConfigError, match="MiB free but 2 loader worker"):
         check_shared_memory(config, 2, tmp_path)  # 2 workers x 2 batches x 1.5 MB > 4 MiB
     check_shared_memory(config, 1, tmp_path)
+
+
+def test_the_script_record_never_replaces_the_runs_own(tmp_path):
+    """slurm/suite.sh writes a case's record only where no rank could: first writer wins."""
+    out = tmp_path / "out"
+    env = _env(BENCH_RUN_ID="ddp-job7.suite")
+    mark = [sys.executable, "-m", "bench", "mark-interrupted", "--case", "ddp", "--data", "synthetic", "--out", str(out)]
+    first = subprocess.run([*mark, "--status", "failed", "--reason", "srun step exited 137"], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    second = subprocess.run([*mark, "--reason", "stopped by the Slurm time limit"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    r = _only_result(out)
+    assert (r["status"], r["reason"]) == ("failed", "srun step exited 137") and "exists already" in second.stdout
