@@ -203,3 +203,18 @@ def explain(err: BaseException, config: BenchConfig) -> str | None:
     if "EADDRINUSE" in text or "address already in use" in text:
         return "MASTER_PORT is taken by another process on rank 0's host: unset it or choose a free port"
     return None
+
+
+class _NoWatch:
+    def stop(self) -> None:
+        pass
+
+
+def watch(trainer, record: Callable[[str], None]) -> _Watch | _NoWatch:
+    """The watcher this process needs: :func:`parent_watch` in a rank Lightning's launcher started,
+    :func:`child_watch` in the rank 0 that starts them, none otherwise (one process, or srun)."""
+    if is_launched_child():
+        return parent_watch(record)
+    if os.environ.get(LAUNCHER_ENV) == str(os.getpid()):
+        return child_watch(trainer, record)
+    return _NoWatch()

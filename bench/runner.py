@@ -176,7 +176,7 @@ def run_case(config: BenchConfig) -> dict | None:
     base = dict(run_id=run_id, case=config.case, config=config.to_dict(), started_utc=started,
                 test_knobs=tools.knobs, profiled=config.profile)
     record = lambda reason: _record_failure(config.out_dir, reason, **base)  # noqa: E731 (any rank, first wins)
-    watch = faults.parent_watch(record) if faults.is_launched_child() else faults.child_watch(trainer, record)
+    watch = faults.watch(trainer, record)  # ends this rank when a rank of this node dies (bench.faults)
     try:
         facts = _train_and_test(config, trainer, module, dm, tools, thread_plan)
     except (SIGTERMException, KeyboardInterrupt, SystemExit) as err:  # Slurm time limit, scancel, Ctrl-C
