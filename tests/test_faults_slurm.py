@@ -117,7 +117,7 @@ def _job_exit(job: str, log: Path) -> int:
     text = log.read_text()
     marks = [line for line in text.splitlines() if line.startswith("suite.sh: exit ") or "interrupted; finished" in line]
     assert marks, text[-3000:]
-    return 4 if "interrupted" in marks[-1] else int(marks[-1].split()[2])
+    return 4 if "interrupted; finished" in marks[-1] else int(marks[-1].split()[2])
 
 
 def test_scancel_of_the_ddp_step_is_recorded_interrupted_by_suite_sh(tmp_path, real_data):
