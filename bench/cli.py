@@ -108,6 +108,7 @@ def _add_mark_interrupted_parser(sub) -> None:
     m.add_argument("--data", default="unknown")
     m.add_argument("--out", dest="out_dir", required=True)
     m.add_argument("--reason", required=True)
+    m.add_argument("--status", choices=("interrupted", "failed"), default="interrupted")
     m.set_defaults(func=cmd_mark_interrupted)
 
 
@@ -158,8 +159,8 @@ def cmd_repeats(args: argparse.Namespace, argv: list[str]) -> int:
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from bench.environment import GPUUnavailableError
+    from bench.faults import check_srun
     from bench.results import format_table
-    from bench.runner import run_case
     from bench.sources import DataError
 
     if args.repeats < 1:
@@ -168,8 +169,14 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         return cmd_repeats(args, argv if argv is not None else sys.argv[1:])
     config = _run_config(args)
     missing = [p for p in (Path(config.out_dir), *Path(config.out_dir).parents) if not p.exists()]
+    check_srun(config)  # before torch is imported: a second, not the start-up of a rank
+    from bench.runner import RunInterrupted, run_case
+
     try:
         result = run_case(config)
+    except RunInterrupted as err:  # the interrupted result is written (rank 0)
+        print(f"cifar-bench: interrupted: {err}", file=sys.stderr)
+        return ExitCode.INTERRUPTED
     except (ConfigError, DataError, GPUUnavailableError):
         _remove_empty(missing)  # bad input writes nothing: not even the --out folder the run's checks made
         raise
@@ -250,7 +257,7 @@ def cmd_mark_interrupted(args: argparse.Namespace) -> int:
 
     config = make_config(args.preset, case=args.case, data=args.data, out_dir=args.out_dir,
                          accelerator="gpu" if args.case == "dp" else None, devices=2 if args.case == "dp" else None)
-    print(f"result: {record_status(config, 'interrupted', args.reason)['path']}")
+    print(f"result: {record_status(config, args.status, args.reason)['path']}")
     return 0
 
 
@@ -265,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cifar-bench: error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
     from bench.environment import GPUUnavailableError
+    from bench.files import DiskFullError
     from bench.sources import DataError
 
     try:
@@ -278,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, GPUUnavailableError) as err:
         print(f"cifar-bench: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except DiskFullError as err:
+        print(f"cifar-bench: error: {err.strerror}", file=sys.stderr)
+        return ExitCode.FAILED
 
 
 def main_exit() -> None:

@@ -112,6 +112,8 @@ class BenchConfig:
     scaling: str = _doc("strong", "strong (same global work at every world size) or weak (same work per device: "
                         "batch, images and lr given are the 1-device point's, scaled by the devices; docs/scaling.md)",
                         choices=SCALINGS)
+    pg_timeout_s: float = _doc(300.0, "longest wait for a missing or dead rank in set-up or a collective before the "
+                               "run fails", unit="s")
 
     def __post_init__(self) -> None:
         if self.cudnn_benchmark is None:  # resolved here, so the recorded config says what ran
@@ -187,6 +189,8 @@ def _check_ranges(c: BenchConfig) -> None:
         raise ConfigError("--profile needs at least 2 training steps (1 warm-up, 1 recorded): raise "
                           "--train-samples or --epochs, or lower --global-batch-size")
     _check_loader(c)
+    if not c.pg_timeout_s > 0:
+        raise ConfigError(f"pg_timeout_s must be > 0 seconds, got {c.pg_timeout_s}")
     if c.precision != "32-true" and c.accelerator == "cpu" and c.precision == "16-mixed":
         raise ConfigError("precision 16-mixed needs a GPU; use 32-true or bf16-mixed on CPU")
 

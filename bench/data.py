@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
 from bench import datapaths, progress
-from bench.config import BenchConfig
+from bench.config import BenchConfig, ConfigError
 from bench.files import atomic_open
 from bench.sources import DataError, Decoded, detect_kind, read_image_folder, read_official
 
@@ -34,6 +34,33 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CACHE_FORMAT = 2  # bump when the cache file's content changes (2: torchvision decoder)
 SYNTHETIC_SIZES = (50_000, 10_000)  # train, test images of the synthetic data set
+
+
+SHM = Path("/dev/shm")  # where DataLoader workers hand batches to the rank (torch's file_descriptor strategy)
+PREFETCH_FACTOR = 2  # torch's default batches in flight per loader worker
+
+
+def check_shared_memory(config: BenchConfig, workers: int, shm: Path = SHM) -> None:
+    """Refuse to start when /dev/shm cannot hold the batches the loader workers keep in flight.
+
+    Each worker hands its batches over in shared memory, PREFETCH_FACTOR in flight per worker;
+    the largest batch is a training batch per device or a test batch (``eval_batch_size``), of
+    3 x 32 x 32 values per image (uint8, or float32 on the ``pil`` path). Without the check the run
+    trains and then fails later with a bus error or "unable to allocate shared memory".
+
+    Raises:
+        ConfigError: naming /dev/shm, its free and needed size, and the fixes.
+    """
+    if workers <= 0 or not shm.is_dir():
+        return
+    per_image = 3 * 32 * 32 * (4 if config.data_path == "pil" else 1)
+    need = workers * PREFETCH_FACTOR * max(config.per_device_batch_size, config.eval_batch_size) * per_image
+    free = os.statvfs(shm).f_bavail * os.statvfs(shm).f_frsize
+    if free < need:
+        raise ConfigError(
+            f"{shm} has {free / 2**20:.1f} MiB free but {workers} loader worker(s) need about {need / 2**20:.1f} MiB "
+            f"for the batches in flight: give the job a bigger {shm} (docker/podman --shm-size=1g, or a bigger "
+            f"tmpfs), or use fewer workers (--num-workers 0 loads in the training process)")
 
 
 def cache_dir(config: BenchConfig) -> Path:

@@ -9,36 +9,60 @@ is atomic on POSIX). On any error the temporary file is removed and the target i
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
 
+class DiskFullError(OSError):
+    """No space (or quota) left where a file was being written; the message names the folder."""
+
+
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", make_parents: bool = True) -> Iterator[IO]:
+def atomic_open(path: str | os.PathLike, mode: str = "w", make_parents: bool = True,
+                exclusive: bool = False) -> Iterator[IO]:
     """Open a temporary file for writing that replaces ``path`` when the block ends without error.
 
     Args:
         path: the target file. mode: "w" (text, UTF-8) or "wb".
         make_parents: create the target's folder first.
+        exclusive: first writer wins: never replace an existing ``path`` (``os.link`` is atomic
+            and fails on an existing name); used for run records that several processes may race to write.
 
     Raises:
+        DiskFullError: the device is full (ENOSPC/EDQUOT); nothing is left behind.
+        FileExistsError: ``exclusive`` and ``path`` exists (nothing written).
         OSError: the folder cannot be created or written (nothing is left behind).
     """
     target = Path(path)
-    if make_parents:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = None
     try:
+        if make_parents:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results and caches are shared files
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        if exclusive:
+            os.link(tmp, target)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, target)
+    except OSError as err:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(err.errno, f"no space left on the device of {target.parent} (writing {target.name}): "
+                                           "free space there or choose another folder (--out, --cache-dir or "
+                                           "BENCH_CACHE)", str(target.parent)) from err
+        raise
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 

@@ -78,15 +78,17 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(obj: dict, path: str | Path) -> Path:
+def write_json_atomic(obj: dict, path: str | Path, exclusive: bool = False) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (temp file in the same folder, fsync, rename).
 
     A crash leaves either no file or the complete previous one, never a truncated JSON.
+    ``exclusive``: the first writer wins (bench.files.atomic_open).
 
     Raises:
-        OSError: the folder cannot be created or written.
+        FileExistsError: ``exclusive`` and the file exists.
+        OSError: the folder cannot be created or written (bench.files.DiskFullError when full).
     """
-    with atomic_open(path, "w") as f:
+    with atomic_open(path, "w", exclusive=exclusive) as f:
         json.dump(_jsonable(obj), f, indent=2, allow_nan=False)
         f.write("\n")
     return Path(path)

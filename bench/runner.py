@@ -8,14 +8,15 @@ leaves no result JSON. Failures during training leave a ``failed`` result with t
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from bench import breakdown, cases, comm, environment, profiling
+from bench import breakdown, cases, comm, environment, faults, profiling
 from bench.config import BenchConfig, ConfigError
-from bench.data import CifarDataModule, atomic_torch_save
+from bench.data import CifarDataModule, atomic_torch_save, check_shared_memory
 from bench.knobs import StepSleep, active_knobs
 from bench.model import apply_device_settings
 from bench.results import build_result, new_run_id, result_path, utc_now, write_json_atomic
@@ -34,18 +35,21 @@ def _sanity(config: BenchConfig, metrics: dict) -> dict:
             "passed": loss_ok and acc_ok}
 
 
-def _world(config: BenchConfig, trainer, facts: list[dict], threads: int, loader: dict, user_env: dict,
+def _world(config: BenchConfig, trainer, facts: list[dict], plan: dict, loader: dict, user_env: dict,
            device_settings: dict) -> dict:
     backend = getattr(trainer.strategy, "_process_group_backend", None)
+    mine = facts[0].get("read_back") or {}  # rank 0's, read inside the running rank (cases.ThreadPlan)
     return {
         "world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
         "devices_per_node": config.devices, "backend": backend,
-        "cluster_environment": _cluster_environment(trainer),
+        "cluster_environment": mine.get("cluster_environment"),
         "hostnames": [f["hostname"] for f in facts],
         "global_batch_size": config.global_batch_size, "per_device_batch_size": config.per_device_batch_size,
         "params_identical": len({f["param_digest"] for f in facts}) == 1,
-        "torch_threads_per_rank": threads,
-        "loader_workers_per_rank": loader["num_workers"],  # config num_workers resolved (-1 = auto)
+        "torch_threads_per_rank": mine.get("torch_threads"),  # torch.get_num_threads() during training
+        "loader_workers_per_rank": mine.get("loader_workers"),  # the DataLoader's num_workers during training
+        "thread_plan": plan,  # what bench.cases planned: cores of the rank, threads, workers
+        "read_back_per_rank": [f.get("read_back") for f in facts],
         # what the loader really did (persistence needs workers), from the datamodule itself
         "loader_effective": {k: loader[k] for k in ("pin_memory", "persistent_workers")},
         # communication settings a user may have tuned (e.g. NCCL_SOCKET_IFNAME, NCCL_IB_HCA)
@@ -55,15 +59,6 @@ def _world(config: BenchConfig, trainer, facts: list[dict], threads: int, loader
         "training_settings": facts[0].get("training_settings"),  # read back from the module (cases.training_settings)
         "nodes": environment.node_hardware(facts),  # GPU name, driver, MIG mode of every node; mixed flagged
     }
-
-
-def _cluster_environment(trainer) -> str | None:
-    """Who started the ranks: e.g. "SLURMEnvironment (processes started by srun)"."""
-    env = getattr(trainer.strategy, "cluster_environment", None)
-    if env is None:
-        return None
-    started = "srun/external" if env.creates_processes_externally else "Lightning's launcher"
-    return f"{type(env).__name__} (processes started by {started})"
 
 
 def _metrics(config: BenchConfig, trainer, module, dm: CifarDataModule, timer: TrainingTimer,
@@ -88,8 +83,11 @@ def _metrics(config: BenchConfig, trainer, module, dm: CifarDataModule, timer: T
     }
 
 
+MIN_FREE_BYTES = 2**20  # a result JSON and a run's TensorBoard file take tens of KiB; profiles more (bytes)
+
+
 def check_out_dir(out_dir: str) -> None:
-    """Fail before anything runs when the result folder cannot be created or written.
+    """Fail before anything runs when the result folder cannot be created or written, or is full.
 
     Raises:
         ConfigError: with the folder and the OS's reason.
@@ -99,8 +97,13 @@ def check_out_dir(out_dir: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):  # a private probe: ranks may check at the same time
             pass
+        free = shutil.disk_usage(path).free
     except OSError as err:
         raise ConfigError(f"cannot write results to {path}: {err.strerror}; choose another --out folder") from err
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(f"the device of {path} is full ({free // 1024} KiB free, a run needs about "
+                          f"{MIN_FREE_BYTES // 2**20} MiB for its result and TensorBoard files): free space there "
+                          "or choose another --out folder")
 
 
 def record_status(config: BenchConfig, status: str, reason: str, run_id: str | None = None) -> dict:
@@ -109,7 +112,12 @@ def record_status(config: BenchConfig, status: str, reason: str, run_id: str | N
     ``run_id`` defaults to :func:`bench.results.new_run_id`."""
     result = build_result(run_id=run_id or new_run_id(config.case), case=config.case, status=status, reason=reason,
                           config=config.to_dict(), started_utc=utc_now(), environment=environment.collect())
-    result["path"] = str(write_json_atomic(result, result_path(config.out_dir, result["run_id"])))
+    path = result_path(config.out_dir, result["run_id"])
+    try:
+        write_json_atomic(result, path, exclusive=True)  # first writer wins: a run's own record stays
+    except FileExistsError:
+        print(f"cifar-bench: {path} exists already (written by the run itself); left as it is")
+    result["path"] = str(path)
     return result
 
 
@@ -138,46 +146,62 @@ class Instruments:
             ([self.profiler] if self.profiler else [])
 
 
+class RunInterrupted(Exception):
+    """The run was stopped from outside (SIGTERM, SIGINT, Slurm); its ``interrupted`` record is written."""
+
+
 def run_case(config: BenchConfig) -> dict | None:
     """Run one case end to end; return the result on global rank 0 (None on other ranks).
 
     Raises:
-        bench.sources.DataError, bench.environment.GPUUnavailableError: before anything runs.
-        Exception: whatever broke training, after writing a ``failed`` result.
+        bench.sources.DataError, bench.environment.GPUUnavailableError, ConfigError: before anything runs.
+        RunInterrupted: stopped by a signal, after writing an ``interrupted`` result.
+        Exception: whatever broke training, after writing a ``failed`` result (naming lost ranks where known)
+            and stopping the ranks this process started.
     """
+    faults.check_srun(config)
     if config.case == "dp" and (reason := cases.dp_skip_reason(config)):
         return skipped(config, reason)
     cases.check_accelerator(config)
     check_out_dir(config.out_dir)
+    workers = cases.loader_workers(config)
+    check_shared_memory(config, workers)
     started, run_id, user_env = utc_now(), new_run_id(config.case), comm.user_comm_env()
     comm.request_nccl_log(config, run_id)
-    workers = cases.loader_workers(config)
     threads = cases.set_cpu_threads(config, workers)
+    plan = {"cores_per_rank": cases.cores_per_rank(config), "torch_threads": threads, "loader_workers": workers}
     device_settings = apply_device_settings(config)  # TF32 flags: in every rank, before any GPU work
     cases.ensure_data(config)
-    tools = Instruments(config, run_id)
-    trainer = cases.build_trainer(config, run_id, tools.callbacks(),
+    faults.mark_launcher(config)
+    tools, thread_plan = Instruments(config, run_id), cases.ThreadPlan(threads)
+    trainer = cases.build_trainer(config, run_id, tools.callbacks() + [thread_plan],
                                  tools.breakdown.actions if config.step_breakdown else None)
     module, dm = cases.build_module(config), CifarDataModule(config, num_workers=workers)
     for logger in trainer.loggers:  # rank-zero-only inside Lightning's loggers
         logger.log_hyperparams({**config.to_dict(), "run_id": run_id, "test_knobs": str(tools.knobs)})
     base = dict(run_id=run_id, case=config.case, config=config.to_dict(), started_utc=started,
                 test_knobs=tools.knobs, profiled=config.profile)
+    record = lambda reason: _record_failure(config.out_dir, reason, **base)  # noqa: E731 (any rank, first wins)
+    watch = faults.watch(trainer, record)  # ends this rank when a rank of this node dies (bench.faults)
     try:
-        facts = _train_and_test(config, trainer, module, dm, tools)
+        facts = _train_and_test(config, trainer, module, dm, tools, thread_plan)
     except (SIGTERMException, KeyboardInterrupt, SystemExit) as err:  # Slurm time limit, scancel, Ctrl-C
+        watch.stop()
         _write_on_rank_zero(trainer, config.out_dir, status="interrupted", reason=f"{type(err).__name__} during the run",
-                            **base)
-        raise
+                            exclusive=True, **base)
+        faults.kill_children(trainer)
+        raise RunInterrupted(f"{type(err).__name__} during the run") from err
     except Exception as err:
-        _write_on_rank_zero(trainer, config.out_dir, status="failed", reason=f"{type(err).__name__}: {err}", **base)
-        cases.destroy_process_group()
+        watch.stop()
+        _record_failed_run(config, trainer, err, record, base)
         raise
+    watch.stop()
     metrics = _metrics(config, trainer, module, dm, tools.timer, facts)
     result = _write_on_rank_zero(trainer, config.out_dir, status="ok", metrics=metrics, sanity=_sanity(config, metrics),
-                                 world=_world(config, trainer, facts, threads, dm.loader_options(), user_env, device_settings),
+                                 world=_world(config, trainer, facts, plan, dm.loader_options(), user_env, device_settings),
                                  profile=_profile_record(config, run_id, facts), **base)
     cases.destroy_process_group()
+    faults.wait_children(trainer, timeout_s=config.pg_timeout_s)
     if result is None:
         return None
     if config.save_weights:
@@ -185,7 +209,39 @@ def run_case(config: BenchConfig) -> dict | None:
     return result
 
 
-def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, tools: Instruments) -> list[dict]:
+def _record_failed_run(config: BenchConfig, trainer, err: Exception, record, base: dict) -> None:
+    """After training failed: the ``failed`` record (rank 0, naming lost ranks or the likely cause; a
+    surviving rank when rank 0 is gone), then stop the ranks this process started and tidy up."""
+    lost = faults.lost_children(trainer)
+    hint = faults.explain(err, config)
+    reason = f"{type(err).__name__}: {err}" + (f" (lost: {'; '.join(lost)})" if lost else "") + \
+        (f" -- likely cause: {hint}" if hint and not lost else "")
+    _write_on_rank_zero(trainer, config.out_dir, status="failed", reason=reason, exclusive=True, **base)
+    if launcher_lost := faults.lost_launcher(wait_s=1.0):
+        record(f"{launcher_lost}; this rank then failed with {type(err).__name__}: {err}")
+    faults.kill_children(trainer)
+    _remove_empty_files(Path(config.out_dir) / "tensorboard" / base["run_id"])
+    cases.destroy_process_group()
+
+
+def _record_failure(out_dir: str, reason: str, **base) -> None:
+    """A ``failed`` result from any rank (a watcher): first writer wins, a later one is dropped."""
+    try:
+        result = build_result(status="failed", reason=reason, environment=environment.collect(), **base)
+        write_json_atomic(result, result_path(out_dir, base["run_id"]), exclusive=True)
+    except FileExistsError:
+        pass
+
+
+def _remove_empty_files(folder: Path) -> None:
+    """Drop 0-byte files a failed run left (TensorBoard creates its event file before writing to it)."""
+    for path in folder.glob("*") if folder.is_dir() else []:
+        if path.is_file() and path.stat().st_size == 0:
+            path.unlink(missing_ok=True)
+
+
+def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, tools: Instruments,
+                    thread_plan: cases.ThreadPlan) -> list[dict]:
     """Fit (unless epochs is 0) and test; return every rank's facts (collective on all ranks)."""
     profile_facts = None
     if config.epochs > 0:
@@ -197,7 +253,8 @@ def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, t
     facts = cases.gather_rank_facts(module, {"breakdown": tools.breakdown.epochs, "nccl": comm.own_nccl_facts(),
                                              "comm_hook": tools.breakdown.comm_hook,
                                              "training_settings": cases.training_settings(module),
-                                             "node_gpus": environment.node_gpu_facts()})
+                                             "node_gpus": environment.node_gpu_facts(),
+                                             "read_back": thread_plan.facts})
     for rank, f in enumerate(facts):
         f["rank"], f["profile"] = rank, profile_facts[rank] if profile_facts else None
     return facts
@@ -219,11 +276,15 @@ def _save_weights(module, path: Path) -> Path:
     return path
 
 
-def _write_on_rank_zero(trainer, out_dir: str, **fields) -> dict | None:
+def _write_on_rank_zero(trainer, out_dir: str, exclusive: bool = False, **fields) -> dict | None:
     """On global rank 0: build the result (with the environment facts), write it, and return it
-    with its ``path``. Other ranks write nothing and return None."""
+    with its ``path``. Other ranks write nothing and return None. ``exclusive``: keep a record
+    a watcher wrote first (bench.faults)."""
     if trainer.global_rank != 0:
         return None
     result = build_result(environment=environment.collect(), **fields)
-    result["path"] = str(write_json_atomic(result, result_path(out_dir, result["run_id"])))
+    try:
+        result["path"] = str(write_json_atomic(result, result_path(out_dir, result["run_id"]), exclusive=exclusive))
+    except FileExistsError:
+        result["path"] = str(result_path(out_dir, result["run_id"]))
     return result
