@@ -34,7 +34,9 @@ from bench.config import DATA_ENV, PRESETS, make_config
 from bench.exitcodes import ExitCode
 
 SIDES = ("hand", "lightning", "product")
+ALL_SIDES = SIDES + ("product_before",)  # product_before: only with --before-tree
 TARGETS = {"product/lightning": 0.97, "product/hand": 0.90}  # issue 14: the harness's own cost
+RATIOS = ("product/lightning", "product/hand", "product_before/lightning", "product_before/hand", "product/product_before")
 _TIMEOUT_S = 1800  # one side's process (s); the cpu preset takes ~15-40 s
 
 
@@ -86,17 +88,18 @@ def summarize(runs: list[dict[str, Any]], accuracy_tolerance: float) -> dict[str
     """Per-path figures from runs of one data path: throughput medians, ratio summaries, same-work check."""
     rounds = sorted({r["round"] for r in runs})
     by = {(r["round"], r["side"]): r["throughput_img_s"] for r in runs}
-    ratios = {name: [by[(i, "product")] / by[(i, ref)] for i in rounds if (i, "product") in by and (i, ref) in by]
-              for name, ref in (("product/lightning", "lightning"), ("product/hand", "hand"))}
+    pairs = [(name.split("/")[0], name.split("/")[1]) for name in RATIOS]
+    ratios = {f"{a}/{b}": [by[(i, a)] / by[(i, b)] for i in rounds if (i, a) in by and (i, b) in by] for a, b in pairs}
+    ratios = {k: v for k, v in ratios.items() if v}
     return {"throughput_img_s": {s: float(np.median([r["throughput_img_s"] for r in runs if r["side"] == s]))
-                                 for s in SIDES if any(r["side"] == s for r in runs)},
-            "ratios": {name: {**ratio_summary(v), "samples": v, "target": TARGETS[name]} for name, v in ratios.items()},
+                                 for s in ALL_SIDES if any(r["side"] == s for r in runs)},
+            "ratios": {name: {**ratio_summary(v), "samples": v, "target": TARGETS.get(name)} for name, v in ratios.items()},
             "optimizer_steps": sorted({r["optimizer_steps"] for r in runs}),
-            "test_accuracy": {s: [r["test_accuracy"] for r in runs if r["side"] == s] for s in SIDES},
+            "test_accuracy": {s: [r["test_accuracy"] for r in runs if r["side"] == s] for s in ALL_SIDES},
             "same_work_problems": same_work(runs, accuracy_tolerance)}
 
 
-def _product(overrides: dict[str, Any], out: Path) -> dict[str, Any]:
+def _product(overrides: dict[str, Any], out: Path, tree: str | None = None) -> dict[str, Any]:
     from bench.results import load_result
 
     args = [sys.executable, "-m", "bench", "run", "--case", "baseline", "--preset", overrides["preset"],
@@ -104,7 +107,8 @@ def _product(overrides: dict[str, Any], out: Path) -> dict[str, Any]:
     for key in ("data", "data_path", "epochs", "train_samples", "test_samples", "cache_dir"):
         if overrides.get(key) not in (None, ""):
             args += [f"--{key.replace('_', '-')}", str(overrides[key])]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=_TIMEOUT_S)
+    env = {**os.environ, "PYTHONPATH": tree} if tree else None  # another source tree (e.g. before a change)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=_TIMEOUT_S, env=env, cwd=tree)
     lines = [ln.split("result: ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("result: ")]
     # exit 3 with a finite loss: only the preset's accuracy floor missed (short runs); same_work judges accuracy
     if proc.returncode not in (ExitCode.OK, ExitCode.SANITY) or not lines:
@@ -117,14 +121,16 @@ def _product(overrides: dict[str, Any], out: Path) -> dict[str, Any]:
             "test_accuracy": m["test_accuracy"], "test_total": m["test_total"], "result": lines[-1]}
 
 
-def run_side(side: str, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
+def run_side(side: str, overrides: dict[str, Any], out: Path, before_tree: str | None = None) -> dict[str, Any]:
     """One side in a fresh process; returns ``{"throughput_img_s", "optimizer_steps", "test_accuracy", ...}``.
+
+    ``product_before`` is the product run from ``before_tree`` (another checkout, e.g. before a change).
 
     Raises:
         RuntimeError: the side's process failed (its stderr's tail in the message).
     """
-    if side == "product":
-        return _product(overrides, out)
+    if side in ("product", "product_before"):
+        return _product(overrides, out, before_tree if side == "product_before" else None)
     result = out / f"{side}.json"
     proc = subprocess.run([sys.executable, "-m", "bench.parity", "--side", side, "--overrides", json.dumps(overrides),
                            "--result", str(result)], capture_output=True, text=True, timeout=_TIMEOUT_S)
@@ -134,39 +140,38 @@ def run_side(side: str, overrides: dict[str, Any], out: Path) -> dict[str, Any]:
     return {**r, "throughput_img_s": r["images"] / r["train_s"]}
 
 
-def run_rounds(overrides: dict[str, Any], data_paths: list[str], pairs: int, out: Path,
-               log=print) -> dict[str, list[dict[str, Any]]]:
+def run_rounds(overrides: dict[str, Any], data_paths: list[str], pairs: int, out: Path, before_tree: str | None = None,
+               log=lambda text: print(text, flush=True)) -> dict[str, list[dict[str, Any]]]:
     """``pairs`` rounds; in each, per data path, the three sides in rotated order. Returns runs per path."""
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in data_paths}
     for i in range(pairs):
-        order = SIDES[i % 3:] + SIDES[:i % 3]
+        sides = SIDES + (("product_before",) if before_tree else ())
+        order = sides[i % len(sides):] + sides[:i % len(sides)]
         for path in (data_paths if i % 2 == 0 else data_paths[::-1]):
             for side in order:
                 folder = out / f"round{i}" / path / side
                 folder.mkdir(parents=True, exist_ok=True)
-                r = run_side(side, {**overrides, "data_path": path}, folder)
+                r = run_side(side, {**overrides, "data_path": path}, folder, before_tree)
                 runs[path].append({"side": side, "round": i, **r})
-                log(f"round {i} {path:>6} {side:>9}: {r['throughput_img_s']:8.0f} images/s, "
+                log(f"round {i} {path:>6} {side:>14}: {r['throughput_img_s']:8.0f} images/s, "
                     f"{r['optimizer_steps']} steps, test accuracy {r['test_accuracy']:.4f}")
     return runs
 
 
 def format_report(summary: dict[str, dict[str, Any]]) -> str:
-    """One table: per data path the median throughputs and the ratio medians with their 95 % CI."""
+    """One table: per data path and ratio, the median throughputs, the ratio's median and 95 % CI and its target."""
     from tabulate import tabulate
 
     rows = []
     for path, s in summary.items():
         t = s["throughput_img_s"]
-        cells = []
         for name, r in s["ratios"].items():
-            ci = f" [{r['low']:.3f}, {r['high']:.3f}]" if r["low"] is not None else ""
-            mark = "ok" if r["median"] is not None and r["median"] >= r["target"] else "BELOW"
-            cells.append(f"{r['median']:.3f}{ci} ({mark} >= {r['target']})" if r["median"] is not None else "-")
-        rows.append([path, *(f"{t.get(side, 0):.0f}" for side in SIDES), *cells,
-                     "yes" if not s["same_work_problems"] else "NO"])
-    head = ["data path", "hand img/s", "lightning img/s", "product img/s", "product/lightning [95% CI]",
-            "product/hand [95% CI]", "same work"]
+            a, b = name.split("/")
+            ci = f"[{r['low']:.3f}, {r['high']:.3f}]" if r["low"] is not None else "-"
+            met = "" if r["target"] is None else ("yes" if r["median"] >= r["target"] else "NO")
+            rows.append([path, name, f"{t[a]:.0f} / {t[b]:.0f}", r["n"], f"{r['median']:.3f}", ci,
+                         r["target"] or "", met, "yes" if not s["same_work_problems"] else "NO"])
+    head = ["data path", "ratio", "median images/s", "pairs", "median ratio", "95% CI", "target", "met", "same work"]
     lines = [tabulate(rows, headers=head)]
     for path, s in summary.items():
         lines += [f"{path}: {p}" for p in s["same_work_problems"]]
@@ -193,6 +198,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--test-samples", type=int)
     ap.add_argument("--cache-dir")
     ap.add_argument("--accuracy-tolerance", type=float, default=0.03, help="fraction (default 0.03 = 3 points)")
+    ap.add_argument("--before-tree", help="also run the product from this source tree (before a change), interleaved")
     ap.add_argument("--out", type=Path, help="folder for the runs and parity.json (default: a temporary folder)")
     ap.add_argument("--side", choices=("hand", "lightning"), help=argparse.SUPPRESS)  # internal: one child
     ap.add_argument("--overrides", help=argparse.SUPPRESS)
@@ -215,12 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     make_config(**{**overrides, "data_path": paths[0]})  # bad input fails here, before anything runs
     out = args.out or Path(tempfile.mkdtemp(prefix="parity-"))
     try:
-        runs = run_rounds(overrides, paths, args.pairs, out)
+        runs = run_rounds(overrides, paths, args.pairs, out, args.before_tree)
     except RuntimeError as err:
         print(err, file=sys.stderr)
         return ExitCode.FAILED
     summary = {p: summarize(r, args.accuracy_tolerance) for p, r in runs.items()}
-    write_json_atomic({"overrides": overrides, "pairs": args.pairs, "summary": summary, "runs": runs},
+    write_json_atomic({"overrides": overrides, "pairs": args.pairs, "before_tree": args.before_tree, "summary": summary, "runs": runs},
                       out / "parity.json")
     print(format_report(summary))
     print(f"parity: {out / 'parity.json'}")

@@ -15,12 +15,14 @@ synchronised at both ends.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.seed import pl_worker_init_function
 
 from bench import cases, datapaths
 from bench.config import BenchConfig
@@ -83,6 +85,8 @@ def hand_written(config: BenchConfig) -> dict[str, Any]:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     loader = dm.train_dataloader()
+    if loader.num_workers:  # the worker seeding Lightning adds after seed_everything(workers=True)
+        loader.worker_init_fn = functools.partial(pl_worker_init_function, rank=0)
     train_s, steps = 0.0, 0
     for epoch in range(config.epochs):
         loader.batch_sampler.set_epoch(epoch)
