@@ -49,7 +49,8 @@ SCHEMA_VERSION = 1
 #: Config fields that define the work a run did; runs differing in one of them are not comparable.
 WORK_FIELDS = ("model", "epochs", "global_batch_size", "data_kind", "train_samples",
                "test_samples", "preset", "precision", "num_workers", "pin_memory",
-               "persistent_workers", "data_path", "tf32", "channels_last")
+               "persistent_workers", "data_path", "tf32", "channels_last",
+               "compile")
 
 
 def summary_stats(samples: Iterable[float]) -> dict[str, Any]:

@@ -67,6 +67,7 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--profile-wait", type=int, help="steps skipped before the profiler's warm-up (default 5)")
     p.add_argument("--profile-warmup", type=int, help="steps traced and discarded (default 2)")
     p.add_argument("--profile-active", type=int, help="steps recorded in the trace (default 3)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the network (opt-in)")
     p.add_argument("--repeats", type=int, default=1,
                    help="run the case N times, each in a fresh process with its own JSON (fit_s samples)")
 
@@ -121,7 +122,7 @@ def _run_config(args: argparse.Namespace):
               "precision", "train_samples", "test_samples", "lr", "seed", "num_workers", "pin_memory",
               "persistent_workers", "data_path", "tf32", "channels_last", "val_every_n_epochs",
               "data_checksums", "cache_dir", "init_weights", "save_weights", "out_dir",
-              "step_breakdown", "profile", "profile_wait", "profile_warmup", "profile_active")
+              "step_breakdown", "profile", "profile_wait", "profile_warmup", "profile_active", "compile")
     overrides = {f: getattr(args, f) for f in fields}
     if args.case == "dp":
         overrides["accelerator"] = overrides["accelerator"] or "gpu"

@@ -73,6 +73,7 @@ class BenchConfig:
     profile_wait: int = 5  # training steps skipped before the profiler's warm-up (steps)
     profile_warmup: int = 2  # steps traced and discarded (>= 1), so start-up costs stay out of the window (steps)
     profile_active: int = 3  # steps recorded in the trace (steps); bigger windows give bigger traces
+    compile: bool = False  # torch.compile the network (opt-in; the first steps of the timed fit include compiling)
 
     def __post_init__(self) -> None:
         _check_choices(self)

@@ -115,6 +115,8 @@ class CifarModule(L.LightningModule):
         self.net = build_network(config.model)
         if config.channels_last:  # 4-D weights NHWC-strided, matching the channels_last inputs
             self.net = self.net.to(memory_format=torch.channels_last)
+        if config.compile:  # in place (nn.Module.compile): parameter names and state_dict keys stay the same
+            self.net.compile()
         # Test metrics accumulate per rank and synchronise once, in compute(): no per-step
         # collective, so uneven test shards over the ranks cannot hang.
         self.test_accuracy = torchmetrics.classification.MulticlassAccuracy(NUM_CLASSES, average="micro")
