@@ -13,7 +13,7 @@ RUNS   ?= runs/bench-$(STAMP)
 # Where `make data` stages the data set and its decoded cache.
 DATA_DIR ?= data
 
-.PHONY: help setup bench test lock data image cluster-up cluster-down clean
+.PHONY: help setup bench test lock data image cluster-up cluster-down clean parity gpu-check
 
 help:
 	@echo "make setup        create $(VENV) and install the locked dependencies (requirements.lock)"
@@ -22,6 +22,8 @@ help:
 	@echo "make data         stage CIFAR-10 once (login node): DATA_DIR=dir [ARCHIVE=file] -> decoded cache in DATA_DIR/cache"
 	@echo "make lock         regenerate requirements.lock from requirements.in (pip-compile, hashes)"
 	@echo "make cluster-up / cluster-down   the local 2-node Slurm cluster used by the tests"
+	@echo "make parity       product vs bare Lightning vs a hand-written loop, interleaved (PAIRS=5; docs/performance.md)"
+	@echo "make gpu-check    the prepared GPU check from the source tree (GPU_PYTHON=python3; docs/performance.md)"
 
 setup: $(VENV)/.installed
 
@@ -68,3 +70,15 @@ clean:
 # the Dockerfile; CUDA_VARIANT=cu130|cu128|cu126). Stops with status 2 where apptainer is missing.
 image:
 	bash container/build-image.sh
+
+# Parity benchmark (docs/performance.md): not a test; prints median throughput ratios with 95 % CIs.
+PAIRS ?= 5
+parity: setup
+	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m bench.parity --preset $(PRESET) --pairs $(PAIRS) --out runs/parity-$(STAMP)
+
+# The GPU check runs in the GPU machine's own Python (GPU_PYTHON) from this source tree; the data
+# archive travels in the ignored folder .gpu-check/.
+GPU_PYTHON ?= python3
+gpu-check:
+	@mkdir -p .gpu-check && { test -e .gpu-check/$(notdir $(BENCH_DATA)) || cp "$(BENCH_DATA)" .gpu-check/; }
+	PYTHONPATH="$(CURDIR)" $(GPU_PYTHON) -m bench.gpu_check --data .gpu-check/$(notdir $(BENCH_DATA)) --out runs/gpu-check-$(STAMP)

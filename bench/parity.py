@@ -118,7 +118,8 @@ def _product(overrides: dict[str, Any], out: Path, tree: str | None = None) -> d
     if r["status"] != "ok" or not r["sanity"]["loss_finite"]:
         raise RuntimeError(f"product run {lines[-1]} is {r['status']} (sanity {r['sanity']})")
     return {"throughput_img_s": m["throughput_img_s"], "optimizer_steps": m["optimizer_steps"],
-            "test_accuracy": m["test_accuracy"], "test_total": m["test_total"], "result": lines[-1]}
+            "test_accuracy": m["test_accuracy"], "test_correct": m["test_correct"], "test_total": m["test_total"],
+            "result": lines[-1]}
 
 
 def run_side(side: str, overrides: dict[str, Any], out: Path, before_tree: str | None = None) -> dict[str, Any]:
