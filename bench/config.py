@@ -68,7 +68,7 @@ class BenchConfig:
     init_weights: str = ""  # network state_dict file (from --save-weights) to start from; "" = seeded init
     save_weights: bool = False  # write the trained network's state_dict beside the result JSON
     out_dir: str = "runs"  # folder that receives the result JSON
-    step_breakdown: bool = True  # time data wait / compute / all-reduce of every step (GPU: a few syncs per step)
+    step_breakdown: bool = True  # time data wait / compute / all-reduce of every step (GPU: CUDA events read once per epoch)
     profile: bool = False  # torch.profiler over a window of training steps; the result is marked profiled
     profile_wait: int = 5  # training steps skipped before the profiler's warm-up (steps)
     profile_warmup: int = 2  # steps traced and discarded (>= 1), so start-up costs stay out of the window (steps)
