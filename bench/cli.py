@@ -59,8 +59,8 @@ def _add_run_parser(sub) -> None:
                    help="write the trained network beside the result JSON (<run_id>.weights.pt)")
     p.add_argument("--out", dest="out_dir", help="folder for the result JSON (default: runs)")
     p.add_argument("--step-breakdown", action=argparse.BooleanOptionalAction,
-                   help="time each step's data wait, compute and all-reduce (default on; on GPU it "
-                        "synchronises the device a few times per step: --no-step-breakdown for the purest times)")
+                   help="time each step's data wait, compute and all-reduce (default on; on GPU with CUDA "
+                        "events read once per epoch: --no-step-breakdown for the purest times)")
     p.add_argument("--profile", action="store_true", default=None,
                    help="torch.profiler over a window of training steps: traces per global rank in "
                         "OUT/profiles/RUN_ID/rank<R>/; the result is marked profiled (not a benchmark figure)")
