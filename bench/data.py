@@ -234,7 +234,7 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
         mean, std = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
         _AFFINE[images.device] = ((1 / (255 * std)).to(images.device), (mean / std).to(images.device))
     scale, shift = _AFFINE[images.device]
-    return images.to(torch.float32).mul_(scale).sub_(shift)
+    return images.to(torch.float32, copy=True).mul_(scale).sub_(shift)  # (never the caller's tensor in place)
 
 
 class CifarDataModule(L.LightningDataModule):
