@@ -171,9 +171,10 @@ class CifarModule(L.LightningModule):
         trainer = self._trainer
         if trainer is not None and (self.global_step + 1) % trainer.log_every_n_steps == 0:
             self.log("train/loss", loss, on_step=True, on_epoch=False, rank_zero_only=True)
-        self.loss_sum += loss.detach()
+        # in place (add_): an augmented assignment would go through nn.Module.__setattr__'s checks each step
+        self.loss_sum.add_(loss.detach())
         self.loss_steps += 1
-        self.train_correct += (logits.detach().argmax(dim=1) == labels).sum()
+        self.train_correct.add_((logits.detach().argmax(dim=1) == labels).sum())
         self.train_seen += len(labels)
         return loss
 
