@@ -14,7 +14,7 @@ BENCH_ARGS ?=
 # Where `make data` stages the data set and its decoded cache.
 DATA_DIR ?= data
 
-.PHONY: help setup bench test lock data image container-tools cluster-up cluster-down clean
+.PHONY: help setup bench test lock data image container-tools cluster-up cluster-down clean parity gpu-check
 
 help:
 	@echo "make setup        create $(VENV) with the locked dependencies (requirements.lock: torch, lightning, ...;"
@@ -27,6 +27,8 @@ help:
 	@echo "make lock         regenerate requirements.lock from requirements.in (pip-compile, hashes)"
 	@echo "make cluster-up / cluster-down   start / stop the local 2-node Slurm cluster used by the tests"
 	@echo "make clean        delete runs/ and .benchmarks/ (results of earlier runs)"
+	@echo "make parity       product vs bare Lightning vs a hand-written loop, interleaved (PAIRS=5; docs/performance.md)"
+	@echo "make gpu-check    the prepared GPU check from the source tree (GPU_PYTHON=python3; docs/performance.md)"
 
 setup: $(VENV)/.installed
 
@@ -92,3 +94,15 @@ container-tools:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CONTAINER_TOOLS) >/dev/null \
 	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CONTAINER_TOOLS) >/dev/null; }; \
 	fi
+
+# Parity benchmark (docs/performance.md): not a test; prints median throughput ratios with 95 % CIs.
+PAIRS ?= 5
+parity: setup
+	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m bench.parity --preset $(PRESET) --pairs $(PAIRS) --out runs/parity-$(STAMP)
+
+# The GPU check runs in the GPU machine's own Python (GPU_PYTHON) from this source tree; the data
+# archive travels in the ignored folder .gpu-check/.
+GPU_PYTHON ?= python3
+gpu-check:
+	@mkdir -p .gpu-check && { test -e .gpu-check/$(notdir $(BENCH_DATA)) || cp "$(BENCH_DATA)" .gpu-check/; }
+	PYTHONPATH="$(CURDIR)" $(GPU_PYTHON) -m bench.gpu_check --data .gpu-check/$(notdir $(BENCH_DATA)) --out runs/gpu-check-$(STAMP)

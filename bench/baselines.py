@@ -54,7 +54,8 @@ PROTECTED = ("a100-2node",)
 #: Config fields that define the work a run did; runs differing in one of them are not comparable.
 WORK_FIELDS = ("model", "epochs", "global_batch_size", "data_kind", "train_samples",
                "test_samples", "preset", "precision", "num_workers", "pin_memory",
-               "persistent_workers", "data_path", "tf32", "channels_last", "cudnn_benchmark", "sync_batchnorm", "scaling")
+               "persistent_workers", "data_path", "tf32", "channels_last", "cudnn_benchmark", "sync_batchnorm", "scaling",
+               "compile")
 
 
 # Work fields added later, with the value every run recorded before them had (a stored baseline

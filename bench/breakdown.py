@@ -1,9 +1,12 @@
 """Where a training step's time goes, per rank, without torch.profiler: data, compute, all-reduce.
 
-Every training step of every rank is cut into consecutive host-clock intervals (seconds,
-``time.perf_counter``; on GPU each time stamp first synchronises the device, so that queued
-kernels are counted where they run - a few synchronisations per step, which is why
-``--no-step-breakdown`` exists for the purest timings):
+Every training step of every rank is cut into consecutive intervals (seconds). On CPU the time
+stamps are host clock readings (``time.perf_counter``). On GPU they are CUDA events recorded on
+the current stream, read once per epoch after a single synchronisation (:class:`EventClock`):
+the step boundaries are where the *device* got to them, and nothing synchronises per step, so the
+breakdown costs the launch of a few events per step. The data actions are always timed on the
+host (the loader runs there); on GPU ``data_wait_s`` is that host time clipped to the device's gap
+between two steps, so a fetch hidden behind queued GPU work counts as no wait:
 
 * ``data_wait_s``: fetching the next batch from the DataLoader, moving it to the device and the
   batch hooks (normalisation, the device data path's augmentation), measured through Lightning's
@@ -15,7 +18,7 @@ kernels are counted where they run - a few synchronisations per step, which is w
 * ``forward_s``: ``on_train_batch_start`` to ``on_before_backward``: training_step and zero_grad.
 * ``allreduce_s``: the *exposed* gradient all-reduce of DDP: from the hand-over of the last
   gradient bucket to the DDP communication hook (the backward computation is complete: on GPU
-  the hook synchronises the device first) to ``on_after_backward`` (DDP waited for every bucket).
+  an event on the compute stream marks it) to ``on_after_backward`` (DDP waited for every bucket).
   All-reduce overlapped with the backward computation costs no step time and is not in it. Zero
   without DDP.
 * ``backward_s``: ``on_before_backward`` to ``on_after_backward``, less ``allreduce_s``.
@@ -48,28 +51,54 @@ _MARKS = ("prev_end", "start", "before_backward", "after_backward", "before_opti
 _DATA_ACTIONS = ("].train_dataloader_next", ".batch_to_device", ".on_before_batch_transfer")
 
 
-class Clock:
-    """Host time stamps (``time.perf_counter``, s); on GPU each one synchronises the device first."""
+class HostClock:
+    """Host time stamps (``time.perf_counter``, s): :meth:`mark` is already the reading."""
 
-    def __init__(self) -> None:
-        self.device: torch.device | None = None
+    kind = "host"
 
-    def attach(self, device: torch.device) -> None:
-        """Synchronise ``device`` before each time stamp from now on, if it is a GPU."""
-        self.device = device if device.type == "cuda" else None
-
-    def now(self, stream_only: bool = False) -> float:
-        """Seconds (host clock) once the device, or with ``stream_only`` its current stream, is idle."""
-        if self.device is not None:
-            if stream_only:
-                torch.cuda.current_stream(self.device).synchronize()
-            else:
-                torch.cuda.synchronize(self.device)
+    def mark(self) -> float:
         return time.perf_counter()
+
+    def seconds(self, marks: list) -> list[float]:
+        """The marks as seconds (the same numbers)."""
+        return list(marks)
+
+
+class EventClock:
+    """Device time stamps: CUDA events recorded on the current stream, resolved once per batch of marks.
+
+    :meth:`mark` records an event (a few microseconds of launch, no synchronisation);
+    :meth:`seconds` synchronises the device once and returns each mark's time in seconds from the
+    first one (``Event.elapsed_time``, ms, resolution about 0.5 us). ``event`` and ``synchronize``
+    are injectable so the logic can be tested without a GPU.
+    """
+
+    kind = "cuda_events"
+
+    def __init__(self, device: torch.device, event=None, synchronize=None) -> None:
+        self.device = device
+        self._event = event or (lambda: torch.cuda.Event(enable_timing=True))
+        self._synchronize = synchronize or torch.cuda.synchronize
+
+    def mark(self):
+        e = self._event()
+        e.record()
+        return e
+
+    def seconds(self, marks: list) -> list[float]:
+        if not marks:
+            return []
+        self._synchronize(self.device)
+        return [marks[0].elapsed_time(m) / 1000.0 for m in marks]
+
+
+def clock_for(device: torch.device):
+    """:class:`EventClock` on a CUDA device, else :class:`HostClock`."""
+    return EventClock(device) if device.type == "cuda" else HostClock()
 
 
 class DataActionClock(Profiler):
-    """A Lightning profiler that only sums the time of the batch-loading actions (see module docstring).
+    """A Lightning profiler that only sums the host time of the batch-loading actions (see module docstring).
 
     Attributes:
         pending: seconds of data actions since the last :meth:`take`.
@@ -77,19 +106,22 @@ class DataActionClock(Profiler):
 
     def __init__(self) -> None:
         super().__init__()
-        self.clock = Clock()
         self.pending = 0.0
         self._open: dict[str, float] = {}
+        self._is_data: dict[str, bool] = {}  # action name -> a data action? (Lightning calls ~30 actions a step)
 
     def start(self, action_name: str) -> None:
-        if action_name.startswith(("[_TrainingEpochLoop]", "[Strategy]", "[LightningModule]")) and \
-                action_name.endswith(_DATA_ACTIONS):
-            self._open[action_name] = self.clock.now()
+        is_data = self._is_data.get(action_name)
+        if is_data is None:
+            is_data = self._is_data[action_name] = action_name.startswith(
+                ("[_TrainingEpochLoop]", "[Strategy]", "[LightningModule]")) and action_name.endswith(_DATA_ACTIONS)
+        if is_data:
+            self._open[action_name] = time.perf_counter()
 
     def stop(self, action_name: str) -> None:
         began = self._open.pop(action_name, None)
         if began is not None:
-            self.pending += self.clock.now() - began
+            self.pending += time.perf_counter() - began
 
     def take(self) -> float:
         """The data seconds gathered since the last call, and start again from zero."""
@@ -101,10 +133,11 @@ class DataActionClock(Profiler):
 
 
 class AllReduceTimes:
-    """State of :func:`timed_allreduce`: when the last gradient bucket of the step was handed over."""
+    """State of :func:`timed_allreduce`: when the last gradient bucket of the step was handed over
+    (a mark of ``clock``, which :class:`StepBreakdown` sets at the start of training)."""
 
-    def __init__(self, clock: Clock) -> None:
-        self.clock, self.last_bucket = clock, None
+    def __init__(self) -> None:
+        self.clock, self.last_bucket = HostClock(), None
 
 
 def timed_allreduce(state: AllReduceTimes, bucket):  # no annotations: DDP compares them to real types,
@@ -114,8 +147,8 @@ def timed_allreduce(state: AllReduceTimes, bucket):  # no annotations: DDP compa
     Returns ``torch.futures.Future[torch.Tensor]``: the bucket's gradients averaged over the ranks.
     """
     if bucket.is_last():  # DDP hands over the bucket of the first layers last: backward is done
-        # only the compute stream: earlier buckets' all-reduces may still run, and that is exposed time
-        state.last_bucket = state.clock.now(stream_only=True)
+        # on GPU an event on the compute stream: earlier buckets' all-reduces may still run (exposed time)
+        state.last_bucket = state.clock.mark()
     return allreduce_hook(None, bucket)
 
 
@@ -161,10 +194,13 @@ def summarize(steps: list[dict[str, float]]) -> dict[str, dict[str, float]]:
 class StepBreakdown(L.Callback):
     """Records every training step's intervals on this rank; :attr:`epochs` holds one summary per epoch.
 
-    Pass :attr:`actions` as the Trainer's ``profiler`` (it times the batch-loading actions).
+    Pass :attr:`actions` as the Trainer's ``profiler`` (it times the batch-loading actions). Each
+    step keeps its raw marks (host seconds, or CUDA events on GPU); they are turned into seconds
+    once, when the epoch's last step ends (:meth:`_close_epoch`: one device synchronisation on GPU).
 
     Attributes:
-        epochs: list of ``{"epoch": int, "steps": int, <interval>: {median, p90, mean, sum}}`` (s).
+        epochs: list of ``{"epoch": int, "steps": int, "clock": "host" | "cuda_events",
+            <interval>: {median, p90, mean, sum}}`` (s).
         comm_hook: description of the DDP communication hook installed, or None (no DDP).
     """
 
@@ -172,41 +208,41 @@ class StepBreakdown(L.Callback):
         self.epochs: list[dict[str, Any]] = []
         self.comm_hook: str | None = None
         self.actions = DataActionClock()
-        self._clock = self.actions.clock
-        self._allreduce = AllReduceTimes(self._clock)
-        self._steps: list[dict[str, float]] = []
-        self._marks: dict[str, float] = {}
+        self._clock = HostClock()
+        self._allreduce = AllReduceTimes()
+        self._steps: list[tuple[dict, float, Any]] = []  # (marks, data seconds, last-bucket mark or None)
+        self._marks: dict[str, Any] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._clock.attach(trainer.strategy.root_device)  # (shared with the actions and the hook state)
+        self._clock = self._allreduce.clock = clock_for(trainer.strategy.root_device)
         model = trainer.strategy.model
         if isinstance(model, DistributedDataParallel) and self.comm_hook is None:
             model.register_comm_hook(self._allreduce, timed_allreduce)
             self.comm_hook = "bench.breakdown.timed_allreduce (torch default_hooks.allreduce_hook + time stamp)"
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._steps, self._marks = [], {"prev_end": self._clock.now()}
+        self._steps, self._marks = [], {"prev_end": self._clock.mark()}
         self.actions.take()  # loading before the epoch (the first batch's prefetch is not a step's)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         self._allreduce.last_bucket = None
-        self._marks["start"] = self._clock.now()
+        self._marks["start"] = self._clock.mark()
         self._marks["data_s"] = self.actions.take()
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
-        self._marks["before_backward"] = self._clock.now()
+        self._marks["before_backward"] = self._clock.mark()
 
     def on_after_backward(self, trainer, pl_module) -> None:
-        self._marks["after_backward"] = self._clock.now()
+        self._marks["after_backward"] = self._clock.mark()
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        self._marks["before_optimizer"] = self._clock.now()
+        self._marks["before_optimizer"] = self._clock.mark()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        end = self._clock.now()
+        end = self._clock.mark()
         self._marks["end"] = end
         if all(k in self._marks for k in _MARKS):  # (a step skipped by training_step has no backward marks)
-            self._steps.append(step_parts(self._marks, self._marks["data_s"], self._allreduce.last_bucket))
+            self._steps.append((self._marks, self._marks["data_s"], self._allreduce.last_bucket))
         self._marks = {"prev_end": end}
         if batch_idx == trainer.num_training_batches - 1:
             self._close_epoch(trainer)
@@ -214,8 +250,26 @@ class StepBreakdown(L.Callback):
     def _close_epoch(self, trainer: L.Trainer) -> None:
         if not self._steps:
             return
-        self.epochs.append({"epoch": trainer.current_epoch, "steps": len(self._steps), **summarize(self._steps)})
+        steps = resolve_steps(self._clock, self._steps)
+        self.epochs.append({"epoch": trainer.current_epoch, "steps": len(steps), "clock": self._clock.kind,
+                            **summarize(steps)})
         self._steps = []
         medians = {f"breakdown/{k[:-2]}_ms": 1000 * self.epochs[-1][k]["median"] for k in PARTS + ("step_s",)}
         for logger in trainer.loggers:  # rank 0's own steps (loggers write on rank 0 only)
             logger.log_metrics(medians, step=trainer.current_epoch)
+
+
+def resolve_steps(clock, raw: list[tuple[dict, float, Any]]) -> list[dict[str, float]]:
+    """Each step's intervals (:func:`step_parts`) from its raw marks, resolved by ``clock`` in one call.
+
+    Args:
+        clock: :class:`HostClock` or :class:`EventClock` (whose marks the steps hold).
+        raw: per step ``(marks named as in _MARKS, data seconds, last-bucket mark or None)``.
+    """
+    flat = [m for marks, _, bucket in raw for m in [marks[k] for k in _MARKS] + ([bucket] if bucket is not None else [])]
+    seconds = iter(clock.seconds(flat))
+    steps = []
+    for marks, data_s, bucket in raw:
+        stamps = {k: next(seconds) for k in _MARKS}
+        steps.append(step_parts(stamps, data_s, next(seconds) if bucket is not None else None))
+    return steps

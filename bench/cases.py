@@ -113,7 +113,7 @@ def training_settings(module: CifarModule) -> dict:
     """Settings read back from the module that trained: dp replicas' autocast (None outside dp),
     torchmetrics' argument validation of the accuracy metrics, and SyncBatchNorm layers in the network."""
     return {"dp_replica_autocast": replica_autocast(module),
-            "metric_validate_args": module.train_accuracy.validate_args or module.test_accuracy.validate_args,
+            "metric_validate_args": module.test_accuracy.validate_args,  # (training accuracy is a plain count)
             "sync_batchnorm_layers": sum(isinstance(m, nn.SyncBatchNorm) for m in module.net.modules())}
 
 

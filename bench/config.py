@@ -98,8 +98,8 @@ class BenchConfig:
     save_weights: bool = _doc(False, "write the trained network's state_dict beside the result JSON "
                               "(<run_id>.weights.pt)")
     out_dir: str = _doc("runs", "folder that receives the result JSON", option="--out", metavar="PATH")
-    step_breakdown: bool = _doc(True, "time each step's data wait, compute and all-reduce (GPU: a few device syncs "
-                                "per step; --no-step-breakdown for the purest times)")
+    step_breakdown: bool = _doc(True, "time each step's data wait, compute and all-reduce (GPU: CUDA events, "
+                                "read once per epoch)")
     profile: bool = _doc(False, "torch.profiler over a window of training steps, traces in "
                          "OUT/profiles/RUN_ID/rank<R>/; the result is marked profiled (never a benchmark figure)")
     profile_wait: int = _doc(5, "training steps skipped before the profiler's warm-up", unit="steps")
@@ -114,6 +114,8 @@ class BenchConfig:
                         choices=SCALINGS)
     pg_timeout_s: float = _doc(300.0, "longest wait for a missing or dead rank in set-up or a collective before the "
                                "run fails", unit="s")
+    compile: bool = _doc(False, "torch.compile the network (opt-in; the first steps of the timed fit include "
+                         "compiling)")
 
     def __post_init__(self) -> None:
         if self.cudnn_benchmark is None:  # resolved here, so the recorded config says what ran

@@ -119,3 +119,40 @@ def test_pil_path_data_wait_drops_with_loader_workers(tmp_path):
             for r in (inline, workers)]
     assert inline["world"]["loader_workers_per_rank"] == 0 and workers["world"]["loader_workers_per_rank"] == 2
     assert wait[0] > 2 * wait[1], wait
+
+
+class _FakeEvent:
+    """Stands in for torch.cuda.Event: ``record()`` takes the next time of a scripted device timeline."""
+
+    def __init__(self, timeline: list[float]) -> None:
+        self.timeline, self.t = timeline, None
+
+    def record(self) -> None:
+        self.t = self.timeline.pop(0)
+
+    def elapsed_time(self, other: "_FakeEvent") -> float:  # milliseconds, as CUDA reports them
+        return 1000.0 * (other.t - self.t)
+
+
+def test_gpu_breakdown_records_events_and_synchronises_once_per_epoch():
+    """On GPU the marks are events read after one synchronisation at the epoch's end, never per step;
+    the intervals come out of the device timeline exactly as host stamps would."""
+    from bench.breakdown import EventClock, resolve_steps
+
+    step = [MARKS[k] for k in ("prev_end", "start", "before_backward", "after_backward", "before_optimizer", "end")]
+    timeline = step + [t + 0.1 for t in step[1:]] + [10.175]  # two steps; a DDP bucket mark in the second
+    syncs = []
+    clock = EventClock("cuda:0", event=lambda: _FakeEvent(timeline), synchronize=syncs.append)
+    prev = clock.mark()
+    raw = []
+    for bucket in (False, True):
+        marks = {"prev_end": prev, **{k: clock.mark() for k in ("start", "before_backward", "after_backward",
+                                                                 "before_optimizer", "end")}}
+        raw.append((marks, 0.020, clock.mark() if bucket else None))
+        prev = marks["end"]
+    assert syncs == []  # nothing synchronised while the steps ran
+    first, second = resolve_steps(clock, raw)
+    assert syncs == ["cuda:0"]  # one synchronisation for the whole epoch
+    assert first == pytest.approx(step_parts(MARKS, data_s=0.020, last_bucket=None), abs=1e-9)
+    assert second["step_s"] == pytest.approx(0.100) and second["allreduce_s"] == pytest.approx(0.015)
+    assert sum(second[k] for k in PARTS) + second["unattributed_s"] == pytest.approx(second["step_s"])

@@ -173,3 +173,17 @@ def test_cli_flags_reach_the_config():
     assert config("--preset", "full", "--accelerator", "cpu").pin_memory is False  # no page-locking on CPU
     assert config("--preset", "full", "--accelerator", "cpu", "--pin-memory").pin_memory is True
     assert config("--preset", "full", "--no-persistent-workers").persistent_workers is False
+
+
+def test_compile_is_opt_in_in_place_and_a_work_field():
+    """--compile compiles the network in place (same parameter names, same outputs) and makes runs
+    that differ in it not comparable."""
+    from bench.baselines import work_differences
+
+    plain = cases.build_module(make_config("smoke", data="synthetic"))
+    compiled = cases.build_module(make_config("smoke", data="synthetic", compile=True))
+    assert make_config("smoke", data="synthetic").compile is False
+    assert list(plain.net.state_dict()) == list(compiled.net.state_dict())
+    assert compiled.net._compiled_call_impl is not None and plain.net._compiled_call_impl is None
+    a, b = (make_config("smoke", data="synthetic", compile=c).to_dict() for c in (False, True))
+    assert work_differences(a, b) == ["compile"]

@@ -1,0 +1,238 @@
+"""Parity benchmark: the product's baseline case against bare Lightning and a hand-written loop.
+
+    make parity                     # = python -m bench.parity --data $BENCH_DATA --preset cpu --pairs 5
+    python -m bench.parity --data ../shared/data/cifar10-jpeg.tar.gz --pairs 5 --data-paths device,uint8
+
+Each round runs, per data path, the three sides in fresh processes, one after the other, in an
+order rotated from round to round (so drift of a busy machine does not always hit the same side):
+``hand`` (:func:`bench.parity_sides.hand_written`), ``lightning``
+(:func:`bench.parity_sides.bare_lightning`) and ``product`` (``python -m bench run --case
+baseline``, its throughput read back from the result JSON). Within a round the ratios
+product/lightning and product/hand of training throughput (images/s) are taken; the report gives
+their median over the rounds with a 95 % bootstrap confidence interval (scipy.stats.bootstrap,
+percentile method). Same work is checked: every run of a data path made the same number of
+optimizer steps, and every final test accuracy lies within ``--accuracy-tolerance`` of their median.
+
+Exit status (bench.exitcodes): 0 all sides ran and did the same work; 1 a side failed; 3 the
+sides did different work (their ratios are no figure). Not a test: targets are printed, not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.config import DATA_ENV, PRESETS, make_config
+from bench.exitcodes import ExitCode
+
+SIDES = ("hand", "lightning", "product")
+ALL_SIDES = SIDES + ("product_before",)  # product_before: only with --before-tree
+TARGETS = {"product/lightning": 0.97, "product/hand": 0.90}  # issue 14: the harness's own cost
+RATIOS = ("product/lightning", "product/hand", "product_before/lightning", "product_before/hand", "product/product_before")
+_TIMEOUT_S = 1800  # one side's process (s); the cpu preset takes ~15-40 s
+
+
+def ratio_summary(ratios: list[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Median of per-round ratios and its bootstrap confidence interval (pure; seeded resampling).
+
+    Returns ``{"n", "median", "low", "high"}``; low/high are None for fewer than 2 ratios and equal
+    to the median when all ratios are equal.
+    """
+    from scipy.stats import bootstrap
+
+    values = np.asarray(ratios, dtype=float)
+    out: dict[str, Any] = {"n": len(values), "median": float(np.median(values)) if len(values) else None,
+                           "low": None, "high": None}
+    if len(values) < 2:
+        return out
+    if np.all(values == values[0]):
+        out["low"] = out["high"] = float(values[0])
+        return out
+    ci = bootstrap((values,), np.median, confidence_level=confidence, method="percentile",
+                   n_resamples=9999, random_state=0).confidence_interval
+    out["low"], out["high"] = float(ci.low), float(ci.high)
+    return out
+
+
+def same_work(runs: list[dict[str, Any]], accuracy_tolerance: float) -> list[str]:
+    """Why the runs of one data path did not do the same work ([] = they did; pure).
+
+    Args:
+        runs: ``{"side", "round", "optimizer_steps", "test_accuracy"}`` per run.
+        accuracy_tolerance: largest allowed distance of a run's test accuracy from the median (fraction).
+    """
+    problems = []
+    steps = {r["optimizer_steps"] for r in runs}
+    if len(steps) > 1:
+        problems.append(f"optimizer steps differ: {sorted(steps)}")
+    accs = [r["test_accuracy"] for r in runs if r.get("test_accuracy") is not None]
+    if len(accs) != len(runs):
+        problems.append("a run has no test accuracy")
+    elif accs:
+        mid = float(np.median(accs))
+        far = [r for r in runs if abs(r["test_accuracy"] - mid) > accuracy_tolerance]
+        problems += [f"{r['side']} (round {r['round']}) accuracy {r['test_accuracy']:.4f} is more than "
+                     f"{accuracy_tolerance:.3f} from the median {mid:.4f}" for r in far]
+    return problems
+
+
+def summarize(runs: list[dict[str, Any]], accuracy_tolerance: float) -> dict[str, Any]:
+    """Per-path figures from runs of one data path: throughput medians, ratio summaries, same-work check."""
+    rounds = sorted({r["round"] for r in runs})
+    by = {(r["round"], r["side"]): r["throughput_img_s"] for r in runs}
+    pairs = [(name.split("/")[0], name.split("/")[1]) for name in RATIOS]
+    ratios = {f"{a}/{b}": [by[(i, a)] / by[(i, b)] for i in rounds if (i, a) in by and (i, b) in by] for a, b in pairs}
+    ratios = {k: v for k, v in ratios.items() if v}
+    return {"throughput_img_s": {s: float(np.median([r["throughput_img_s"] for r in runs if r["side"] == s]))
+                                 for s in ALL_SIDES if any(r["side"] == s for r in runs)},
+            "ratios": {name: {**ratio_summary(v), "samples": v, "target": TARGETS.get(name)} for name, v in ratios.items()},
+            "optimizer_steps": sorted({r["optimizer_steps"] for r in runs}),
+            "test_accuracy": {s: [r["test_accuracy"] for r in runs if r["side"] == s] for s in ALL_SIDES},
+            "same_work_problems": same_work(runs, accuracy_tolerance)}
+
+
+def _product(overrides: dict[str, Any], out: Path, tree: str | None = None) -> dict[str, Any]:
+    from bench.results import load_result
+
+    args = [sys.executable, "-m", "bench", "run", "--case", "baseline", "--preset", overrides["preset"],
+            "--out", str(out)]
+    for key in ("data", "data_path", "epochs", "train_samples", "test_samples", "cache_dir"):
+        if overrides.get(key) not in (None, ""):
+            args += [f"--{key.replace('_', '-')}", str(overrides[key])]
+    env = {**os.environ, "PYTHONPATH": tree} if tree else None  # another source tree (e.g. before a change)
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=_TIMEOUT_S, env=env, cwd=tree)
+    lines = [ln.split("result: ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("result: ")]
+    # exit 3 with a finite loss: only the preset's accuracy floor missed (short runs); same_work judges accuracy
+    if proc.returncode not in (ExitCode.OK, ExitCode.SANITY) or not lines:
+        raise RuntimeError(f"product run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    r = load_result(lines[-1])
+    m = r["metrics"]
+    if r["status"] != "ok" or not r["sanity"]["loss_finite"]:
+        raise RuntimeError(f"product run {lines[-1]} is {r['status']} (sanity {r['sanity']})")
+    return {"throughput_img_s": m["throughput_img_s"], "optimizer_steps": m["optimizer_steps"],
+            "test_accuracy": m["test_accuracy"], "test_correct": m["test_correct"], "test_total": m["test_total"],
+            "result": lines[-1]}
+
+
+def run_side(side: str, overrides: dict[str, Any], out: Path, before_tree: str | None = None) -> dict[str, Any]:
+    """One side in a fresh process; returns ``{"throughput_img_s", "optimizer_steps", "test_accuracy", ...}``.
+
+    ``product_before`` is the product run from ``before_tree`` (another checkout, e.g. before a change).
+
+    Raises:
+        RuntimeError: the side's process failed (its stderr's tail in the message).
+    """
+    if side in ("product", "product_before"):
+        return _product(overrides, out, before_tree if side == "product_before" else None)
+    result = out / f"{side}.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.parity", "--side", side, "--overrides", json.dumps(overrides),
+                           "--result", str(result)], capture_output=True, text=True, timeout=_TIMEOUT_S)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{side} run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    r = json.loads(result.read_text())
+    return {**r, "throughput_img_s": r["images"] / r["train_s"]}
+
+
+def run_rounds(overrides: dict[str, Any], data_paths: list[str], pairs: int, out: Path, before_tree: str | None = None,
+               log=lambda text: print(text, flush=True)) -> dict[str, list[dict[str, Any]]]:
+    """``pairs`` rounds; in each, per data path, the three sides in rotated order. Returns runs per path."""
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in data_paths}
+    for i in range(pairs):
+        sides = SIDES + (("product_before",) if before_tree else ())
+        order = sides[i % len(sides):] + sides[:i % len(sides)]
+        for path in (data_paths if i % 2 == 0 else data_paths[::-1]):
+            for side in order:
+                folder = out / f"round{i}" / path / side
+                folder.mkdir(parents=True, exist_ok=True)
+                r = run_side(side, {**overrides, "data_path": path}, folder, before_tree)
+                runs[path].append({"side": side, "round": i, **r})
+                log(f"round {i} {path:>6} {side:>14}: {r['throughput_img_s']:8.0f} images/s, "
+                    f"{r['optimizer_steps']} steps, test accuracy {r['test_accuracy']:.4f}")
+    return runs
+
+
+def format_report(summary: dict[str, dict[str, Any]]) -> str:
+    """One table: per data path and ratio, the median throughputs, the ratio's median and 95 % CI and its target."""
+    from tabulate import tabulate
+
+    rows = []
+    for path, s in summary.items():
+        t = s["throughput_img_s"]
+        for name, r in s["ratios"].items():
+            a, b = name.split("/")
+            ci = f"[{r['low']:.3f}, {r['high']:.3f}]" if r["low"] is not None else "-"
+            met = "" if r["target"] is None else ("yes" if r["median"] >= r["target"] else "NO")
+            rows.append([path, name, f"{t[a]:.0f} / {t[b]:.0f}", r["n"], f"{r['median']:.3f}", ci,
+                         r["target"] or "", met, "yes" if not s["same_work_problems"] else "NO"])
+    head = ["data path", "ratio", "median images/s", "pairs", "median ratio", "95% CI", "target", "met", "same work"]
+    lines = [tabulate(rows, headers=head)]
+    for path, s in summary.items():
+        lines += [f"{path}: {p}" for p in s["same_work_problems"]]
+    return "\n".join(lines)
+
+
+def _child(side: str, overrides: dict[str, Any], result: Path) -> int:
+    from bench.parity_sides import SIDES as FUNCS
+    from bench.results import write_json_atomic
+
+    config = make_config(**overrides)
+    write_json_atomic(FUNCS[side](config), result)
+    return ExitCode.OK
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench.parity", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=os.environ.get(DATA_ENV), help=f"data set (default ${DATA_ENV})")
+    ap.add_argument("--preset", choices=tuple(PRESETS), default="cpu")
+    ap.add_argument("--pairs", type=int, default=5, help="rounds of all three sides per data path (>= 1)")
+    ap.add_argument("--data-paths", default="device,uint8", help="comma-separated data paths")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--train-samples", type=int)
+    ap.add_argument("--test-samples", type=int)
+    ap.add_argument("--cache-dir")
+    ap.add_argument("--accuracy-tolerance", type=float, default=0.03, help="fraction (default 0.03 = 3 points)")
+    ap.add_argument("--before-tree", help="also run the product from this source tree (before a change), interleaved")
+    ap.add_argument("--out", type=Path, help="folder for the runs and parity.json (default: a temporary folder)")
+    ap.add_argument("--side", choices=("hand", "lightning"), help=argparse.SUPPRESS)  # internal: one child
+    ap.add_argument("--overrides", help=argparse.SUPPRESS)
+    ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.side:
+        return _child(args.side, json.loads(args.overrides), args.result)
+    from bench.results import write_json_atomic
+
+    if not args.data or args.pairs < 1:
+        print(f"need --data (or ${DATA_ENV}) and --pairs >= 1", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    overrides = {"preset": args.preset, "data": args.data, "epochs": args.epochs, "train_samples": args.train_samples,
+                 "test_samples": args.test_samples, "cache_dir": args.cache_dir, "case": "baseline"}
+    paths = [p for p in args.data_paths.split(",") if p]
+    make_config(**{**overrides, "data_path": paths[0]})  # bad input fails here, before anything runs
+    out = args.out or Path(tempfile.mkdtemp(prefix="parity-"))
+    try:
+        runs = run_rounds(overrides, paths, args.pairs, out, args.before_tree)
+    except RuntimeError as err:
+        print(err, file=sys.stderr)
+        return ExitCode.FAILED
+    summary = {p: summarize(r, args.accuracy_tolerance) for p, r in runs.items()}
+    write_json_atomic({"overrides": overrides, "pairs": args.pairs, "before_tree": args.before_tree, "summary": summary, "runs": runs},
+                      out / "parity.json")
+    print(format_report(summary))
+    print(f"parity: {out / 'parity.json'}")
+    return ExitCode.SANITY if any(s["same_work_problems"] for s in summary.values()) else ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

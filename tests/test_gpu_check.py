@@ -1,0 +1,40 @@
+"""The prepared GPU check (bench.gpu_check): its plan, and its CPU mode end to end on two cases."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.gpu_check import PLAN, commands
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_plan_covers_what_the_gpu_check_must_run(tmp_path):
+    plan = commands(".gpu-check/cifar10-jpeg.tar.gz", tmp_path, cpu=False, epochs=2)
+    assert list(plan) == list(PLAN)
+    joined = {name: " ".join(cmd) for name, cmd in plan.items()}
+    assert all("--preset full --epochs 2" in c and "--data .gpu-check/cifar10-jpeg.tar.gz" in c for c in joined.values())
+    assert {p for p in ("uint8", "device", "pil") if any(f"--data-path {p}" in c for c in joined.values())} == \
+        {"uint8", "device", "pil"}
+    assert "--precision bf16-mixed" in joined["bf16-mixed"] and "--channels-last" in joined["bf16-channels-last"]
+    assert "--compile" in joined["compile"] and "--compile" not in joined["baseline-device"]  # compile on / off
+    assert "--no-step-breakdown" in joined["breakdown-off"] and "--model resnet18" in joined["resnet18-bf16"]
+    assert "--case ddp --devices 1" in joined["ddp-1"]  # NCCL on a GPU (gloo in the CPU mode)
+    cpu = commands("synthetic", tmp_path, cpu=True, epochs=2, only=["bf16-mixed"])
+    assert list(cpu) == ["bf16-mixed"] and "--precision" not in cpu["bf16-mixed"]
+
+
+def test_cpu_mode_runs_cases_and_writes_table_and_json(tmp_path):
+    out = tmp_path / "check"
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--cpu", "--data", "synthetic", "--out", str(out),
+                           "--only", "baseline-uint8,ddp-1"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["mode"] == "cpu" and [r["case"] for r in report["rows"]] == ["baseline-uint8", "ddp-1"]
+    assert all(r["status"] == "ok" and r["img_s_last_epoch"] > 0 for r in report["rows"])
+    assert report["rows"][1]["backend"] == "gloo" and report["rows"][0]["step_ms"] > 0
+    assert report["versions"]["torch"] and report["versions"]["lightning"]  # what really ran
+    assert "baseline-uint8" in proc.stdout and "gpu-check:" in proc.stdout

@@ -1,0 +1,62 @@
+"""The parity benchmark (bench.parity): its statistics with literal numbers, and one tiny round end to end.
+
+Only that it runs and that all sides did the same work is checked here; its ratios are a benchmark's
+figures (docs/performance.md), never asserted in a test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.parity import ratio_summary, same_work, summarize
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_ratio_summary_median_and_bootstrap_interval():
+    s = ratio_summary([0.90, 0.95, 1.00, 1.05, 1.10])
+    assert s["n"] == 5 and s["median"] == pytest.approx(1.00)
+    assert 0.90 <= s["low"] < 1.00 < s["high"] <= 1.10  # a percentile interval lies within the samples
+    assert ratio_summary([0.97, 0.97]) == {"n": 2, "median": 0.97, "low": 0.97, "high": 0.97}
+    assert ratio_summary([1.2])["low"] is None  # one pair: no interval
+
+
+def test_same_work_names_steps_and_accuracy_outliers():
+    runs = [{"side": s, "round": 0, "optimizer_steps": 782, "test_accuracy": a}
+            for s, a in (("hand", 0.50), ("lightning", 0.51), ("product", 0.49))]
+    assert same_work(runs, 0.03) == []
+    runs[2] = {**runs[2], "optimizer_steps": 781, "test_accuracy": 0.40}
+    problems = same_work(runs, 0.03)
+    assert any("optimizer steps differ: [781, 782]" in p for p in problems)
+    assert any(p.startswith("product (round 0) accuracy 0.4000") for p in problems)
+
+
+def test_summarize_pairs_ratios_within_rounds():
+    runs = [{"side": s, "round": i, "optimizer_steps": 10, "test_accuracy": 0.5, "throughput_img_s": t}
+            for i, (h, l, p) in enumerate([(100, 90, 88), (50, 45, 45)]) for s, t in (("hand", h), ("lightning", l),
+                                                                                     ("product", p))]
+    s = summarize(runs, 0.03)
+    assert s["ratios"]["product/hand"]["samples"] == pytest.approx([0.88, 0.90])
+    assert s["ratios"]["product/lightning"]["samples"] == pytest.approx([88 / 90, 1.0])
+    assert s["ratios"]["product/lightning"]["target"] == 0.97 and s["same_work_problems"] == []
+
+
+def test_one_tiny_round_runs_and_all_sides_do_the_same_work(tmp_path):
+    out = tmp_path / "parity"
+    proc = subprocess.run([sys.executable, "-m", "bench.parity", "--data", "synthetic", "--preset", "smoke",
+                           "--pairs", "1", "--data-paths", "device", "--train-samples", "640", "--test-samples", "200",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "parity.json").read_text())
+    runs = report["runs"]["device"]
+    assert sorted(r["side"] for r in runs) == ["hand", "lightning", "product"]
+    assert {r["optimizer_steps"] for r in runs} == {10}  # 640 images / 64 per step, on every side
+    # the device path's augmentation is seeded by (seed, rank, epoch) and the weights by the seed:
+    # the three sides train exactly the same steps and end with the same test answers
+    assert len({(r["test_correct"], r["test_total"]) for r in runs}) == 1
+    assert "product/hand" in proc.stdout and "product/lightning" in proc.stdout
