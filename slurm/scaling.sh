@@ -38,14 +38,10 @@
 set -euo pipefail
 
 cd "${SLURM_SUBMIT_DIR:-.}"
-die() { echo "scaling.sh: error: $*" >&2; exit 2; }
-[ -n "${SLURM_JOB_ID:-}" ] || die "run this with sbatch (see the first line of this script)"
-
-PRESET=${BENCH_PRESET:-full}
-NODES=${SLURM_JOB_NUM_NODES:?}
-TASKS_PER_NODE=${SLURM_NTASKS_PER_NODE%%(*}  # "2(x2)" -> "2"
-CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}
-GPUS_PER_NODE=${SLURM_GPUS_ON_NODE:-0}
+SCRIPT=scaling.sh
+[ -f slurm/common.sh ] || { echo "$SCRIPT: error: submit from the repository root (slurm/common.sh not found in $PWD)" >&2; exit 2; }
+# shellcheck source=slurm/common.sh
+source slurm/common.sh
 SCALING=${BENCH_SCALING:-strong}
 REPEATS=${BENCH_REPEATS:-1}
 RUN_DIR=${BENCH_RUNS:-runs}/scaling-$SLURM_JOB_ID
@@ -65,11 +61,7 @@ read -ra POINTS <<< "${BENCH_POINTS:-$(default_points)}"
 read -ra extra_args <<< "${EXTRA_RUN_ARGS:-}"
 
 # --- checks before anything launches -------------------------------------------------------------
-[ -n "${BENCH_DATA:-}" ] || die "set BENCH_DATA to the data set; stage it first with: cifar-bench data download DIR (on a login node) or make data"
-[ -e "$BENCH_DATA" ] || die "no data at BENCH_DATA=$BENCH_DATA; stage it first with: cifar-bench data download DIR (on a login node) or make data"
-if [ "$GPUS_PER_NODE" -gt 0 ] && [ "$TASKS_PER_NODE" -ne "$GPUS_PER_NODE" ]; then
-    die "--ntasks-per-node=$TASKS_PER_NODE but --gres=gpu:$GPUS_PER_NODE: DDP runs one task per GPU; submit with --ntasks-per-node=$GPUS_PER_NODE"
-fi
+check_job
 case "$SCALING" in strong|weak) ;; *) die "BENCH_SCALING=$SCALING is not strong or weak" ;; esac
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_REPEATS=$REPEATS is not a number >= 1"
 for point in "${POINTS[@]}"; do
@@ -79,18 +71,7 @@ for point in "${POINTS[@]}"; do
     fi
 done
 
-if [ -n "${CIFAR_SIF:-}" ]; then
-    [ -f "$CIFAR_SIF" ] || die "CIFAR_SIF=$CIFAR_SIF does not exist; build it with: make image"
-    data_dir=$(cd "$(dirname "$BENCH_DATA")" && pwd)
-    binds=(--bind "$data_dir:$data_dir:ro" --bind "$PWD")
-    [ -n "${BENCH_CACHE:-}" ] && binds+=(--bind "$BENCH_CACHE:$BENCH_CACHE:ro")  # staged by make data
-    RUN=(apptainer exec --nv "${binds[@]}" --pwd "$PWD" "$CIFAR_SIF" python)
-    export BENCH_IMAGE=$CIFAR_SIF
-else
-    py=${BENCH_PYTHON:-}
-    [ -n "$py" ] || { [ -x .venv/bin/python ] && py=.venv/bin/python; } || py=python3
-    RUN=("$py")
-fi
+choose_runtime
 run_opts=(--case ddp --preset "$PRESET" --data "$BENCH_DATA" --scaling "$SCALING" --out "$RUN_DIR" "${extra_args[@]}")
 # every point's configuration is checked (e.g. a global batch that 3 ranks cannot split) before any srun
 "${RUN[@]}" -m bench sweep "${run_opts[@]}" --points "$(IFS=,; echo "${POINTS[*]}")" --check-only \

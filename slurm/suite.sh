@@ -34,58 +34,20 @@
 set -euo pipefail
 
 cd "${SLURM_SUBMIT_DIR:-.}"
-die() { echo "suite.sh: error: $*" >&2; exit 2; }
-[ -n "${SLURM_JOB_ID:-}" ] || die "run this with sbatch (see the first line of this script)"
-
-PRESET=${BENCH_PRESET:-full}
-NODES=${SLURM_JOB_NUM_NODES:?}
-TASKS_PER_NODE=${SLURM_NTASKS_PER_NODE%%(*}  # "2(x2)" -> "2"
-CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}
-GPUS_PER_NODE=${SLURM_GPUS_ON_NODE:-0}
+SCRIPT=suite.sh
+[ -f slurm/common.sh ] || { echo "$SCRIPT: error: submit from the repository root (slurm/common.sh not found in $PWD)" >&2; exit 2; }
+# shellcheck source=slurm/common.sh
+source slurm/common.sh
 RUN_DIR=${BENCH_RUNS:-runs}/slurm-$SLURM_JOB_ID
 BASELINE=${BENCH_BASELINE:-a100-2node}
 
 # --- checks before anything launches -------------------------------------------------------------
-[ -n "${BENCH_DATA:-}" ] || die "set BENCH_DATA to the data set; stage it first with: cifar-bench data download DIR (on a login node) or make data"
-[ -e "$BENCH_DATA" ] || die "no data at BENCH_DATA=$BENCH_DATA; stage it first with: cifar-bench data download DIR (on a login node) or make data"
-# One place decides the devices Lightning is told: the tasks per node. GPUs per node must match it.
-if [ "$GPUS_PER_NODE" -gt 0 ] && [ "$TASKS_PER_NODE" -ne "$GPUS_PER_NODE" ]; then
-    die "--ntasks-per-node=$TASKS_PER_NODE but --gres=gpu:$GPUS_PER_NODE: DDP runs one task per GPU; submit with --ntasks-per-node=$GPUS_PER_NODE"
-fi
+check_job
 if [ -n "${BENCH_DEVICES:-}" ] && [ "$BENCH_DEVICES" -ne "$TASKS_PER_NODE" ]; then
     die "BENCH_DEVICES=$BENCH_DEVICES differs from --ntasks-per-node=$TASKS_PER_NODE; set them equal (or unset BENCH_DEVICES)"
 fi
-# Every task must see all GPUs of its node: a DDP rank picks cuda:<local rank> among them, dp uses them all.
-if [ -n "${SLURM_GPUS_PER_TASK:-}" ]; then
-    die "--gpus-per-task=$SLURM_GPUS_PER_TASK shows each task only its own GPU, but each DDP rank picks cuda:<local rank> among the node's GPUs; submit with --gres=gpu:N --ntasks-per-node=N and without --gpus-per-task (docs/gpu-clusters.md)"
-fi
-case ${SLURM_GPU_BIND:-none} in
-    *none*) ;;
-    *) die "--gpu-bind=$SLURM_GPU_BIND hides the node's other GPUs from each task; submit without --gpu-bind (or --gpu-bind=none), see docs/gpu-clusters.md" ;;
-esac
 
-if [ -n "${CIFAR_SIF:-}" ]; then
-    [ -f "$CIFAR_SIF" ] || die "CIFAR_SIF=$CIFAR_SIF does not exist; build it with: make image"
-    data_dir=$(cd "$(dirname "$BENCH_DATA")" && pwd)
-    binds=(--bind "$data_dir:$data_dir:ro" --bind "$PWD")
-    [ -n "${BENCH_CACHE:-}" ] && binds+=(--bind "$BENCH_CACHE:$BENCH_CACHE:ro")  # staged by make data
-    RUN=(apptainer exec --nv "${binds[@]}" --pwd "$PWD" "$CIFAR_SIF" python)
-    export BENCH_IMAGE=$CIFAR_SIF
-else
-    py=${BENCH_PYTHON:-}
-    [ -n "$py" ] || { [ -x .venv/bin/python ] && py=.venv/bin/python; } || py=python3
-    RUN=("$py")
-fi
-# The code that runs is this checkout (bound into the image at $PWD, where `python -m` imports it ahead
-# of the image's installed copy). The image has no git, so its commit is read here and recorded by
-# bench/environment.py (git_commit_source), never the image's baked-in BENCH_GIT_COMMIT.
-BENCH_SOURCE_DIR=$PWD
-BENCH_SOURCE_COMMIT=$(git -C "$PWD" rev-parse HEAD 2>/dev/null || true)
-BENCH_SOURCE_DIRTY=""
-if [ -n "$BENCH_SOURCE_COMMIT" ]; then
-    [ -z "$(git -C "$PWD" status --porcelain --untracked-files=no 2>/dev/null)" ] && BENCH_SOURCE_DIRTY=0 || BENCH_SOURCE_DIRTY=1
-fi
-export BENCH_SOURCE_DIR BENCH_SOURCE_COMMIT BENCH_SOURCE_DIRTY
+choose_runtime
 mkdir -p "$RUN_DIR"
 echo "suite.sh: job $SLURM_JOB_ID, $NODES node(s) x $TASKS_PER_NODE task(s), $GPUS_PER_NODE GPU(s)/node, preset $PRESET, results in $RUN_DIR"
 echo "suite.sh: code from the checkout $PWD (commit ${BENCH_SOURCE_COMMIT:-unknown}${CIFAR_SIF:+, run in $CIFAR_SIF})"
@@ -145,7 +107,7 @@ report_case() {
     local case=$1 status=$2 files lost
     sleep 1  # let tee finish writing srun's last lines
     shopt -s nullglob
-    files=("$RUN_DIR/$case"-job"$SLURM_JOB_ID".*.json)
+    files=("$RUN_DIR/$case-job$SLURM_JOB_ID".*.json)
     shopt -u nullglob
     lost=$(grep -E "^srun: error: .*task" "$RUN_DIR/srun-$case.err" 2>/dev/null | sed 's/^srun: error: //' | paste -sd ';' - || true)
     if [ "${#files[@]}" -gt 0 ]; then

@@ -1,0 +1,62 @@
+# shellcheck shell=bash disable=SC2034  # (the variables set here are read by the scripts that source it)
+# Sourced by slurm/suite.sh and slurm/scaling.sh (after `cd "$SLURM_SUBMIT_DIR"`, the repository root):
+#   SCRIPT=suite.sh; source slurm/common.sh
+# The job's geometry, the checks before anything launches, and the Python that runs the ranks,
+# kept in one place so the two jobs cannot drift. Exit status 2 (bench/exitcodes.py BAD_INPUT) on a
+# refusal: nothing was launched.
+
+die() { echo "$SCRIPT: error: $*" >&2; exit 2; }
+[ -n "${SLURM_JOB_ID:-}" ] || die "run this with sbatch (see the first line of this script)"
+
+PRESET=${BENCH_PRESET:-full}
+NODES=${SLURM_JOB_NUM_NODES:?}
+TASKS_PER_NODE=${SLURM_NTASKS_PER_NODE%%(*}  # "2(x2)" -> "2"
+CPUS_PER_TASK=${SLURM_CPUS_PER_TASK:-1}
+GPUS_PER_NODE=${SLURM_GPUS_ON_NODE:-0}
+
+# check_job: the data set is there and the GPUs are laid out as DDP needs (one task per GPU, every
+# task seeing all GPUs of its node).
+check_job() {
+    [ -n "${BENCH_DATA:-}" ] || die "set BENCH_DATA to the data set; stage it first with: cifar-bench data download DIR (on a login node) or make data"
+    [ -e "$BENCH_DATA" ] || die "no data at BENCH_DATA=$BENCH_DATA; stage it first with: cifar-bench data download DIR (on a login node) or make data"
+    # One place decides the devices Lightning is told: the tasks per node. GPUs per node must match it.
+    if [ "$GPUS_PER_NODE" -gt 0 ] && [ "$TASKS_PER_NODE" -ne "$GPUS_PER_NODE" ]; then
+        die "--ntasks-per-node=$TASKS_PER_NODE but --gres=gpu:$GPUS_PER_NODE: DDP runs one task per GPU; submit with --ntasks-per-node=$GPUS_PER_NODE"
+    fi
+    # Every task must see all GPUs of its node: a DDP rank picks cuda:<local rank> among them, dp uses them all.
+    if [ -n "${SLURM_GPUS_PER_TASK:-}" ]; then
+        die "--gpus-per-task=$SLURM_GPUS_PER_TASK shows each task only its own GPU, but each DDP rank picks cuda:<local rank> among the node's GPUs; submit with --gres=gpu:N --ntasks-per-node=N and without --gpus-per-task (docs/gpu-clusters.md)"
+    fi
+    case ${SLURM_GPU_BIND:-none} in
+        *none*) ;;
+        *) die "--gpu-bind=$SLURM_GPU_BIND hides the node's other GPUs from each task; submit without --gpu-bind (or --gpu-bind=none), see docs/gpu-clusters.md" ;;
+    esac
+}
+
+# choose_runtime: RUN=(the command that runs `python`), the image (CIFAR_SIF) or the host's Python;
+# exports what environment.py records about the code that really runs.
+choose_runtime() {
+    if [ -n "${CIFAR_SIF:-}" ]; then
+        [ -f "$CIFAR_SIF" ] || die "CIFAR_SIF=$CIFAR_SIF does not exist; build it with: make image"
+        local data_dir binds
+        data_dir=$(cd "$(dirname "$BENCH_DATA")" && pwd)
+        binds=(--bind "$data_dir:$data_dir:ro" --bind "$PWD")
+        [ -n "${BENCH_CACHE:-}" ] && binds+=(--bind "$BENCH_CACHE:$BENCH_CACHE:ro")  # staged by make data
+        RUN=(apptainer exec --nv "${binds[@]}" --pwd "$PWD" "$CIFAR_SIF" python)
+        export BENCH_IMAGE=$CIFAR_SIF
+    else
+        local py=${BENCH_PYTHON:-}
+        [ -n "$py" ] || { [ -x .venv/bin/python ] && py=.venv/bin/python; } || py=python3
+        RUN=("$py")
+    fi
+    # The code that runs is this checkout (bound into the image at $PWD, where `python -m` imports it
+    # ahead of the image's installed copy). The image has no git, so its commit is read here and
+    # recorded by bench/environment.py (git_commit_source), never the image's baked-in BENCH_GIT_COMMIT.
+    BENCH_SOURCE_DIR=$PWD
+    BENCH_SOURCE_COMMIT=$(git -C "$PWD" rev-parse HEAD 2>/dev/null || true)
+    BENCH_SOURCE_DIRTY=""
+    if [ -n "$BENCH_SOURCE_COMMIT" ]; then
+        [ -z "$(git -C "$PWD" status --porcelain --untracked-files=no 2>/dev/null)" ] && BENCH_SOURCE_DIRTY=0 || BENCH_SOURCE_DIRTY=1
+    fi
+    export BENCH_SOURCE_DIR BENCH_SOURCE_COMMIT BENCH_SOURCE_DIRTY
+}
