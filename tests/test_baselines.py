@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from bench.baselines import (PROTECTED, SCHEMA, WORK_FIELDS, load_baseline, record_baseline, target_path,
+from bench.baselines import (SCHEMA, WORK_FIELDS, load_baseline, record_baseline, target_path,
                              validate_baseline, work_differences, write_baseline)
 from bench.config import make_config
 from bench.records import devices_used
@@ -76,7 +76,6 @@ def test_overwrite_rules(tmp_path):
     with pytest.raises(ValueError, match="exists.*--force"):
         target_path("mine", force=False, folder=tmp_path)
     assert target_path("mine", force=True, folder=tmp_path) == tmp_path / "mine.json"
-    assert PROTECTED == ("a100-2node",)
     for force in (False, True):
         with pytest.raises(ValueError, match="shipped reference.*--name a100-2node-mine"):
             target_path("a100-2node", force=force, folder=tmp_path)
