@@ -135,10 +135,10 @@ def cmd_repeats(args: argparse.Namespace, argv: list[str]) -> int:
     import subprocess
 
     from bench.baselines import summary_stats
-    from bench.results import format_table, load_result, new_run_id, result_path
+    from bench.results import format_table, inherited_run_id, load_result, new_run_id, result_path
 
     config = _run_config(args)  # validate once, before anything starts
-    group = new_run_id(config.case)
+    group = inherited_run_id() or new_run_id(config.case)
     single = [a for i, a in enumerate(argv) if a != "--repeats" and (i == 0 or argv[i - 1] != "--repeats")
               and not a.startswith("--repeats=")]
     results, status = [], 0

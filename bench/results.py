@@ -44,22 +44,28 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def new_run_id(case: str) -> str:
-    """A run id shared by all ranks of one run.
+def inherited_run_id() -> str | None:
+    """The run id this process inherited through $BENCH_RUN_ID (set by :func:`export_run_id` in
+    the process that started it, by ``bench run --repeats`` or by the suite), or None."""
+    return os.environ.get("BENCH_RUN_ID") or None
 
-    Taken from $BENCH_RUN_ID when set; otherwise made from the Slurm job and step ids (the same
-    in every task of an srun step) or from the time and a random suffix, and exported so that
-    the processes Lightning's launcher starts inherit it.
+
+def new_run_id(case: str) -> str:
+    """A fresh run id for ``case``; reads no id from, and writes none to, the environment.
+
+    Made from the Slurm job and step ids when both are set (the same in every task of an srun
+    step, so all ranks agree), otherwise from the UTC time and a random 6-hex-digit suffix.
     """
-    if os.environ.get("BENCH_RUN_ID"):
-        return os.environ["BENCH_RUN_ID"]
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if "SLURM_JOB_ID" in os.environ and "SLURM_STEP_ID" in os.environ:
-        run_id = f"{case}-job{os.environ['SLURM_JOB_ID']}.{os.environ['SLURM_STEP_ID']}"
-    else:
-        run_id = f"{case}-{stamp}-{uuid.uuid4().hex[:6]}"
+        return f"{case}-job{os.environ['SLURM_JOB_ID']}.{os.environ['SLURM_STEP_ID']}"
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{case}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def export_run_id(run_id: str) -> None:
+    """Put ``run_id`` into $BENCH_RUN_ID of this process, so that the rank processes Lightning's
+    launcher starts inherit it (:func:`inherited_run_id`) and all ranks share one id."""
     os.environ["BENCH_RUN_ID"] = run_id
-    return run_id
 
 
 def result_path(out_dir: str | Path, run_id: str) -> Path:

@@ -19,7 +19,8 @@ from bench.config import BenchConfig, ConfigError
 from bench.data import CifarDataModule, atomic_torch_save, check_shared_memory
 from bench.knobs import StepSleep, active_knobs
 from bench.model import apply_device_settings
-from bench.results import build_result, new_run_id, result_path, utc_now, write_json_atomic
+from bench.results import (build_result, export_run_id, inherited_run_id, new_run_id, result_path, utc_now,
+                           write_json_atomic)
 from bench.profiling import StepProfiler
 from bench.progress import EpochProgress
 from bench.timing import TrainingTimer, steady_state, wall_seconds
@@ -109,8 +110,8 @@ def check_out_dir(out_dir: str) -> None:
 def record_status(config: BenchConfig, status: str, reason: str, run_id: str | None = None) -> dict:
     """Write and return a result without figures: a case ``skipped`` on this hardware, or one
     ``interrupted`` before it could write its own result (e.g. by a Slurm time limit).
-    ``run_id`` defaults to :func:`bench.results.new_run_id`."""
-    result = build_result(run_id=run_id or new_run_id(config.case), case=config.case, status=status, reason=reason,
+    ``run_id`` defaults to the inherited one, else a new one (:mod:`bench.results`)."""
+    result = build_result(run_id=run_id or inherited_run_id() or new_run_id(config.case), case=config.case, status=status, reason=reason,
                           config=config.to_dict(), started_utc=utc_now(), environment=environment.collect())
     path = result_path(config.out_dir, result["run_id"])
     try:
@@ -166,7 +167,8 @@ def run_case(config: BenchConfig) -> dict | None:
     check_out_dir(config.out_dir)
     workers = cases.loader_workers(config)
     check_shared_memory(config, workers)
-    started, run_id, user_env = utc_now(), new_run_id(config.case), comm.user_comm_env()
+    started, run_id, user_env = utc_now(), inherited_run_id() or new_run_id(config.case), comm.user_comm_env()
+    export_run_id(run_id)  # the ranks Lightning's launcher starts read it back: one id per run
     comm.request_nccl_log(config, run_id)
     threads = cases.set_cpu_threads(config, workers)
     plan = {"cores_per_rank": cases.cores_per_rank(config), "torch_threads": threads, "loader_workers": workers}

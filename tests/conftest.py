@@ -75,6 +75,23 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subproce
                           timeout=timeout, env=full_env, cwd=REPO)
 
 
+def run_result(proc: subprocess.CompletedProcess, out: Path | None = None) -> tuple[Path, dict]:
+    """The result of a ``bench run`` that must have succeeded: the path its ``result: PATH`` line
+    names (inside ``out`` when given) and the JSON loaded from there.
+
+    Fails the test, showing the output's tail, when the run failed or printed no result line.
+    """
+    from bench.results import load_result
+
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    lines = [line.split("result: ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("result: ")]
+    assert lines, "no 'result: PATH' line in the output:\n" + proc.stdout[-2000:]
+    path = Path(lines[-1])
+    if out is not None:
+        assert path.parent == out, (path, out)
+    return path, load_result(path)
+
+
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private decoded-data cache folder (also exported as BENCH_CACHE for child processes)."""

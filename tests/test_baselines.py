@@ -8,8 +8,9 @@ import os
 
 import pytest
 
-from bench.baselines import (PROTECTED, SCHEMA, WORK_FIELDS, load_baseline, record_baseline, target_path,
-                             validate_baseline, write_baseline)
+from bench.baselines import (SCHEMA, WORK_FIELDS, load_baseline, record_baseline, target_path,
+                             validate_baseline, work_differences, write_baseline)
+from bench.config import make_config
 from bench.records import devices_used
 from bench.stats import summary_stats
 from tests.results_factory import baseline_of, records, result
@@ -75,7 +76,6 @@ def test_overwrite_rules(tmp_path):
     with pytest.raises(ValueError, match="exists.*--force"):
         target_path("mine", force=False, folder=tmp_path)
     assert target_path("mine", force=True, folder=tmp_path) == tmp_path / "mine.json"
-    assert PROTECTED == ("a100-2node",)
     for force in (False, True):
         with pytest.raises(ValueError, match="shipped reference.*--name a100-2node-mine"):
             target_path("a100-2node", force=force, folder=tmp_path)
@@ -155,9 +155,15 @@ def test_reference_file_is_stored_honestly():
         assert entry["config"] is None and entry["environment"] is None
 
 
-def test_work_fields_cover_the_brief():
-    assert set(WORK_FIELDS) == {"model", "epochs", "global_batch_size", "data_kind", "train_samples",
-                                "test_samples", "preset", "precision", "num_workers", "pin_memory",
-                                "persistent_workers", "data_path", "tf32", "channels_last", "cudnn_benchmark", "sync_batchnorm",
-                                "scaling"}
+def test_runs_differing_in_work_are_not_comparable():
+    """Every work field names a key of a real result's config (a renamed config field would
+    otherwise never be compared), and a difference in exactly that field is reported."""
+    config = make_config("smoke", data="synthetic").to_dict()
+    assert set(WORK_FIELDS) <= set(config), set(WORK_FIELDS) - set(config)
+    for field in WORK_FIELDS:
+        assert work_differences(config, {**config, field: "changed"}) == [field]
+    for field in ("model", "epochs", "global_batch_size", "data_kind", "data_path", "precision"):
+        assert work_differences(config, {**config, field: "changed"}) == [field]  # the work itself
+    for field in ("seed", "out_dir", "cache_dir", "save_weights"):  # same work, other bookkeeping
+        assert work_differences(config, {**config, field: "changed"}) == []
     assert not math.isnan(summary_stats([1.0, 1.0])["cv"])

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.breakdown import DETAIL, PARTS, format_breakdown, step_parts, summarize
-from bench.results import load_result
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_result
 
 # time stamps of one step, seconds
 MARKS = {"prev_end": 10.000, "start": 10.030, "before_backward": 10.050, "after_backward": 10.090,
@@ -59,9 +58,7 @@ def _run(tmp_path, *args: str) -> tuple[dict, str]:
     out = tmp_path / "runs"
     proc = run_cli("run", "--data", "synthetic", "--preset", "smoke", "--train-samples", "3200",
                    "--test-samples", "200", "--out", str(out), *args)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    path = next(line.split("result: ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("result: "))
-    return load_result(path), proc.stdout
+    return run_result(proc)[1], proc.stdout
 
 
 def _check_sums(epoch: dict) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from bench import cases, data, datapaths
 from bench.config import make_config
@@ -79,6 +81,46 @@ def test_index_loader_yields_the_samplers_index_lists():
     batches = list(datapaths.index_loader(10, sampler))
     assert all(isinstance(b, IndexBatch) and b.indices.dtype == torch.int64 for b in batches)
     assert [b.indices.tolist() for b in batches] == list(sampler)
+
+
+def _crop_counts(crops) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Histograms of the top and left offsets (9 bins each) and the number of flips of 32x32
+    crops of WHERE padded by 4 with zeros; any other image fails the test."""
+    padded = torch.nn.functional.pad(WHERE, (datapaths.PADDING,) * 4)
+    windows = {}
+    for top in range(9):
+        for left in range(9):
+            window = padded[:, top:top + 32, left:left + 32]
+            windows[window.numpy().tobytes()] = (top, left, 0)
+            windows[window.flip(-1).numpy().tobytes()] = (top, left, 1)
+    found = [windows.get(torch.as_tensor(c).numpy().tobytes()) for c in crops]
+    assert None not in found, "an augmented image is no zero-padded 32x32 crop (or its mirror) of the image"
+    drawn = torch.tensor(found)
+    return torch.bincount(drawn[:, 0], minlength=9), torch.bincount(drawn[:, 1], minlength=9), int(drawn[:, 2].sum())
+
+
+# A 32x32 image whose pixels say where they are (channel 0: row, 1: column, 2: a constant 200).
+WHERE = torch.stack([torch.arange(1, 33)[:, None].expand(32, 32), torch.arange(1, 33)[None, :].expand(32, 32),
+                     torch.full((32, 32), 200)]).to(torch.uint8)
+
+
+def test_all_three_paths_draw_the_same_crops_and_flips():
+    """The device path's batched crop and flip against the uint8 path's v2 transforms and the pil
+    path's PIL transforms: zero padding of 4, offsets uniform over 0..8 in each direction,
+    flips with p = 0.5. 1,800 draws per path: each offset bin expects 200 (sd 13), flips 900 (sd 21)."""
+    n = 1800
+    torch.manual_seed(0)  # the uint8 and pil transforms draw from torch's global generator
+    drawn = {"device": random_crop_flip(WHERE.expand(n, 3, 32, 32).contiguous(), datapaths.PADDING,
+                                        torch.Generator().manual_seed(0)),
+             "uint8": [data.train_transform()(WHERE) for _ in range(n)]}
+    crop_flip = datapaths.pil_train_transform(data.CIFAR10_MEAN, data.CIFAR10_STD).transforms[:2]  # before ToTensor
+    image = Image.fromarray(WHERE.permute(1, 2, 0).numpy())
+    drawn["pil"] = [torch.from_numpy(np.array(crop_flip[1](crop_flip[0](image)))).permute(2, 0, 1) for _ in range(n)]
+    for path, crops in drawn.items():
+        tops, lefts, flips = _crop_counts(crops)
+        assert bool(((tops > 130) & (tops < 270)).all()) and bool(((lefts > 130) & (lefts < 270)).all()), \
+            (path, tops, lefts)
+        assert 780 < flips < 1020, (path, flips)
 
 
 def test_pil_item_is_normalised_float32():

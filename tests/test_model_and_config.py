@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -55,13 +56,19 @@ def test_seeded_modules_start_identical():
 
 
 def test_loss_scale_gives_global_mean_across_uneven_ranks():
-    """Sum over ranks of (rank loss) / world == mean over the global batch (what DDP averages)."""
+    """Each rank's training_step loss, averaged over the ranks as DDP averages gradients, is the
+    mean over the global batch, also when the last global batch splits unevenly (4, 3, 3)."""
     torch.manual_seed(0)
-    logits, labels = torch.randn(10, 10), torch.randint(0, 10, (10,))
-    global_mean = torch.nn.functional.cross_entropy(logits, labels)
+    module = CifarModule(make_config("smoke", data="synthetic"))
+    module.log = lambda *args, **kwargs: None  # no Trainer to log to
     world, shares = 3, [(0, 4), (4, 7), (7, 10)]
-    per_rank = [torch.nn.functional.cross_entropy(logits[a:b], labels[a:b], reduction="sum") * world / 10
-                for a, b in shares]
+    # what Lightning and the datamodule give the module during fit: world size, global batch sizes
+    module._trainer = SimpleNamespace(world_size=world, datamodule=SimpleNamespace(global_batch_sizes=[64, 10]),
+                                      global_step=0, log_every_n_steps=50)
+    images, labels = torch.randn(10, 3, 32, 32), torch.randint(0, 10, (10,))
+    with torch.no_grad():
+        global_mean = torch.nn.functional.cross_entropy(module(images), labels)
+        per_rank = [module.training_step((images[a:b], labels[a:b]), 1) for a, b in shares]
     assert torch.allclose(sum(per_rank) / world, global_mean)
 
 

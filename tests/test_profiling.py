@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.profiling import fit_window
-from bench.results import load_result
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, run_result
 
 
 @pytest.mark.parametrize("total, expected", [
@@ -34,10 +33,9 @@ def _profiled_run(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "runs"
     proc = run_cli("run", "--data", "synthetic", "--preset", "smoke", "--test-samples", "200", "--profile",
                    "--out", str(out), *args)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = run_result(proc)[1]
     assert "profile: " in proc.stdout
-    path = next(line.split("result: ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("result: "))
-    return load_result(path)
+    return result
 
 
 def _check_rank_files(entry: dict, rank: int) -> list[str]:

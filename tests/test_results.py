@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -49,17 +50,25 @@ def test_table_shows_figures_cv_and_skip_reason():
     assert "skipped" in table[2] and "needs 2 or more CUDA devices" in table[2]  # order: baseline, dp, ddp
 
 
-def test_run_id_is_shared_through_the_environment(monkeypatch):
-    # setenv first, so that teardown removes the id new_run_id exports (a leaked id would name
-    # later runs of this pytest process, e.g. the suite's skipped dp case)
-    monkeypatch.setenv("BENCH_RUN_ID", "")
+def test_new_run_id_neither_reads_nor_writes_the_environment(monkeypatch):
+    monkeypatch.setenv("BENCH_RUN_ID", "inherited-id")
     monkeypatch.delenv("SLURM_STEP_ID", raising=False)
-    first = results.new_run_id("ddp")
-    assert results.new_run_id("ddp") == first  # a child started by Lightning's launcher inherits it
-    monkeypatch.delenv("BENCH_RUN_ID")
+    first, second = results.new_run_id("ddp"), results.new_run_id("ddp")
+    assert first.startswith("ddp-") and first != second  # fresh each call, random suffix
+    assert os.environ["BENCH_RUN_ID"] == "inherited-id"  # nothing exported
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.setenv("SLURM_STEP_ID", "3")
-    assert results.new_run_id("ddp") == "ddp-job42.3"
+    assert results.new_run_id("ddp") == "ddp-job42.3"  # the same in every task of the srun step
+
+
+def test_an_exported_run_id_is_inherited(monkeypatch):
+    # setenv first, so that teardown removes the exported id (a leaked id would name later runs
+    # of this pytest process, e.g. the suite's skipped dp case)
+    monkeypatch.setenv("BENCH_RUN_ID", "")
+    assert results.inherited_run_id() is None
+    results.export_run_id("ddp-20260101T000000Z-abcdef")
+    assert results.inherited_run_id() == "ddp-20260101T000000Z-abcdef"
+    assert os.environ["BENCH_RUN_ID"] == "ddp-20260101T000000Z-abcdef"  # what a child process inherits
 
 
 def test_table_marks_a_profiled_run():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.results import load_result
-from tests.conftest import run_cli, write_image_tree, pickle_that_runs_code
+from tests.conftest import run_cli, run_result, write_image_tree, pickle_that_runs_code
 
 SMOKE = ("--preset", "smoke")
 
@@ -21,10 +21,8 @@ def _json_files(folder: Path) -> list[Path]:
 
 
 def _result(proc, out: Path) -> dict:
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    path = next(line.split("result: ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("result: "))
-    assert Path(path).parent == out
-    return {**load_result(path), "path": path}
+    path, result = run_result(proc, out)
+    return {**result, "path": str(path)}
 
 
 def test_ddp_then_exact_test_count_on_1_and_3_ranks(real_data, cache, tmp_path):
@@ -156,4 +154,5 @@ def test_repeats_give_fit_samples_and_their_statistics(tmp_path):
     runs = [load_result(p) for p in _json_files(out)]
     assert len(runs) == 3 and len({r["run_id"] for r in runs}) == 3
     assert all(r["status"] == "ok" and r["metrics"]["fit_s"] > 0 for r in runs)
-    assert "3 repeats of baseline" in proc.stdout and "(n=3)" in proc.stdout and "'cv'" in proc.stdout
+    assert all(r["metrics"]["accuracy_meaningful"] is False for r in runs)  # synthetic: marked, not a figure
+    assert "3 repeats of baseline" in proc.stdout and "(synthetic)" in proc.stdout and "(n=3)" in proc.stdout and "'cv'" in proc.stdout

@@ -33,8 +33,7 @@ import pytest
 from bench.baselines import record_baseline, write_baseline
 from bench.records import read_records
 from bench.knobs import STEP_SLEEP_ENV
-from bench.results import load_result
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, run_result
 
 RUN = ("run", "--case", "baseline", "--data", "synthetic", "--preset", "smoke",
        "--train-samples", "4096", "--test-samples", "500")
@@ -60,10 +59,7 @@ def one_core():
 
 def _run(out: Path, env: dict | None = None) -> tuple[Path, dict]:
     proc = run_cli(*RUN, "--out", str(out), env=env, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    path = Path(next(line.split("result: ", 1)[1] for line in proc.stdout.splitlines()
-                     if line.startswith("result: ")))
-    result = load_result(path)
+    path, result = run_result(proc, out)
     assert result["status"] == "ok" and result["sanity"]["passed"], result
     assert result["world"]["torch_threads_per_rank"] == 1
     return path, result
