@@ -13,7 +13,9 @@ the baseline per data path; ``bf16-mixed``; ``channels_last`` with bf16; ``torch
 off; the per-step breakdown on and off; resnet18; and ddp with world size 1 on NCCL. ``--cpu``
 runs the same plan on the CPU (gloo, 32-bit where bf16 would only slow it) with the smoke preset.
 
-Exit status: 0 every case ran ok; 1 a case failed (the table still shows the others).
+Each row's ``gpu_fixes`` says which of issue 16's GPU-path fixes the case showed to hold
+(:func:`correctness`). Exit status: 0 every case ran ok (dp: or was skipped on one GPU) and every
+fix held; 1 otherwise (the table still shows the others).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ PLAN: dict[str, list[str]] = {
     "breakdown-off": ["--data-path", "device", "--no-step-breakdown"],
     "resnet18-bf16": ["--data-path", "device", "--model", "resnet18", "--precision", "bf16-mixed", "--channels-last"],
     "ddp-1": ["--case", "ddp", "--devices", "1", "--data-path", "device"],
+    # dp needs >= 2 GPUs: on one GPU it is recorded as skipped with its reason (item 1 then unchecked)
+    "dp-bf16": ["--case", "dp", "--data-path", "device", "--precision", "bf16-mixed"],
 }
 _CPU_DROP = {"--precision", "bf16-mixed"}  # bf16 on CPU only slows the CPU mode down; the rest runs as planned
 
@@ -78,6 +82,37 @@ def row(name: str, result: dict[str, Any] | None, seconds: float) -> dict[str, A
             "reason": result.get("reason")}
 
 
+def correctness(name: str, result: dict[str, Any] | None, gpu: bool) -> dict[str, str]:
+    """The GPU-path fixes this case can show (issue 16's items), each "ok", "FAIL: why" or "n/a" (pure).
+
+    item 1: dp replicas compute in the run's precision (``world.training_settings.dp_replica_autocast``);
+    item 4: the NCCL transport was read back (``world.communication.network``) on ddp;
+    item 6: no argument validation in the accuracy metric (``training_settings.metric_validate_args``);
+    item 7: cuDNN's autotuner on for GPU runs, as recorded and as torch reports it;
+    item 12: the first epoch and a steady-state throughput recorded apart (``metrics.first_epoch_s``).
+    (Item 3, the suite's ddp devices, is a suite default: tests/test_gpu_paths.py fakes device counts.)
+    """
+    if not result or result.get("status") != "ok":
+        return {}
+    world, m, c = result.get("world") or {}, result.get("metrics") or {}, result.get("config") or {}
+    settings = world.get("training_settings") or {}
+    check = lambda ok, why: "ok" if ok else f"FAIL: {why}"  # noqa: E731
+    out = {"item6": check(settings.get("metric_validate_args") is False, "metrics validate their arguments"),
+           "item12": check(m.get("first_epoch_s") is not None and m.get("steady_throughput_img_s") is not None,
+                           "no first-epoch / steady-state figures")}
+    if gpu:
+        cudnn = (world.get("device_settings") or {}).get("cudnn_benchmark")
+        out["item7"] = check(c.get("cudnn_benchmark") is True and cudnn is True, f"cudnn.benchmark={cudnn}")
+    if c.get("case") == "ddp":
+        network = (world.get("communication") or {}).get("network")
+        out["item4"] = check(network is not None or not gpu, "NCCL transport not read back")
+    if c.get("case") == "dp":
+        seen = settings.get("dp_replica_autocast") or {}
+        want = "bfloat16" if c.get("precision") == "bf16-mixed" else None
+        out["item1"] = check(seen.get("dtype") == want, f"replicas ran {seen}")
+    return out
+
+
 def versions(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The software and GPU that really ran, from the first result's ``environment``."""
     env = next((r.get("environment") for r in results if r and r.get("environment")), {}) or {}
@@ -100,8 +135,14 @@ def run_plan(plan: dict[str, list[str]], timeout_s: int) -> tuple[list[dict], li
         result = json.loads(Path(paths[-1]).read_text()) if paths else None
         results.append(result)
         rows.append(row(name, result, time.monotonic() - began))
+        checks = correctness(name, result, gpu=_accelerator(result) == "gpu")
+        rows[-1]["gpu_fixes"] = " ".join(f"{k}:{v}" for k, v in checks.items()) or "-"
         print(f"{name}: {rows[-1]['status']} in {rows[-1]['wall_s']} s", flush=True)
     return rows, results
+
+
+def _accelerator(result: dict[str, Any] | None) -> str | None:
+    return ((result or {}).get("config") or {}).get("accelerator")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     print(tabulate([{k: v for k, v in r.items() if k != "reason"} for r in rows], headers="keys", floatfmt=".2f"))
     print(json.dumps(report["versions"]))
     print(f"gpu-check: {path}")
-    return ExitCode.OK if all(r["status"] == "ok" for r in rows) else ExitCode.FAILED
+    fixes_ok = not any("FAIL" in r.get("gpu_fixes", "") for r in rows)
+    print("gpu-check: issue 16's GPU-path fixes (items 1, 4, 6, 7, 12) " + ("hold" if fixes_ok else "FAIL: see gpu_fixes"))
+    return ExitCode.OK if fixes_ok and all(r["status"] in ("ok", "skipped") for r in rows) else ExitCode.FAILED
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.gpu_check import PLAN, commands
+from bench.gpu_check import PLAN, commands, correctness
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,3 +38,26 @@ def test_cpu_mode_runs_cases_and_writes_table_and_json(tmp_path):
     assert report["rows"][1]["backend"] == "gloo" and report["rows"][0]["step_ms"] > 0
     assert report["versions"]["torch"] and report["versions"]["lightning"]  # what really ran
     assert "baseline-uint8" in proc.stdout and "gpu-check:" in proc.stdout
+    assert [r["gpu_fixes"] for r in report["rows"]] == ["item6:ok item12:ok", "item6:ok item12:ok item4:ok"]
+
+
+def _gpu_result(**world_over) -> dict:
+    world = {"training_settings": {"metric_validate_args": False, "dp_replica_autocast": {"enabled": True,
+                                                                                         "dtype": "bfloat16"}},
+             "device_settings": {"cudnn_benchmark": True}, "communication": {"network": "Socket"}, **world_over}
+    return {"status": "ok", "world": world, "metrics": {"first_epoch_s": 3.0, "steady_throughput_img_s": 9e4},
+            "config": {"case": "dp", "precision": "bf16-mixed", "cudnn_benchmark": True, "accelerator": "gpu"}}
+
+
+def test_correctness_names_each_gpu_fix_that_did_not_hold():
+    assert correctness("dp-bf16", _gpu_result(), gpu=True) == {"item6": "ok", "item12": "ok", "item7": "ok",
+                                                               "item1": "ok"}
+    fp16 = _gpu_result(training_settings={"metric_validate_args": True,
+                                          "dp_replica_autocast": {"enabled": True, "dtype": "float16"}},
+                       device_settings={"cudnn_benchmark": False})
+    checks = correctness("dp-bf16", fp16, gpu=True)
+    assert checks["item1"].startswith("FAIL") and "float16" in checks["item1"]
+    assert checks["item6"].startswith("FAIL") and checks["item7"].startswith("FAIL")
+    ddp = {**_gpu_result(communication={"network": None}), "config": {"case": "ddp", "cudnn_benchmark": True}}
+    assert correctness("ddp-1", ddp, gpu=True)["item4"].startswith("FAIL")
+    assert correctness("x", {"status": "skipped"}, gpu=True) == {}  # a skipped or failed case shows nothing
