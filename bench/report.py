@@ -28,7 +28,9 @@ environment summary (GPUs, driver, nodes, versions, image, git commit; ``unknown
 results do not say), and where runs have a per-step breakdown, "Where the time goes": each case's
 median step split into data wait, compute, all-reduce and loop overhead
 (:func:`bench.breakdown.markdown_breakdown`). The figure (:mod:`bench.plot`) has two panels:
-training time per case, and speedup per case with the ideal speedup (= devices) marked.
+training time per case, and speedup per case with the ideal speedup (= devices) marked. Where a
+case ran at several world sizes, a "Scaling" section adds the sweep's table and ``scaling.png``
+(:func:`bench.sweep.report_section`).
 """
 
 from __future__ import annotations
@@ -344,6 +346,9 @@ def _write_files(results: list[Record], comparisons: list | None, base: dict | N
     png = render_png(case_rows(results)[0])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from bench.sweep import report_section  # (a case at several world sizes: the sweep's table and chart)
+
+    markdown += "\n".join(report_section([r.result for r in results if r.result], out)) + "\n"
     return (atomic_write_bytes(out / "report.md", markdown.encode("utf-8")),
             atomic_write_bytes(out / "report.png", png))
 

@@ -222,3 +222,27 @@ def markdown(record: dict[str, Any], chart: str | None) -> str:
     if chart:
         lines += [f"![scaling]({chart})", ""]
     return "\n".join(lines)
+
+
+def report_section(results: list[dict[str, Any]], out: Path) -> list[str]:
+    """``cifar-bench report``'s scaling section: when a case ran at several world sizes (a sweep, or
+    results of several sweeps' points), the sweep table and ``out/scaling.png``; else [] (nothing written).
+
+    Points are never pooled (:func:`bench.scaling.point_key`); the chart shows the first scaling mode.
+    """
+    from bench.scaling import format_table, summarize
+    from bench.sweep_plot import plot_sweep
+
+    points = summarize([r for r in results if r.get("status") != "skipped"])
+    per_case: dict[tuple, int] = {}
+    for p in points:
+        per_case[(p["case"], p["scaling"])] = per_case.get((p["case"], p["scaling"]), 0) + 1
+    points = [p for p in points if per_case[(p["case"], p["scaling"])] > 1]
+    if not points:
+        return []
+    mode = points[0]["scaling"]
+    chart = plot_sweep([p for p in points if p["scaling"] == mode], out / "scaling.png")
+    return ["", "## Scaling", "", format_table(points), "",
+            f"{mode.capitalize()} scaling against the 1-device point of the same case "
+            "(strong: speedup T1/TN and efficiency speedup/N; weak: efficiency T1/TN), see docs/scaling.md.",
+            "", f"![scaling]({chart.name})"]

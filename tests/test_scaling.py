@@ -113,3 +113,21 @@ def test_chart_is_written(tmp_path):
     path = plot_sweep(points, tmp_path / "sweep.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_sweep([], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
+def test_report_adds_the_scaling_table_and_chart_for_several_world_sizes(tmp_path):
+    import json
+
+    from bench.report import write_report
+
+    files = []
+    for i, r in enumerate([_result(100, 1), _result(50, 2), _result(40, 4, nodes=2)]):
+        r["schema"], r["schema_version"] = "cifar-bench/result", 1
+        files.append(tmp_path / f"r{i}.json")
+        files[-1].write_text(json.dumps(r))
+    md, _ = write_report(files, tmp_path / "out")
+    text = md.read_text()
+    assert "## Scaling" in text and "![scaling](scaling.png)" in text and (tmp_path / "out" / "scaling.png").is_file()
+    assert "| 2.50x " in text and "| 62 % " in text  # the 4-rank point: speedup 100 s / 40 s, efficiency 2.5 / 4
+    one = write_report(files[:1], tmp_path / "single")[0].read_text()
+    assert "## Scaling" not in one and not (tmp_path / "single" / "scaling.png").exists()
