@@ -141,6 +141,28 @@ def run_plan(plan: dict[str, list[str]], timeout_s: int) -> tuple[list[dict], li
     return rows, results
 
 
+class _SuiteOptions:
+    """The suite's pytest options as a user leaves them: full preset, no --bench-devices/--bench-nodes."""
+
+    def getoption(self, name: str):
+        return {"--bench-arg": [], "--bench-preset": "full"}.get(name)
+
+
+def suite_ddp_devices() -> str:
+    """Issue 16 item 3: the suite's ddp default on this machine, "ok: N ..." when it is every visible
+    GPU, else "FAIL: ..." (or "n/a" where the suite cannot be imported, e.g. no pytest)."""
+    try:
+        import torch
+
+        from suite.test_cases import _devices_and_nodes_sourced
+    except ImportError as err:
+        return f"n/a ({err})"
+    devices, nodes, source = _devices_and_nodes_sourced(_SuiteOptions())
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    ok = devices == max(1, visible) and nodes == 1 and source == "visible GPUs"
+    return f"{'ok' if ok else 'FAIL'}: ddp on {devices} device(s) x {nodes} node(s) from {source}; {visible} visible"
+
+
 def _accelerator(result: dict[str, Any] | None) -> str | None:
     return ((result or {}).get("config") or {}).get("accelerator")
 
@@ -164,14 +186,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {' '.join(cmd)}")
         return ExitCode.OK
     rows, results = run_plan(plan, args.timeout)
+    item3 = "n/a (CPU mode)" if args.cpu else suite_ddp_devices()
     report = {"mode": "cpu" if args.cpu else "gpu", "epochs": args.epochs, "versions": versions(results),
-              "rows": rows, "commands": plan}
+              "rows": rows, "commands": plan, "item3_suite_ddp_devices": item3}
     path = write_json_atomic(report, args.out / "gpu_check.json")
     print(tabulate([{k: v for k, v in r.items() if k != "reason"} for r in rows], headers="keys", floatfmt=".2f"))
     print(json.dumps(report["versions"]))
     print(f"gpu-check: {path}")
-    fixes_ok = not any("FAIL" in r.get("gpu_fixes", "") for r in rows)
-    print("gpu-check: issue 16's GPU-path fixes (items 1, 4, 6, 7, 12) " + ("hold" if fixes_ok else "FAIL: see gpu_fixes"))
+    fixes_ok = not any("FAIL" in r.get("gpu_fixes", "") for r in rows) and not item3.startswith("FAIL")
+    print(f"gpu-check: item3 (suite's ddp devices): {item3}")
+    print("gpu-check: issue 16's GPU-path fixes (items 1, 3, 4, 6, 7, 12) " + ("hold" if fixes_ok else "FAIL: see gpu_fixes"))
     return ExitCode.OK if fixes_ok and all(r["status"] in ("ok", "skipped") for r in rows) else ExitCode.FAILED
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.gpu_check import PLAN, commands, correctness
+from bench.gpu_check import PLAN, commands, correctness, suite_ddp_devices
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,3 +61,13 @@ def test_correctness_names_each_gpu_fix_that_did_not_hold():
     ddp = {**_gpu_result(communication={"network": None}), "config": {"case": "ddp", "cudnn_benchmark": True}}
     assert correctness("ddp-1", ddp, gpu=True)["item4"].startswith("FAIL")
     assert correctness("x", {"status": "skipped"}, gpu=True) == {}  # a skipped or failed case shows nothing
+
+
+def test_suite_ddp_devices_check_reads_the_suite_default(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert suite_ddp_devices() == "ok: ddp on 8 device(s) x 1 node(s) from visible GPUs; 8 visible"
+    monkeypatch.setattr("suite.test_cases._devices_and_nodes_sourced", lambda config: (2, 1, "--bench-devices"))
+    assert suite_ddp_devices().startswith("FAIL: ddp on 2 device(s)")
