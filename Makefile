@@ -10,6 +10,8 @@ PRESET ?= cpu
 STAMP  := $(shell date -u +%Y%m%dT%H%M%SZ)
 RUNS   ?= runs/bench-$(STAMP)
 BENCH_ARGS ?=
+# Repeats of each case (fresh processes, interleaved by the suite): 3 or more for a baseline.
+ROUNDS ?= 1
 
 # Where `make data` stages the data set and its decoded cache.
 DATA_DIR ?= data
@@ -20,7 +22,7 @@ help:
 	@echo "make setup        create $(VENV) with the locked dependencies (requirements.lock: torch, lightning, ...;"
 	@echo "                  about 6 GB on disk, 2-5 minutes the first time; a no-op while the lock is unchanged)"
 	@echo "make bench        the main job: baseline, dp, ddp on real CIFAR-10 (PRESET=$(PRESET)), JSON in runs/"
-	@echo "                  BENCH_DATA=PATH  PRESET=smoke|cpu|full  RUNS=DIR  BENCH_ARGS='--epochs 1 ...' (to cifar-bench run)"
+	@echo "                  BENCH_DATA=PATH  PRESET=smoke|cpu|full  RUNS=DIR  ROUNDS=N  BENCH_ARGS='--epochs 1 ...' (to cifar-bench run)"
 	@echo "make test         start the local Slurm cluster and run every test (about 25 minutes on 2 cores)"
 	@echo "make data         stage CIFAR-10 once (login node): DATA_DIR=dir [ARCHIVE=file] -> decoded cache in DATA_DIR/cache"
 	@echo "make image        build cifar.sif (Apptainer; IMAGE_FROM=docker via the Dockerfile; CUDA_VARIANT=cu130|cu128|cu126)"
@@ -48,7 +50,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 # own one-line error and its exit status (2), and no suite.json is written.
 bench: setup
 	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest suite -p no:cacheprovider -q \
-	  --bench-preset $(PRESET) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json \
+	  --bench-preset $(PRESET) --bench-rounds $(ROUNDS) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json \
 	  $(foreach arg,$(BENCH_ARGS),--bench-arg=$(arg))
 	@echo "results: $(RUNS)/ (one JSON per case, suite.json from pytest-benchmark)"
 

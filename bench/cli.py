@@ -36,7 +36,7 @@ def _add_run_parser(sub) -> None:
                                    "the preset's value (shown per preset where the presets differ).")
     for f in dataclasses.fields(BenchConfig):
         add_field_option(p, f)
-    p.add_argument("--repeats", type=int, default=1,
+    p.add_argument("--repeats", type=int, default=1, metavar="N",
                    help="run the case N times, each in a fresh process with its own JSON (fit_s samples) "
                         "(default: 1)")
 

@@ -113,7 +113,7 @@ def compare(records: list[Record], baseline: dict[str, Any], tolerance_pct: floa
     """
     validate_baseline(baseline)
     if tolerance_pct < 0:
-        raise ValueError(f"tolerance_pct must be >= 0, got {tolerance_pct}")
+        raise ValueError(f"--tolerance is a slowdown in percent and must be >= 0, got {tolerance_pct}")
     ref: dict[str, list[Record]] = {}
     for r in records_of(baseline, f"baseline {baseline.get('name')}"):
         ref.setdefault(r.case, []).append(r)
@@ -168,7 +168,7 @@ def _compare_group(group: tuple, runs: list[Record], b: list[Record] | None, own
 
 def _figures(valid: list[Record], b: list[Record], own_base: list[Record], ref_base: list[Record] | None) -> dict:
     now_t, ref_t = _median(valid), _median(b)
-    same_work = own_base and not work_differences(valid[0].config, own_base[0].config)
+    same_work = own_base and not any(work_differences(valid[0].config, r.config) for r in valid + own_base)
     own = _median(own_base) / now_t if same_work else None
     ref_sp = _median(ref_base) / ref_t if ref_base else None
     return {"fit_s_now": now_t, "fit_s_baseline": ref_t, "diff_pct": (now_t / ref_t - 1.0) * 100.0,

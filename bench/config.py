@@ -173,6 +173,10 @@ def _check_ranges(c: BenchConfig) -> None:
     for name in positive:
         if getattr(c, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(c, name)}")
+    for name in ("train_samples", "test_samples"):
+        if 0 < getattr(c, name) < 10:  # (CIFAR-10's classes)
+            raise ConfigError(f"{name} must be 0 (all) or >= 10: a class-balanced subset needs one image per "
+                              f"class, got {getattr(c, name)}")
     for name in ("epochs", "train_samples", "test_samples", "val_every_n_epochs", "seed"):
         if getattr(c, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(c, name)}")

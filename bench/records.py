@@ -277,6 +277,8 @@ def read_records(paths: Iterable[str | Path], accept_test_knobs: bool = False) -
     """
     records: list[Record] = []
     for path in map(Path, paths):
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder: pass the JSON files in it (e.g. {path}/*.json); {INPUT_HELP}")
         if not path.is_file():
             raise ValueError(f"{path}: no such file; {INPUT_HELP}")
         try:
@@ -285,6 +287,22 @@ def read_records(paths: Iterable[str | Path], accept_test_knobs: bool = False) -
             raise ValueError(f"{path}: not valid JSON ({err}); {INPUT_HELP}") from err
         records += records_of(obj, str(path), accept_test_knobs)
     return dedupe(records)
+
+
+def split_by_work(records: list[Record]) -> list[tuple[list[Record], str]]:
+    """Records of one group split into sets that did the same work (:data:`bench.baselines.WORK_FIELDS`),
+    in the order first seen; each with a label naming its values of the fields that differ between
+    the sets (``""`` when all did the same work). Runs without a config join the first set."""
+    from bench.baselines import work_differences
+
+    sets: list[list[Record]] = []
+    for r in records:
+        home = next((s for s in sets if not work_differences(s[0].config, r.config)), None)
+        home.append(r) if home is not None else sets.append([r])
+    if len(sets) < 2:
+        return [(s, "") for s in sets]
+    fields = sorted({f for s in sets[1:] for f in work_differences(sets[0][0].config, s[0].config)})
+    return [(s, "[" + ", ".join(f"{f}={(s[0].config or {}).get(f)}" for f in fields) + "]") for s in sets]
 
 
 def with_problem(record: Record, problem: str) -> Record:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.files import atomic_open
-from bench.records import RESULT_SCHEMA as SCHEMA, RESULT_SCHEMA_VERSION as SCHEMA_VERSION, STATUSES
+from bench.records import RESULT_SCHEMA as SCHEMA, RESULT_SCHEMA_VERSION as SCHEMA_VERSION, STATUSES, split_by_work
 from bench.records import Record, by_group, from_result, group_label, read_records
 from bench.stats import summary_stats
 from bench.tables import fmt, render
@@ -154,14 +154,14 @@ def summary_rows(results: list[dict | Record]) -> list[list[str]]:
     """
     rows = []
     for group, recs in by_group(_records(results)).items():
-        valid = [r for r in recs if r.valid]
-        if valid:
+        # runs that did different work (another preset, data set, ...) are never pooled into one row
+        for valid, work in split_by_work([r for r in recs if r.valid]):
             st = summary_stats([r.fit_s for r in valid])
             thr, acc = _median([r.throughput_img_s for r in valid]), _median([r.test_accuracy for r in valid])
             synthetic = not all(r.accuracy_meaningful for r in valid)
             rows.append([group_label(group), "ok", str(len(valid)), fmt(st["median"], ".2f"),
                          "-" if st["cv"] is None else f"{st['cv']:.1%} (n={st['n']})", fmt(thr, ".0f"),
-                         "-" if acc is None else f"{acc:.2%}" + (" (synthetic)" if synthetic else ""), ""])
+                         "-" if acc is None else f"{acc:.2%}" + (" (synthetic)" if synthetic else ""), work])
         for r in recs:
             if not r.valid:
                 rows.append([group_label(group), r.status if r.status != "ok" else "not a figure", "-",

@@ -194,3 +194,10 @@ def test_compile_is_opt_in_in_place_and_a_work_field():
     assert compiled.net._compiled_call_impl is not None and plain.net._compiled_call_impl is None
     a, b = (make_config("smoke", data="synthetic", compile=c).to_dict() for c in (False, True))
     assert work_differences(a, b) == ["compile"]
+
+
+@pytest.mark.parametrize("field", ["train_samples", "test_samples"])
+def test_a_class_balanced_subset_needs_one_image_per_class(field):
+    with pytest.raises(ConfigError, match=f"{field} must be 0 \\(all\\) or >= 10"):
+        make_config("smoke", data="synthetic", **{field: 5})
+    assert getattr(make_config("smoke", data="synthetic", **{field: 10}), field) == 10

@@ -89,6 +89,7 @@ def test_2_compare_report_and_record_see_n_rounds(folder, tmp_path):
         assert entry["fit_s_samples"] == bench["extra_info"]["fit_s_samples"]
         assert entry["run_ids"] == [Path(p).stem for p in bench["extra_info"]["result_paths"]]
     assert "left out dp-" in proc.stdout and "skipped: DataParallel" in proc.stdout
+    assert ("fewer than 3 runs" in proc.stdout) == (rounds < 3)  # one noisy run would decide a verdict
     # the recorded file read together with its own runs: still each sample once
     assert len([r for r in read_records(glob(folder) + [tmp_path / "baselines" / "mine.json"])
                 if r.case == "baseline"]) == rounds
@@ -186,3 +187,20 @@ def test_6_commands_that_do_not_train_do_not_import_torch(folder, tmp_path, args
     assert line.startswith("STATUS 0") or line.startswith("STATUS 1"), proc.stdout + proc.stderr
     heavy = set(filter(None, line.split("HEAVY")[1].strip().split(",")))
     assert "torch" not in heavy and "lightning" not in heavy and heavy <= allowed, line
+
+
+def test_table_never_pools_runs_that_did_different_work(tmp_path):
+    from bench.results import summary_rows
+    from tests.results_factory import records as recs, result
+
+    rows = summary_rows(recs(result("ddp", [5.0], devices=2, train_samples=0),
+                             result("ddp", [0.9], devices=2, train_samples=640)))
+    assert [(r[2], r[3], r[7]) for r in rows] == [("1", "5.00", "[train_samples=0]"),
+                                                  ("1", "0.90", "[train_samples=640]")]
+
+
+def test_a_folder_given_as_a_result_says_so(tmp_path):
+    from bench.records import read_records
+
+    with pytest.raises(ValueError, match="is a folder: pass the JSON files in it"):
+        read_records([tmp_path])
