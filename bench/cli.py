@@ -158,10 +158,8 @@ def cmd_repeats(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    from bench.environment import GPUUnavailableError
     from bench.faults import check_srun
     from bench.results import format_table
-    from bench.sources import DataError
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
@@ -177,8 +175,9 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     except RunInterrupted as err:  # the interrupted result is written (rank 0)
         print(f"cifar-bench: interrupted: {err}", file=sys.stderr)
         return ExitCode.INTERRUPTED
-    except (ConfigError, DataError, GPUUnavailableError):
-        _remove_empty(missing)  # bad input writes nothing: not even the --out folder the run's checks made
+    except Exception as err:
+        if _is_bad_input(err):
+            _remove_empty(missing)  # bad input writes nothing: not even the --out folder the run's checks made
         raise
     if result is None:  # not global rank 0: rank 0 reports
         return 0
@@ -271,9 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:  # how the result and baseline readers report a bad file
             print(f"cifar-bench: error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
-    from bench.environment import GPUUnavailableError
     from bench.files import DiskFullError
-    from bench.sources import DataError
 
     try:
         if args.command == "run":
@@ -283,12 +280,25 @@ def main(argv: list[str] | None = None) -> int:
 
             return sweep.run(args)
         return cmd_data(args)
-    except (ConfigError, DataError, GPUUnavailableError) as err:
-        print(f"cifar-bench: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except DiskFullError as err:
         print(f"cifar-bench: error: {err.strerror}", file=sys.stderr)
         return ExitCode.FAILED
+    except Exception as err:
+        if not _is_bad_input(err):
+            raise
+        print(f"cifar-bench: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _is_bad_input(err: BaseException) -> bool:
+    """A configuration, data or accelerator error (exit 2). ConfigError is checked first: bad options
+    are answered before torch is imported (the other two classes live in modules that import it)."""
+    if isinstance(err, ConfigError):
+        return True
+    from bench.environment import GPUUnavailableError
+    from bench.sources import DataError
+
+    return isinstance(err, (DataError, GPUUnavailableError))
 
 
 def main_exit() -> None:
