@@ -305,9 +305,13 @@ def download(root: Path) -> Path:
     Raises:
         DataError: the download or its checksum failed (e.g. no internet on a compute node).
     """
+    made = [p for p in (root, *root.parents) if not p.exists()]  # what a failed download must not leave
     try:
         CIFAR10(str(root), train=True, download=True)
     except (OSError, RuntimeError) as err:  # URLError is an OSError
+        for folder in made:  # innermost first; only folders it left empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         raise DataError(f"download into {root} failed: {err}. Compute nodes often have no internet: "
                         f"download on a login node, or copy cifar-10-python.tar.gz there by hand") from err
     return root / CIFAR10.base_folder

@@ -139,3 +139,15 @@ def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
 
 def test_reading_real_archive_header(real_data: Path):
     assert detect_kind(real_data) == "image_folder"
+
+
+def test_a_failed_download_leaves_no_empty_folder(tmp_path, monkeypatch):
+    from bench import sources
+
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -2] Name or service not known>")  # what an offline node sees
+
+    monkeypatch.setattr(sources, "CIFAR10", offline)
+    with pytest.raises(sources.DataError, match="download on a login node"):
+        sources.download(tmp_path / "new" / "cifar")
+    assert list(tmp_path.iterdir()) == []  # neither folder it made is left
