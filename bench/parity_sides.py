@@ -5,7 +5,7 @@ Both take the product's own :class:`~bench.data.CifarDataModule` (same data set,
 path, augmentation, loader workers and pinned memory), the same network and initial weights
 (``L.seed_everything(seed, workers=True)`` then :func:`~bench.model.build_network`), the same
 SGD, the same loss (mean over the global batch = the product's on one device) and the same torch
-threads (:func:`bench.cases.set_cpu_threads`). What they leave out: metrics, logging, the
+threads (:func:`bench.threads.set_cpu_threads`). What they leave out: metrics, logging, the
 per-step breakdown, the epoch barriers, the result JSON.
 
 Throughput is timed like the product's ``throughput_img_s``: training images of all epochs /
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.seed import pl_worker_init_function
 
-from bench import cases, datapaths
+from bench import datapaths, staging, threads
 from bench.config import BenchConfig
 from bench.data import CifarDataModule, normalize
 from bench.model import apply_device_settings, build_network
@@ -42,10 +42,10 @@ def _now(device: torch.device) -> float:
 
 def prepare(config: BenchConfig) -> CifarDataModule:
     """Threads, device settings and the set-up datamodule, as the product's run does them."""
-    workers = cases.loader_workers(config)
-    cases.set_cpu_threads(config, workers)
+    workers = threads.loader_workers(config)
+    threads.set_cpu_threads(config, workers)
     apply_device_settings(config)
-    cases.ensure_data(config)
+    staging.ensure_data(config)
     dm = CifarDataModule(config, num_workers=workers)
     dm.setup("fit")
     return dm

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from bench import breakdown, cases, comm, environment, faults, profiling
+from bench import breakdown, comm, dataparallel, environment, faults, profiling, ranks, staging, threads, training
 from bench.config import BenchConfig, ConfigError
 from bench.data import CifarDataModule, atomic_torch_save, check_shared_memory
 from bench.knobs import StepSleep, active_knobs
@@ -39,7 +39,7 @@ def _sanity(config: BenchConfig, metrics: dict) -> dict:
 def _world(config: BenchConfig, trainer, facts: list[dict], plan: dict, loader: dict, user_env: dict,
            device_settings: dict) -> dict:
     backend = getattr(trainer.strategy, "_process_group_backend", None)
-    mine = facts[0].get("read_back") or {}  # rank 0's, read inside the running rank (cases.ThreadPlan)
+    mine = facts[0].get("read_back") or {}  # rank 0's, read inside the running rank (threads.ThreadPlan)
     return {
         "world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
         "devices_per_node": config.devices, "backend": backend,
@@ -49,7 +49,7 @@ def _world(config: BenchConfig, trainer, facts: list[dict], plan: dict, loader: 
         "params_identical": len({f["param_digest"] for f in facts}) == 1,
         "torch_threads_per_rank": mine.get("torch_threads"),  # torch.get_num_threads() during training
         "loader_workers_per_rank": mine.get("loader_workers"),  # the DataLoader's num_workers during training
-        "thread_plan": plan,  # what bench.cases planned: cores of the rank, threads, workers
+        "thread_plan": plan,  # what bench.threads planned: cores of the rank, threads, workers
         "read_back_per_rank": [f.get("read_back") for f in facts],
         # what the loader really did (persistence needs workers), from the datamodule itself
         "loader_effective": {k: loader[k] for k in ("pin_memory", "persistent_workers")},
@@ -57,7 +57,7 @@ def _world(config: BenchConfig, trainer, facts: list[dict], plan: dict, loader: 
         "comm_env": user_env,
         "communication": comm.communication(backend, [f.get("nccl") for f in facts], user_env, facts[0].get("comm_hook")),
         "device_settings": device_settings,  # TF32 flags as torch reports them (bench.model.apply_device_settings)
-        "training_settings": facts[0].get("training_settings"),  # read back from the module (cases.training_settings)
+        "training_settings": facts[0].get("training_settings"),  # read back from the module (training.training_settings)
         "nodes": environment.node_hardware(facts),  # GPU name, driver, MIG mode of every node; mixed flagged
     }
 
@@ -77,7 +77,7 @@ def _metrics(config: BenchConfig, trainer, module, dm: CifarDataModule, timer: T
         "train_accuracy": module.train_accuracies[-1] if module.train_accuracies else None,
         **module.test_results,
         "accuracy_meaningful": config.data != "synthetic",
-        "parameters": cases.trained_parameters(module),
+        "parameters": training.trained_parameters(module),
         "step_breakdown": {"parts": list(breakdown.PARTS), "units": "s", "see": "bench/breakdown.py",
                            "per_rank": [{"rank": f["rank"], "hostname": f["hostname"], "epochs": f["breakdown"]}
                                         for f in facts]} if config.step_breakdown else None,
@@ -161,24 +161,24 @@ def run_case(config: BenchConfig) -> dict | None:
             and stopping the ranks this process started.
     """
     faults.check_srun(config)
-    if config.case == "dp" and (reason := cases.dp_skip_reason(config)):
+    if config.case == "dp" and (reason := dataparallel.dp_skip_reason(config)):
         return skipped(config, reason)
-    cases.check_accelerator(config)
+    training.check_accelerator(config)
     check_out_dir(config.out_dir)
-    workers = cases.loader_workers(config)
+    workers = threads.loader_workers(config)
     check_shared_memory(config, workers)
     started, run_id, user_env = utc_now(), inherited_run_id() or new_run_id(config.case), comm.user_comm_env()
     export_run_id(run_id)  # the ranks Lightning's launcher starts read it back: one id per run
     comm.request_nccl_log(config, run_id)
-    threads = cases.set_cpu_threads(config, workers)
-    plan = {"cores_per_rank": cases.cores_per_rank(config), "torch_threads": threads, "loader_workers": workers}
+    torch_threads = threads.set_cpu_threads(config, workers)
+    plan = {"cores_per_rank": threads.cores_per_rank(config), "torch_threads": torch_threads, "loader_workers": workers}
     device_settings = apply_device_settings(config)  # TF32 flags: in every rank, before any GPU work
-    cases.ensure_data(config)
+    staging.ensure_data(config)
     faults.mark_launcher(config)
-    tools, thread_plan = Instruments(config, run_id), cases.ThreadPlan(threads)
-    trainer = cases.build_trainer(config, run_id, tools.callbacks() + [thread_plan],
+    tools, thread_plan = Instruments(config, run_id), threads.ThreadPlan(torch_threads)
+    trainer = training.build_trainer(config, run_id, tools.callbacks() + [thread_plan],
                                  tools.breakdown.actions if config.step_breakdown else None)
-    module, dm = cases.build_module(config), CifarDataModule(config, num_workers=workers)
+    module, dm = training.build_module(config), CifarDataModule(config, num_workers=workers)
     for logger in trainer.loggers:  # rank-zero-only inside Lightning's loggers
         logger.log_hyperparams({**config.to_dict(), "run_id": run_id, "test_knobs": str(tools.knobs)})
     base = dict(run_id=run_id, case=config.case, config=config.to_dict(), started_utc=started,
@@ -202,7 +202,7 @@ def run_case(config: BenchConfig) -> dict | None:
     result = _write_on_rank_zero(trainer, config.out_dir, status="ok", metrics=metrics, sanity=_sanity(config, metrics),
                                  world=_world(config, trainer, facts, plan, dm.loader_options(), user_env, device_settings),
                                  profile=_profile_record(config, run_id, facts), **base)
-    cases.destroy_process_group()
+    ranks.destroy_process_group()
     faults.wait_children(trainer, timeout_s=config.pg_timeout_s)
     if result is None:
         return None
@@ -223,7 +223,7 @@ def _record_failed_run(config: BenchConfig, trainer, err: Exception, record, bas
         record(f"{launcher_lost}; this rank then failed with {type(err).__name__}: {err}")
     faults.kill_children(trainer)
     _remove_empty_files(Path(config.out_dir) / "tensorboard" / base["run_id"])
-    cases.destroy_process_group()
+    ranks.destroy_process_group()
 
 
 def _record_failure(out_dir: str, reason: str, **base) -> None:
@@ -243,18 +243,18 @@ def _remove_empty_files(folder: Path) -> None:
 
 
 def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, tools: Instruments,
-                    thread_plan: cases.ThreadPlan) -> list[dict]:
+                    thread_plan: threads.ThreadPlan) -> list[dict]:
     """Fit (unless epochs is 0) and test; return every rank's facts (collective on all ranks)."""
     profile_facts = None
     if config.epochs > 0:
         trainer.fit(module, datamodule=dm)
         if tools.profiler is not None:  # gathered before test: the TensorBoard writer is still open
-            profile_facts = cases.all_gather(tools.profiler.facts)
+            profile_facts = ranks.all_gather(tools.profiler.facts)
             profiling.log_tables(trainer, profile_facts)
     trainer.test(module, datamodule=dm, verbose=False)
-    facts = cases.gather_rank_facts(module, {"breakdown": tools.breakdown.epochs, "nccl": comm.own_nccl_facts(),
+    facts = ranks.gather_rank_facts(module, {"breakdown": tools.breakdown.epochs, "nccl": comm.own_nccl_facts(),
                                              "comm_hook": tools.breakdown.comm_hook,
-                                             "training_settings": cases.training_settings(module),
+                                             "training_settings": training.training_settings(module),
                                              "node_gpus": environment.node_gpu_facts(),
                                              "read_back": thread_plan.facts})
     for rank, f in enumerate(facts):
@@ -274,7 +274,7 @@ def _profile_record(config: BenchConfig, run_id: str, facts: list[dict]) -> dict
 
 def _save_weights(module, path: Path) -> Path:
     """The trained network's state_dict (no DataParallel prefix), written atomically."""
-    atomic_torch_save(cases.bare_network(module).state_dict(), path)
+    atomic_torch_save(dataparallel.bare_network(module).state_dict(), path)
     return path
 
 

@@ -127,7 +127,7 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
 
 def _skip_dp_without_gpus(config: pytest.Config, out: Path) -> None:
     """Skip the dp case, recording a skipped result JSON with the reason, on < 2 GPUs."""
-    from bench.cases import dp_skip_reason
+    from bench.dataparallel import dp_skip_reason
     from bench.config import ConfigError, make_config
     from bench.runner import skipped
 

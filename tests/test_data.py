@@ -86,11 +86,11 @@ def test_failed_cache_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 def _prepare(args):
-    from bench import cases
+    from bench import staging
 
     tree, cache = args
     config = make_config("smoke", data=tree, cache_dir=cache)
-    cases.ensure_data(config)
+    staging.ensure_data(config)
     return data.load_decoded(config).train_images.shape[0]
 
 
@@ -130,17 +130,17 @@ def test_synthetic_is_seeded(tmp_path: Path):
 
 
 def test_unwritable_cache_folder_is_a_clear_error(tmp_path, monkeypatch):
-    from bench import cases
+    from bench import staging
 
     tree = write_image_tree(tmp_path / "tree", per_class=(1, 1))
     config = make_config("smoke", data=str(tree), cache_dir=str(tmp_path / "cache"))
     monkeypatch.setattr(Path, "mkdir", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
     with pytest.raises(DataError, match="cannot use the data cache folder.*BENCH_CACHE"):
-        cases.ensure_data(config)
+        staging.ensure_data(config)
 
 
 def test_staged_cache_is_only_read(tmp_path, monkeypatch):
-    from bench import cases
+    from bench import staging
 
     tree = write_image_tree(tmp_path / "tree", per_class=(1, 1))
     config = make_config("smoke", data=str(tree), cache_dir=str(tmp_path / "cache"))
@@ -148,7 +148,7 @@ def test_staged_cache_is_only_read(tmp_path, monkeypatch):
     (tmp_path / "cache").chmod(0o555)  # a read-only staged cache: no lock file may be needed
     try:
         monkeypatch.setattr(data, "decode_source", lambda c: pytest.fail("decoded again"))
-        cases.ensure_data(config)
+        staging.ensure_data(config)
         assert data.load_decoded(config).train_images.shape == (10, 3, 32, 32)
     finally:
         (tmp_path / "cache").chmod(0o755)

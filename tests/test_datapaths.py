@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import cases, data, datapaths
+from bench import data, datapaths, threads
 from bench.config import make_config
 from bench.data import GlobalBatchSampler
 from bench.datapaths import DeviceTrainSet, IndexBatch, PilImages, augment_seed, random_crop_flip
@@ -153,8 +153,8 @@ def test_datamodule_builds_each_paths_sets():
 
 
 def test_device_path_auto_workers_is_zero():
-    assert cases.loader_workers(make_config("smoke", data="synthetic", data_path="device")) == 0
-    assert cases.loader_workers(make_config("smoke", data="synthetic", data_path="device", num_workers=0)) == 0
+    assert threads.loader_workers(make_config("smoke", data="synthetic", data_path="device")) == 0
+    assert threads.loader_workers(make_config("smoke", data="synthetic", data_path="device", num_workers=0)) == 0
 
 
 @pytest.mark.parametrize("path", ["pil", "uint8", "device"])

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from bench import faults
-from bench.cases import cores_per_rank
+from bench.threads import cores_per_rank
 from bench.config import ConfigError, make_config
 from bench.data import check_shared_memory
 from bench.results import load_result, write_json_atomic

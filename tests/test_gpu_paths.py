@@ -17,7 +17,7 @@ import types
 import pytest
 import torch
 
-from bench import cases, comm, environment, timing
+from bench import comm, dataparallel, environment, timing, training
 from bench.config import ConfigError, make_config
 from bench.model import apply_device_settings
 
@@ -47,7 +47,7 @@ def test_replica_thread_without_the_wrapper_loses_the_autocast_dtype():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_replica_thread_with_the_wrapper_keeps_the_runs_dtype(dtype):
-    replica = cases.AutocastReplica(torch.nn.Linear(4, 4), "cpu", dtype)
+    replica = dataparallel.AutocastReplica(torch.nn.Linear(4, 4), "cpu", dtype)
     with torch.autocast("cpu", dtype=dtype):
         assert _in_replica_thread(replica, torch.randn(2, 4)).dtype == dtype
     assert replica.seen == {"enabled": True, "dtype": str(dtype).removeprefix("torch.")}
@@ -57,21 +57,21 @@ def test_replica_thread_with_the_wrapper_keeps_the_runs_dtype(dtype):
 
 def test_dp_module_records_its_replicas_precision_and_unwraps():
     config = make_config("smoke", data="synthetic", precision="bf16-mixed")
-    module = cases.wrap_data_parallel(cases.build_module(config), [], device_type="cpu")
-    assert cases.replica_autocast(module) == {}  # nothing ran yet
+    module = dataparallel.wrap_data_parallel(training.build_module(config), [], device_type="cpu")
+    assert dataparallel.replica_autocast(module) == {}  # nothing ran yet
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _in_replica_thread(module, torch.randn(2, 3, 32, 32))
-    settings = cases.training_settings(module)
+    settings = training.training_settings(module)
     assert settings["dp_replica_autocast"] == {"enabled": True, "dtype": "bfloat16"}
-    assert isinstance(cases.bare_network(module), type(cases.build_module(config).net))
-    assert list(cases.bare_network(module).state_dict()) == list(cases.build_module(config).net.state_dict())
+    assert isinstance(dataparallel.bare_network(module), type(training.build_module(config).net))
+    assert list(dataparallel.bare_network(module).state_dict()) == list(training.build_module(config).net.state_dict())
 
 
 def test_accuracy_metrics_skip_argument_validation():
-    module = cases.build_module(make_config("smoke", data="synthetic"))
+    module = training.build_module(make_config("smoke", data="synthetic"))
     assert module.test_accuracy.validate_args is False
     assert not hasattr(module, "train_accuracy")  # training accuracy is a per-step count on the device, no metric
-    assert cases.training_settings(module) == {"dp_replica_autocast": None, "metric_validate_args": False,
+    assert training.training_settings(module) == {"dp_replica_autocast": None, "metric_validate_args": False,
                                               "sync_batchnorm_layers": 0}
 
 
@@ -90,7 +90,7 @@ def test_cudnn_benchmark_defaults_by_accelerator_and_is_applied(cudnn_benchmark_
     for wanted in (True, False):
         config = make_config("smoke", data="synthetic", cudnn_benchmark=wanted)
         assert apply_device_settings(config)["cudnn_benchmark"] is wanted
-        trainer = cases.build_trainer(config, "t", [])
+        trainer = training.build_trainer(config, "t", [])
         assert torch.backends.cudnn.benchmark is wanted, "the Trainer must keep the recorded value"
         del trainer
 
@@ -109,12 +109,12 @@ def test_sync_batchnorm_reaches_the_trainer_and_is_refused_for_dp(monkeypatch):
 
     config = make_config("smoke", case="ddp", devices=2, data="synthetic", model="resnet18", sync_batchnorm=True,
                          accelerator="gpu")
-    monkeypatch.setattr(cases.L, "Trainer", lambda **options: options)  # no GPU here to build a real one
-    options = cases.build_trainer(config, "t", [])
+    monkeypatch.setattr(training.L, "Trainer", lambda **options: options)  # no GPU here to build a real one
+    options = training.build_trainer(config, "t", [])
     assert options["sync_batchnorm"] is True and options["benchmark"] is True
-    module = cases.build_module(config)
+    module = training.build_module(config)
     module.net = TorchSyncBatchNorm().apply(module.net)  # what Lightning's DDPStrategy does with it
-    assert cases.training_settings(module)["sync_batchnorm_layers"] == 20  # ResNet-18's BatchNorm layers
+    assert training.training_settings(module)["sync_batchnorm_layers"] == 20  # ResNet-18's BatchNorm layers
     with pytest.raises(ConfigError, match="sync_batchnorm needs ddp"):
         make_config("full", case="dp", devices=2, data="synthetic", sync_batchnorm=True)
     with pytest.raises(ConfigError, match="runs only on GPUs"):  # torch's SyncBatchNorm refuses CPU tensors
@@ -184,7 +184,7 @@ def test_dp_on_a_gpu_with_a_too_old_driver_fails_with_torchs_reason(monkeypatch,
     _fake_cuda(monkeypatch, OLD_DRIVER)
     config = make_config("full", case="dp", devices=2, data="synthetic", out_dir=str(tmp_path))
     with pytest.raises(environment.GPUUnavailableError, match="driver on your system is too old"):
-        cases.dp_skip_reason(config)
+        dataparallel.dp_skip_reason(config)
     assert main(["run", "--case", "dp", "--data", "synthetic", "--out", str(tmp_path)]) == 2
     assert "too old" in capsys.readouterr().err and not list(tmp_path.glob("*.json"))
 
@@ -194,7 +194,7 @@ def test_dp_on_a_gpu_with_a_too_old_driver_fails_with_torchs_reason(monkeypatch,
 def test_dp_without_any_gpu_is_still_skipped(monkeypatch, reason):
     _fake_cuda(monkeypatch, reason)
     config = make_config("full", case="dp", devices=2, data="synthetic")
-    assert "needs 2 or more CUDA devices" in cases.dp_skip_reason(config)
+    assert "needs 2 or more CUDA devices" in dataparallel.dp_skip_reason(config)
 
 
 def test_gpu_check_names_torchs_reason_when_the_first_warning_was_spent(monkeypatch):

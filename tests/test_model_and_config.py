@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import cases
+from bench import dataparallel, ranks, training
 from bench.config import ConfigError, make_config
 from bench.model import CifarModule, build_network, count_parameters
 
@@ -38,21 +38,21 @@ def test_unknown_model_is_an_error():
 
 def test_data_parallel_wrapper_on_cpu_computes_the_same():
     config = make_config("smoke", data="synthetic")
-    plain = cases.build_module(config)
-    wrapped = cases.wrap_data_parallel(copy.deepcopy(plain), [])
+    plain = training.build_module(config)
+    wrapped = dataparallel.wrap_data_parallel(copy.deepcopy(plain), [])
     assert isinstance(wrapped.net, torch.nn.DataParallel)
     x = torch.randn(8, 3, 32, 32)
     assert torch.equal(plain(x), wrapped(x))
     for module in (plain, wrapped):
         module.training_step((x, torch.arange(8) % 10), 0).backward()
-    assert torch.equal(plain.net.features[0].weight.grad, cases.bare_network(wrapped).features[0].weight.grad)
-    assert cases.trained_parameters(wrapped) == 62_006
+    assert torch.equal(plain.net.features[0].weight.grad, dataparallel.bare_network(wrapped).features[0].weight.grad)
+    assert training.trained_parameters(wrapped) == 62_006
 
 
 def test_seeded_modules_start_identical():
     config = make_config("smoke", data="synthetic")
-    a, b = cases.build_module(config), cases.build_module(config)
-    assert cases.parameter_digest(a) == cases.parameter_digest(b)
+    a, b = training.build_module(config), training.build_module(config)
+    assert ranks.parameter_digest(a) == ranks.parameter_digest(b)
 
 
 def test_loss_scale_gives_global_mean_across_uneven_ranks():
@@ -187,8 +187,8 @@ def test_compile_is_opt_in_in_place_and_a_work_field():
     that differ in it not comparable."""
     from bench.baselines import work_differences
 
-    plain = cases.build_module(make_config("smoke", data="synthetic"))
-    compiled = cases.build_module(make_config("smoke", data="synthetic", compile=True))
+    plain = training.build_module(make_config("smoke", data="synthetic"))
+    compiled = training.build_module(make_config("smoke", data="synthetic", compile=True))
     assert make_config("smoke", data="synthetic").compile is False
     assert list(plain.net.state_dict()) == list(compiled.net.state_dict())
     assert compiled.net._compiled_call_impl is not None and plain.net._compiled_call_impl is None

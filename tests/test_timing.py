@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from bench import cases
+from bench import training
 from bench.config import make_config
 from bench.data import CifarDataModule
 from bench.model import CifarModule
@@ -27,7 +27,7 @@ def test_validation_is_excluded_from_epoch_time(tmp_path):
                          epochs=2, val_every_n_epochs=1, global_batch_size=64, out_dir=str(tmp_path))
     torch.set_num_threads(1)  # no OpenMP oversubscription when the machine is busy
     timer = TrainingTimer()
-    trainer = cases.build_trainer(config, "t", [timer])
+    trainer = training.build_trainer(config, "t", [timer])
     trainer.fit(SlowValidation(config), datamodule=CifarDataModule(config))
     assert len(timer.epoch_train_s) == 2 and timer.steps == 8
     # each epoch validates once (1 batch of 100): SLEEP_S inside fit, outside the epoch clocks
