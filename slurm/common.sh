@@ -8,6 +8,9 @@
 die() { echo "$SCRIPT: error: $*" >&2; exit 2; }
 [ -n "${SLURM_JOB_ID:-}" ] || die "run this with sbatch (see the first line of this script)"
 
+# A run id comes from this job (Slurm's job and step ids, or the suite's per case), never from the
+# shell that submitted it: sbatch exports the submitter's environment, a left-over BENCH_RUN_ID too.
+unset BENCH_RUN_ID
 PRESET=${BENCH_PRESET:-full}
 NODES=${SLURM_JOB_NUM_NODES:?}
 TASKS_PER_NODE=${SLURM_NTASKS_PER_NODE%%(*}  # "2(x2)" -> "2"

@@ -92,6 +92,14 @@ def run_result(proc: subprocess.CompletedProcess, out: Path | None = None) -> tu
     return path, load_result(path)
 
 
+@pytest.fixture(autouse=True)
+def no_inherited_run_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test starts with, or leaves behind, a $BENCH_RUN_ID: an in-process run exports its id
+    (bench.results.export_run_id), and every later child process (an sbatch job too) would inherit it."""
+    monkeypatch.setenv("BENCH_RUN_ID", "")  # recorded, so the teardown restores "unset" whatever the test did
+    monkeypatch.delenv("BENCH_RUN_ID")
+
+
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private decoded-data cache folder (also exported as BENCH_CACHE for child processes)."""
