@@ -478,16 +478,16 @@ def test_two_rank_ddp_inside_one_container_with_the_default_shm(image, user_home
 
 
 @pytest.mark.container
-def test_two_rank_ddp_with_too_small_shm_fails_and_names_shared_memory(image, user_home, tmp_path):
+def test_two_rank_ddp_with_too_small_shm_is_refused_before_it_runs(image, user_home, tmp_path):
     # 256 kB of /dev/shm: a loader worker cannot hand over one batch (64 x 3x32x32 float32 = 768 kB).
+    # The run measures /dev/shm against its workers' batches in flight before any rank starts.
     out = _results_dir(tmp_path)
     proc = _ddp_in_container(image, user_home, out, ("--shm-size", "256k"))
     log = proc.stdout + proc.stderr
-    assert proc.returncode == 1, log[-4000:]  # ExitCode 1: the run failed
-    # A worker cannot put its batch into /dev/shm; its rank fails, the other sees the peer gone.
-    assert "unable to allocate shared memory(shm)" in log, log[-4000:]
-    [result] = [json.loads(p.read_text()) for p in out.glob("*.json")]
-    assert result["status"] == "failed" and "unable to allocate shared memory" in result["reason"], result["reason"]
+    assert proc.returncode == 2, log[-4000:]  # ExitCode.BAD_INPUT: refused, nothing ran
+    assert "/dev/shm has" in log and "--shm-size=1g" in log and "--num-workers 0" in log, log[-4000:]
+    assert "Traceback" not in log, log[-4000:]
+    assert list(out.glob("*.json")) == []  # bad input writes no result
 
 
 @pytest.mark.container
