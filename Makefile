@@ -49,7 +49,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 # The run itself checks BENCH_DATA, PRESET and BENCH_ARGS: a bad value stops the suite with the run's
 # own one-line error and its exit status (2), and no suite.json is written.
 bench: setup
-	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest suite -p no:cacheprovider -q \
+	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest suite -p no:cacheprovider -q -rN \
 	  --bench-preset $(PRESET) --bench-rounds $(ROUNDS) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json \
 	  $(foreach arg,$(BENCH_ARGS),--bench-arg=$(arg))
 	@echo "results: $(RUNS)/ (one JSON per case, suite.json from pytest-benchmark)"

@@ -75,7 +75,8 @@ def test_a_case_that_fails_its_sanity_check_fails_once_with_its_status(tmp_path:
 
     tree = write_image_tree(tmp_path / "tree")  # real images: accuracy is judged (not on synthetic data)
     out = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-k", "test_baseline",
+    # -rN as make bench: pytest's short summary would repeat the case's message (in full where CI is set)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-rN", "-k", "test_baseline",
                            "--bench-preset", "smoke", "--bench-data", str(tree), "--bench-out", str(out),
                            "--benchmark-json", str(out / "suite.json"), "--bench-arg=--train-samples=0",
                            "--bench-arg=--test-samples=0", "--bench-arg=--global-batch-size=20",
