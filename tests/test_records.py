@@ -204,3 +204,10 @@ def test_a_folder_given_as_a_result_says_so(tmp_path):
 
     with pytest.raises(ValueError, match="is a folder: pass the JSON files in it"):
         read_records([tmp_path])
+
+
+def test_a_missing_baselines_folder_is_a_clear_error(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_BASELINES", str(tmp_path / "no-such-folder"))
+    proc = run_cli("baseline", "record", *glob(folder), "--name", "mine")
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot write into {tmp_path / 'no-such-folder'}" in proc.stderr and "Traceback" not in proc.stderr
