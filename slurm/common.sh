@@ -63,3 +63,29 @@ choose_runtime() {
     fi
     export BENCH_SOURCE_DIR BENCH_SOURCE_COMMIT BENCH_SOURCE_DIRTY
 }
+
+# --- the time-limit signal: Slurm sends SIGUSR1 to this batch shell 120 s before the end
+# (--signal=B:USR1@120). The running srun step is stopped; the scripts record what did not finish.
+step_pid=""
+interrupted=0
+STOPPING="the running step"  # what on_usr1 says it stops; the scripts set it as they go
+# shellcheck disable=SC2329  # invoked through the trap below
+on_usr1() {
+    interrupted=1
+    echo "$SCRIPT: SIGUSR1 (time limit near): stopping $STOPPING"
+    [ -n "$step_pid" ] && kill -TERM "$step_pid" 2>/dev/null || true
+}
+trap on_usr1 USR1
+
+# wait_step: wait for the srun step in $step_pid and return its status. The USR1 trap makes `wait`
+# return early; then wait again, bounded (60 s), and kill what is left of the step.
+wait_step() {
+    local status=0
+    wait "$step_pid" || status=$?
+    if [ "$interrupted" = 1 ]; then
+        for _ in $(seq 1 60); do kill -0 "$step_pid" 2>/dev/null || break; sleep 1; done
+        kill -KILL "$step_pid" 2>/dev/null || true
+    fi
+    step_pid=""
+    return "$status"
+}

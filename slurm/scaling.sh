@@ -80,15 +80,8 @@ mkdir -p "$RUN_DIR"
 echo "scaling.sh: job $SLURM_JOB_ID, $NODES node(s) x $TASKS_PER_NODE task(s), $GPUS_PER_NODE GPU(s)/node, preset $PRESET, $SCALING scaling, points ${POINTS[*]} x $REPEATS, results in $RUN_DIR"
 
 # --- the time-limit signal -----------------------------------------------------------------------
-step_pid=""
-interrupted=0
-# shellcheck disable=SC2329  # invoked through the trap below
-on_usr1() {
-    interrupted=1
-    echo "scaling.sh: SIGUSR1 (time limit near): stopping the running point"
-    [ -n "$step_pid" ] && kill -TERM "$step_pid" 2>/dev/null || true
-}
-trap on_usr1 USR1
+# (on_usr1 and wait_step: slurm/common.sh)
+STOPPING="the running point"
 
 # gres N: the --gres option of a step using N GPUs per node (none on a job without GPUs)
 gres() { [ "$GPUS_PER_NODE" -gt 0 ] && echo "--gres=gpu:$1" || echo "--gres=none"; }
@@ -101,13 +94,7 @@ run_point() {
         --cpus-per-task="$CPUS_PER_TASK" "$(gres "$tasks")" \
         "${RUN[@]}" -m bench run "${run_opts[@]}" --devices "$tasks" --num-nodes "$nodes" &
     step_pid=$!
-    # `wait` returns early when the USR1 trap runs; wait again (bounded) for the step to end.
-    wait "$step_pid" || status=$?
-    if [ "$interrupted" = 1 ]; then
-        for _ in $(seq 1 60); do kill -0 "$step_pid" 2>/dev/null || break; sleep 1; done
-        kill -KILL "$step_pid" 2>/dev/null || true
-    fi
-    step_pid=""
+    wait_step || status=$?
     return "$status"
 }
 

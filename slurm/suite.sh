@@ -53,16 +53,8 @@ echo "suite.sh: job $SLURM_JOB_ID, $NODES node(s) x $TASKS_PER_NODE task(s), $GP
 echo "suite.sh: code from the checkout $PWD (commit ${BENCH_SOURCE_COMMIT:-unknown}${CIFAR_SIF:+, run in $CIFAR_SIF})"
 
 # --- the time-limit signal -----------------------------------------------------------------------
+# (on_usr1 and wait_step: slurm/common.sh)
 current_case=""
-step_pid=""
-interrupted=0
-# shellcheck disable=SC2329  # invoked through the trap below
-on_usr1() {
-    interrupted=1
-    echo "suite.sh: SIGUSR1 (time limit near): stopping case '$current_case'"
-    [ -n "$step_pid" ] && kill -TERM "$step_pid" 2>/dev/null || true
-}
-trap on_usr1 USR1
 
 read -ra extra_args <<< "${EXTRA_PYTEST_ARGS:-}"  # e.g. "--bench-rounds 3"
 
@@ -72,7 +64,7 @@ read -ra extra_args <<< "${EXTRA_PYTEST_ARGS:-}"  # e.g. "--bench-rounds 3"
 # are kept in $RUN_DIR/srun-CASE.err for report_case.
 run_case() {
     local case=$1; shift
-    current_case=$case
+    current_case=$case STOPPING="case '$case'"
     srun --kill-on-bad-exit=1 --cpus-per-task="$CPUS_PER_TASK" "$@" \
         "${RUN[@]}" -m pytest suite -p no:cacheprovider -q -k "test_$case" \
         --bench-preset "$PRESET" --bench-data "$BENCH_DATA" --bench-out "$RUN_DIR" \
@@ -80,14 +72,8 @@ run_case() {
         2> >(tee "$RUN_DIR/srun-$case.err" >&2) &
     step_pid=$!
     local status=0
-    # `wait` returns early when the USR1 trap runs; wait again (bounded) for the step to end.
-    wait "$step_pid" || status=$?
-    if [ "$interrupted" = 1 ]; then
-        for _ in $(seq 1 60); do kill -0 "$step_pid" 2>/dev/null || break; sleep 1; done
-        kill -KILL "$step_pid" 2>/dev/null || true
-        return 1
-    fi
-    step_pid=""
+    wait_step || status=$?
+    [ "$interrupted" = 1 ] && return 1
     return "$status"
 }
 
