@@ -20,7 +20,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision.transforms import v2
 
 from bench import datapaths, progress
@@ -191,12 +191,40 @@ def shard_bounds(size: int, rank: int, world: int) -> tuple[int, int]:
     return start, start + base + (1 if rank < extra else 0)
 
 
+class EpochPermutation(Sampler):
+    """A seeded permutation of ``range(n)`` that changes with the epoch: ``randperm(n)`` from a
+    generator seeded with ``seed + epoch``, the same on every rank and in every rerun.
+
+    It is the ``sampler`` of :class:`GlobalBatchSampler` because that is where Lightning looks:
+    ``lightning.fabric.utilities.data._set_sampler_epoch`` calls ``set_epoch`` on ``loader.sampler``
+    and ``loader.batch_sampler.sampler``, never on a batch sampler itself (lightning 2.x).
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select epoch ``epoch``'s permutation (Lightning calls it at each epoch start)."""
+        self.epoch = epoch
+
+    def order(self) -> torch.Tensor:
+        """This epoch's permutation, int64 (n,)."""
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+
+    def __iter__(self):
+        return iter(self.order().tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class GlobalBatchSampler:
     """Yields this rank's index list for each global batch of a seeded per-epoch permutation.
 
     Args:
         n: training images. global_batch: images per optimizer step over all ranks.
-        rank, world: this rank and the world size. seed: base of the per-epoch permutation.
+        rank, world: this rank and the world size. seed: base of the per-epoch permutation
+            (:class:`EpochPermutation`, held as ``sampler`` so that Lightning sets its epoch).
 
     Raises:
         DataError: the last global batch is smaller than the world size (a rank would get none).
@@ -207,18 +235,22 @@ class GlobalBatchSampler:
         if self.sizes[-1] < world:
             raise DataError(f"the last global batch of an epoch has {self.sizes[-1]} images, fewer than the "
                             f"{world} ranks; change train_samples or global_batch_size")
-        self.n, self.global_batch, self.rank, self.world, self.seed = n, global_batch, rank, world, seed
-        self.epoch = 0
+        self.n, self.global_batch, self.rank, self.world = n, global_batch, rank, world
+        self.sampler = EpochPermutation(n, seed)
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at each epoch start: selects that epoch's permutation."""
-        self.epoch = epoch
+        """Select that epoch's permutation (the same as ``self.sampler.set_epoch``)."""
+        self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.sizes)
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        order = self.sampler.order()
         for i, size in enumerate(self.sizes):
             start, stop = shard_bounds(size, self.rank, self.world)
             offset = i * self.global_batch
@@ -344,7 +376,11 @@ class CifarDataModule(L.LightningDataModule):
                                      self.config.seed)
         if isinstance(self.train_set, datapaths.DeviceTrainSet):
             return datapaths.index_loader(len(self.train_set), sampler)
-        return DataLoader(self.train_set, batch_sampler=sampler, **self.loader_options())
+        # The workers' base seed comes from this generator, not from the global RNG: the augmentation
+        # draws then depend only on (config seed, rank), not on what else drew random numbers first
+        # (a hand-written loop and Lightning draw different amounts before iterating; issue 14).
+        generator = torch.Generator().manual_seed(datapaths.worker_base_seed(self.config.seed, rank))
+        return DataLoader(self.train_set, batch_sampler=sampler, generator=generator, **self.loader_options())
 
     def test_dataloader(self) -> DataLoader:
         rank, world = self._rank_world()

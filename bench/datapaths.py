@@ -92,6 +92,12 @@ def augment_seed(seed: int, rank: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1, np.uint64)[0])
 
 
+def worker_base_seed(seed: int, rank: int) -> int:
+    """A 63-bit seed of the training loader's generator on ``rank`` (its workers' base seeds come from
+    it), from (config seed, rank) via numpy's SeedSequence; kept apart from :func:`augment_seed`."""
+    return int(np.random.SeedSequence([seed, rank], spawn_key=(1,)).generate_state(1, np.uint64)[0] >> 1)
+
+
 class IndexBatch(NamedTuple):
     """A training batch of the device path: positions in :class:`DeviceTrainSet`.
 

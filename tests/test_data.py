@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -44,6 +45,56 @@ def test_epochs_permute_differently_but_reproducibly():
     assert list(s) != first
     s.set_epoch(0)
     assert list(s) == first
+
+
+class _Orders(L.Callback):
+    """The index batches each epoch of a real fit trained on (device data path: batches are indices)."""
+
+    def __init__(self, dm: data.CifarDataModule) -> None:
+        self.orders: list[list[int]] = []
+        make_batch = dm.device_batch
+
+        def record(batch):
+            self.orders[-1] += batch.indices.tolist()
+            return make_batch(batch)
+
+        dm.device_batch = record
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.orders.append([])
+
+
+def test_lightning_gives_each_epoch_its_own_order():
+    """Lightning sets the epoch of ``loader.batch_sampler.sampler`` only; before the sampler was held
+    there, every epoch of every run trained in epoch 0's order (found by the parity benchmark)."""
+    from bench.model import CifarModule
+
+    config = make_config("smoke", data="synthetic", data_path="device", train_samples=96, test_samples=10, epochs=3,
+                         global_batch_size=32)
+    dm = data.CifarDataModule(config, num_workers=0)
+    orders = _Orders(dm)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=3, logger=False, callbacks=[orders],
+                        use_distributed_sampler=False, limit_val_batches=0, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(CifarModule(config), datamodule=dm)
+    assert [sorted(o) for o in orders.orders] == [list(range(96))] * 3  # each image once per epoch
+    assert len({tuple(o) for o in orders.orders}) == 3
+    sampler = dm.train_dataloader().batch_sampler
+    for epoch, order in enumerate(orders.orders):
+        sampler.set_epoch(epoch)
+        assert sum(list(sampler), []) == order  # reproducible: the seeded permutation of that epoch
+
+
+def test_loader_worker_seeds_do_not_depend_on_the_global_rng():
+    config = make_config("smoke", data="synthetic", data_path="uint8", train_samples=64, test_samples=10)
+    dm = data.CifarDataModule(config, num_workers=1)
+    dm.setup("fit")
+    seeds = []
+    for draws in (0, 5):
+        torch.manual_seed(0)
+        torch.rand(draws)  # other code drawing random numbers before the loader starts
+        seeds.append(iter(dm.train_dataloader())._base_seed)
+    assert seeds[0] == seeds[1]
 
 
 def test_last_batch_smaller_than_world_is_refused():
