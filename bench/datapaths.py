@@ -57,27 +57,35 @@ class PilImages(Dataset):
         return self.transform(Image.fromarray(self.data[i])), self.labels[i]
 
 
-def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Random crop of each zero-padded image and a horizontal flip with p=0.5, batched.
+def draw_crop_flip(n: int, padding: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random crop offsets and flips for ``n`` images, drawn from ``generator`` on its device.
 
-    Every image gets its own crop offsets (uniform in [0, 2 * padding] in each direction) and its
-    own flip, drawn from ``generator``, which must live on ``images``' device. The crop and flip
-    are one indexing operation on the padded batch, so a whole batch costs a few kernels.
+    Returns:
+        ``(top, left, flip)``, each (n, 1): offsets int64 uniform in [0, 2 * padding] (pixels),
+        flip bool with p = 0.5.
+    """
+    device = generator.device
+    top = torch.randint(0, 2 * padding + 1, (n, 1), device=device, generator=generator)
+    left = torch.randint(0, 2 * padding + 1, (n, 1), device=device, generator=generator)
+    flip = torch.rand((n, 1), device=device, generator=generator) < 0.5
+    return top, left, flip
+
+
+def crop_flip(images: torch.Tensor, padding: int, top: torch.Tensor, left: torch.Tensor,
+              flip: torch.Tensor) -> torch.Tensor:
+    """Crop each zero-padded image at (top, left) and mirror it where ``flip``, in one indexing operation.
 
     Args:
-        images: uint8 (B, C, H, W) (any dtype works) on any device.
-        padding: pixels of zero padding on each side (>= 0).
-        generator: a ``torch.Generator`` on ``images.device``.
+        images: (B, C, H, W) of any dtype (uint8 here) on any device.
+        padding: pixels of zero padding on each side (>= 0), as ``RandomCrop(padding=...)`` fills.
+        top, left: int64 (B, 1) offsets in [0, 2 * padding]; flip: bool (B, 1); on ``images``' device.
 
     Returns:
         Tensor of the same dtype, device and shape (B, C, H, W).
     """
     b, c, h, w = images.shape
     device = images.device
-    padded = F.pad(images, (padding,) * 4)  # zeros, as RandomCrop(padding=4) fills
-    top = torch.randint(0, 2 * padding + 1, (b, 1), device=device, generator=generator)
-    left = torch.randint(0, 2 * padding + 1, (b, 1), device=device, generator=generator)
-    flip = torch.rand((b, 1), device=device, generator=generator) < 0.5
+    padded = F.pad(images, (padding,) * 4)
     rows = top + torch.arange(h, device=device)  # (B, H) rows of each crop
     cols = left + torch.arange(w, device=device)  # (B, W) columns of each crop
     cols = torch.where(flip, cols.flip(1), cols)  # a flipped crop reads its columns backwards
@@ -86,10 +94,18 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def augment_seed(seed: int, rank: int, epoch: int) -> int:
-    """A 64-bit generator seed from (config seed, rank, epoch) via numpy's SeedSequence, so that
-    ranks and epochs draw independent crops and a rerun draws the same ones."""
-    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1, np.uint64)[0])
+def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Random crop of each zero-padded image and a horizontal flip with p=0.5, batched: every image
+    gets its own offsets and flip (:func:`draw_crop_flip` from ``generator``, which must live on
+    ``images``' device), applied by :func:`crop_flip`. Returns the shape and dtype of ``images``."""
+    return crop_flip(images, padding, *draw_crop_flip(len(images), padding, generator))
+
+
+def augment_seed(seed: int, epoch: int) -> int:
+    """A 64-bit generator seed of an epoch's crops and flips from (config seed, epoch) via numpy's
+    SeedSequence: every epoch draws new ones, a rerun the same ones. Not the rank's: the device path
+    draws per image, so every world size trains the same augmented global batches."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0])
 
 
 def worker_base_seed(seed: int, rank: int) -> int:
@@ -122,6 +138,11 @@ def index_loader(n: int, batch_sampler) -> DataLoader:
 class DeviceTrainSet:
     """The uint8 training set, moved once to the training device and augmented there per batch.
 
+    Each epoch draws one crop and flip per *image* (:func:`draw_crop_flip` for all N images at once,
+    from the epoch's seed); a batch gathers its images' draws. So what an image looks like in an epoch
+    does not depend on the batch or the rank it lands in: one device and any number of DDP ranks train
+    the same augmented global batches.
+
     Args:
         images: uint8 (N, 3, 32, 32); labels: int64 (N,). Both start on the CPU and move to the
             device of the first batch asked for (inside the timed fit: a one-off copy).
@@ -129,7 +150,7 @@ class DeviceTrainSet:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         self.images, self.labels = images, labels
-        self._generator: torch.Generator | None = None
+        self._draws: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (top, left, flip), (N, 1) each
         self._seed: int | None = None
 
     def __len__(self) -> int:
@@ -139,13 +160,14 @@ class DeviceTrainSet:
         """Images uint8 (B, 3, 32, 32), randomly cropped and flipped, and labels int64 (B,) of
         ``indices`` (int64 (B,)), on the device of ``indices``.
 
-        ``seed`` (see :func:`augment_seed`) starts a new generator when it changes (a new epoch);
-        otherwise the generator continues, so each batch of an epoch draws its own crops.
+        ``seed`` (see :func:`augment_seed`) draws the epoch's crops and flips of all images when it
+        changes (a new epoch): 3 N random numbers on the device, once.
         """
         device = indices.device
         if self.images.device != device:
             self.images, self.labels = self.images.to(device), self.labels.to(device)
-        if self._seed != seed or self._generator is None or self._generator.device != device:
-            self._generator = torch.Generator(device=device).manual_seed(seed)
-            self._seed = seed
-        return random_crop_flip(self.images[indices], PADDING, self._generator), self.labels[indices]
+        if self._seed != seed or self._draws is None or self._draws[0].device != device:
+            generator = torch.Generator(device=device).manual_seed(seed)
+            self._draws, self._seed = draw_crop_flip(len(self.labels), PADDING, generator), seed
+        top, left, flip = (d[indices] for d in self._draws)
+        return crop_flip(self.images[indices], PADDING, top, left, flip), self.labels[indices]

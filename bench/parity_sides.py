@@ -90,7 +90,7 @@ def hand_written(config: BenchConfig) -> dict[str, Any]:
     train_s, steps = 0.0, 0
     for epoch in range(config.epochs):
         loader.batch_sampler.set_epoch(epoch)
-        seed = datapaths.augment_seed(config.seed, 0, epoch)
+        seed = datapaths.augment_seed(config.seed, epoch)
         start = _now(device)
         for batch in loader:
             if isinstance(batch, datapaths.IndexBatch):

@@ -135,9 +135,15 @@ def test_image_folder_run_with_uneven_last_batch(tmp_path, cache):
 
 @pytest.mark.slow
 def test_accuracy_on_real_data_and_ddp_matches_baseline(real_data, cache, tmp_path):
-    """<= 5 epochs of simple_cnn reach >= 48 %; DDP on 2 processes lands within 3 points."""
+    """<= 5 epochs of simple_cnn reach >= 48 %; DDP on 2 processes lands within 3 points.
+
+    On the device data path, where one device and 2 ranks train the same augmented global batches:
+    what is left is rounding (gloo sums two halves), which over 2,346 steps moved the accuracy by
+    1.3 points here. On the uint8 path each rank's loader workers draw their own crops, and three
+    seeds gave differences of 3.3, 3.4 and 0.2 points: sampling noise, too wide for this check.
+    """
     out = tmp_path / "runs"
-    args = ("--data", str(real_data), "--preset", "cpu", "--epochs", "3", "--out", str(out))
+    args = ("--data", str(real_data), "--preset", "cpu", "--epochs", "3", "--data-path", "device", "--out", str(out))
     base = _result(run_cli("run", "--case", "baseline", *args), out)["metrics"]
     ddp = _result(run_cli("run", "--case", "ddp", "--devices", "2", *args), out)["metrics"]
     assert base["test_accuracy"] >= 0.48, base
