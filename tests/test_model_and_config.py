@@ -60,11 +60,10 @@ def test_loss_scale_gives_global_mean_across_uneven_ranks():
     mean over the global batch, also when the last global batch splits unevenly (4, 3, 3)."""
     torch.manual_seed(0)
     module = CifarModule(make_config("smoke", data="synthetic"))
-    module.log = lambda *args, **kwargs: None  # no Trainer to log to
     world, shares = 3, [(0, 4), (4, 7), (7, 10)]
     # what Lightning and the datamodule give the module during fit: world size, global batch sizes
     module._trainer = SimpleNamespace(world_size=world, datamodule=SimpleNamespace(global_batch_sizes=[64, 10]),
-                                      global_step=0, log_every_n_steps=50)
+                                      global_step=0, log_every_n_steps=50, loggers=[])
     images, labels = torch.randn(10, 3, 32, 32), torch.randint(0, 10, (10,))
     with torch.no_grad():
         global_mean = torch.nn.functional.cross_entropy(module(images), labels)
