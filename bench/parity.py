@@ -10,7 +10,9 @@ order rotated from round to round (so drift of a busy machine does not always hi
 baseline``, its throughput read back from the result JSON). Within a round the ratios
 product/lightning and product/hand of training throughput (images/s) are taken; the report gives
 their median over the rounds with a 95 % bootstrap confidence interval (scipy.stats.bootstrap,
-percentile method). Same work is checked: every run of a data path made the same number of
+percentile method). The same is given for a second measure, images per *median* step time (each
+side's steps timed end to end as the product's breakdown ``step_s``), which bursts of other load on
+a shared machine move far less than a mean. Same work is checked: every run of a data path made the same number of
 optimizer steps, and every final test accuracy lies within ``--accuracy-tolerance`` of their median.
 
 Exit status (bench.exitcodes): 0 all sides ran and did the same work; 1 a side failed; 3 the
@@ -84,16 +86,31 @@ def same_work(runs: list[dict[str, Any]], accuracy_tolerance: float) -> list[str
     return problems
 
 
-def summarize(runs: list[dict[str, Any]], accuracy_tolerance: float) -> dict[str, Any]:
-    """Per-path figures from runs of one data path: throughput medians, ratio summaries, same-work check."""
+def _ratios(runs: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """Per ratio of :data:`RATIOS`: the per-round ratios of ``key`` (a speed) and their summary."""
     rounds = sorted({r["round"] for r in runs})
-    by = {(r["round"], r["side"]): r["throughput_img_s"] for r in runs}
+    by = {(r["round"], r["side"]): r[key] for r in runs if r.get(key)}
     pairs = [(name.split("/")[0], name.split("/")[1]) for name in RATIOS]
     ratios = {f"{a}/{b}": [by[(i, a)] / by[(i, b)] for i in rounds if (i, a) in by and (i, b) in by] for a, b in pairs}
-    ratios = {k: v for k, v in ratios.items() if v}
-    return {"throughput_img_s": {s: float(np.median([r["throughput_img_s"] for r in runs if r["side"] == s]))
-                                 for s in ALL_SIDES if any(r["side"] == s for r in runs)},
-            "ratios": {name: {**ratio_summary(v), "samples": v, "target": TARGETS.get(name)} for name, v in ratios.items()},
+    return {name: {**ratio_summary(v), "samples": v, "target": TARGETS.get(name)} for name, v in ratios.items() if v}
+
+
+def _medians(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
+    return {s: float(np.median(values)) for s in ALL_SIDES
+            if (values := [r[key] for r in runs if r["side"] == s and r.get(key)])}
+
+
+def summarize(runs: list[dict[str, Any]], accuracy_tolerance: float) -> dict[str, Any]:
+    """Per-path figures from runs of one data path: throughput medians, ratio summaries, same-work check.
+
+    Two measures of speed, each paired within rounds: ``ratios`` of the throughput (training images /
+    training seconds, the product's ``throughput_img_s``) and ``step_ratios`` of the images per median
+    step (``median_step_img_s``: a median ignores the bursts of other load that move a mean).
+    """
+    return {"throughput_img_s": _medians(runs, "throughput_img_s"),
+            "ratios": _ratios(runs, "throughput_img_s"),
+            "median_step_img_s": _medians(runs, "median_step_img_s"),
+            "step_ratios": _ratios(runs, "median_step_img_s"),
             "optimizer_steps": sorted({r["optimizer_steps"] for r in runs}),
             "test_accuracy": {s: [r["test_accuracy"] for r in runs if r["side"] == s] for s in ALL_SIDES},
             "same_work_problems": same_work(runs, accuracy_tolerance)}
@@ -117,7 +134,10 @@ def _product(overrides: dict[str, Any], out: Path, tree: str | None = None) -> d
     m = r["metrics"]
     if r["status"] != "ok" or not r["sanity"]["loss_finite"]:
         raise RuntimeError(f"product run {lines[-1]} is {r['status']} (sanity {r['sanity']})")
+    epochs = (m.get("step_breakdown") or {}).get("per_rank", [{}])[0].get("epochs", [])  # none with --no-step-breakdown
+    step_medians = [e["step_s"]["median"] for e in epochs]
     return {"throughput_img_s": m["throughput_img_s"], "optimizer_steps": m["optimizer_steps"],
+            "median_step_s": float(np.median(step_medians)) if step_medians else None,
             "test_accuracy": m["test_accuracy"], "test_correct": m["test_correct"], "test_total": m["test_total"],
             "result": lines[-1]}
 
@@ -145,6 +165,7 @@ def run_rounds(overrides: dict[str, Any], data_paths: list[str], pairs: int, out
                log=lambda text: print(text, flush=True)) -> dict[str, list[dict[str, Any]]]:
     """``pairs`` rounds; in each, per data path, the three sides in rotated order. Returns runs per path."""
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in data_paths}
+    batch = make_config(**overrides).global_batch_size  # images per step: baseline is one device
     for i in range(pairs):
         sides = SIDES + (("product_before",) if before_tree else ())
         order = sides[i % len(sides):] + sides[:i % len(sides)]
@@ -153,8 +174,10 @@ def run_rounds(overrides: dict[str, Any], data_paths: list[str], pairs: int, out
                 folder = out / f"round{i}" / path / side
                 folder.mkdir(parents=True, exist_ok=True)
                 r = run_side(side, {**overrides, "data_path": path}, folder, before_tree)
+                r["median_step_img_s"] = batch / r["median_step_s"] if r.get("median_step_s") else None
                 runs[path].append({"side": side, "round": i, **r})
-                log(f"round {i} {path:>6} {side:>14}: {r['throughput_img_s']:8.0f} images/s, "
+                step = f"{r['median_step_img_s']:8.0f}" if r["median_step_img_s"] else "       -"
+                log(f"round {i} {path:>6} {side:>14}: {r['throughput_img_s']:8.0f} images/s, {step} per median step, "
                     f"{r['optimizer_steps']} steps, test accuracy {r['test_accuracy']:.4f}")
     return runs
 
@@ -165,14 +188,16 @@ def format_report(summary: dict[str, dict[str, Any]]) -> str:
 
     rows = []
     for path, s in summary.items():
-        t = s["throughput_img_s"]
-        for name, r in s["ratios"].items():
-            a, b = name.split("/")
-            ci = f"[{r['low']:.3f}, {r['high']:.3f}]" if r["low"] is not None else "-"
-            met = "" if r["target"] is None else ("yes" if r["median"] >= r["target"] else "NO")
-            rows.append([path, name, f"{t[a]:.0f} / {t[b]:.0f}", r["n"], f"{r['median']:.3f}", ci,
-                         r["target"] or "", met, "yes" if not s["same_work_problems"] else "NO"])
-    head = ["data path", "ratio", "median images/s", "pairs", "median ratio", "95% CI", "target", "met", "same work"]
+        for measure, speeds, ratios in (("images/s", s["throughput_img_s"], s["ratios"]),
+                                        ("median step", s.get("median_step_img_s", {}), s.get("step_ratios", {}))):
+            for name, r in ratios.items():
+                a, b = name.split("/")
+                ci = f"[{r['low']:.3f}, {r['high']:.3f}]" if r["low"] is not None else "-"
+                met = "" if r["target"] is None else ("yes" if r["median"] >= r["target"] else "NO")
+                rows.append([path, measure, name, f"{speeds[a]:.0f} / {speeds[b]:.0f}", r["n"], f"{r['median']:.3f}", ci,
+                             r["target"] or "", met, "yes" if not s["same_work_problems"] else "NO"])
+    head = ["data path", "measure", "ratio", "median images/s", "pairs", "median ratio", "95% CI", "target", "met",
+            "same work"]
     lines = [tabulate(rows, headers=head)]
     for path, s in summary.items():
         lines += [f"{path}: {p}" for p in s["same_work_problems"]]

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.seed import pl_worker_init_function
@@ -38,6 +39,15 @@ def _now(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+def median_step_s(epochs: list[list[float]]) -> float | None:
+    """Median over epochs of each epoch's median step time (s), from host time stamps: per epoch its
+    start, then the end of each step. Defined as the product's per-step breakdown ``step_s`` (end of
+    the previous step, or the epoch start, to the end of this one), so all sides compare alike; a
+    median is robust to the bursts of other load that move a mean (pure; None without steps)."""
+    medians = [float(np.median(np.diff(stamps))) for stamps in epochs if len(stamps) > 1]
+    return float(np.median(medians)) if medians else None
 
 
 def prepare(config: BenchConfig) -> CifarDataModule:
@@ -87,11 +97,12 @@ def hand_written(config: BenchConfig) -> dict[str, Any]:
     loader = dm.train_dataloader()
     if loader.num_workers:  # the worker seeding Lightning adds after seed_everything(workers=True)
         loader.worker_init_fn = functools.partial(pl_worker_init_function, rank=0)
-    train_s, steps = 0.0, 0
+    train_s, steps, stamps = 0.0, 0, []
     for epoch in range(config.epochs):
         loader.batch_sampler.set_epoch(epoch)
         seed = datapaths.augment_seed(config.seed, epoch)
         start = _now(device)
+        stamps.append([start])
         for batch in loader:
             if isinstance(batch, datapaths.IndexBatch):
                 batch = dm.train_set.batch(batch.indices.to(device), seed)
@@ -101,9 +112,10 @@ def hand_written(config: BenchConfig) -> dict[str, Any]:
             loss.backward()
             opt.step()
             steps += 1
+            stamps[-1].append(time.perf_counter())  # (on GPU a host time: the step's work may still be queued)
         train_s += _now(device) - start
     return {"train_s": train_s, "images": len(dm.train_set) * config.epochs, "optimizer_steps": steps,
-            **evaluate(config, net, dm)}
+            "median_step_s": median_step_s(stamps), **evaluate(config, net, dm)}
 
 
 class BareModule(L.LightningModule):
@@ -131,15 +143,19 @@ class BareModule(L.LightningModule):
 
 
 class _EpochClock(L.Callback):
-    """Sum of (epoch start to the end of its last training batch), seconds."""
+    """Sum of (epoch start to the end of its last training batch), seconds; and per epoch its start
+    and the end of each step (host time stamps, for :func:`median_step_s`)."""
 
     def __init__(self) -> None:
         self.train_s, self._start = 0.0, 0.0
+        self.stamps: list[list[float]] = []
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start = _now(trainer.strategy.root_device)
+        self.stamps.append([self._start])
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.stamps[-1].append(time.perf_counter())
         if batch_idx == trainer.num_training_batches - 1:
             self.train_s += _now(trainer.strategy.root_device) - self._start
 
@@ -155,7 +171,8 @@ def bare_lightning(config: BenchConfig) -> dict[str, Any]:
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, datamodule=dm)
     return {"train_s": clock.train_s, "images": len(dm.train_set) * config.epochs,
-            "optimizer_steps": trainer.global_step, **evaluate(config, module.net, dm)}
+            "optimizer_steps": trainer.global_step, "median_step_s": median_step_s(clock.stamps),
+            **evaluate(config, module.net, dm)}
 
 
 SIDES = {"hand": hand_written, "lightning": bare_lightning}

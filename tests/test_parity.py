@@ -46,6 +46,24 @@ def test_summarize_pairs_ratios_within_rounds():
     assert s["ratios"]["product/lightning"]["target"] == 0.97 and s["same_work_problems"] == []
 
 
+def test_median_step_is_the_median_of_per_epoch_medians():
+    from bench.parity_sides import median_step_s
+
+    # epoch 0: start 0, steps end at 1, 3, 4 -> steps 1, 2, 1 (median 1); epoch 1: steps 3, 5 (median 4)
+    assert median_step_s([[0.0, 1.0, 3.0, 4.0], [10.0, 13.0, 18.0]]) == pytest.approx(2.5)
+    assert median_step_s([[5.0]]) is None
+
+
+def test_summarize_pairs_median_step_ratios_too():
+    runs = [{"side": s, "round": 0, "optimizer_steps": 10, "test_accuracy": 0.5, "throughput_img_s": 100.0,
+             "median_step_img_s": m} for s, m in (("hand", 200.0), ("lightning", 190.0), ("product", 180.0))]
+    s = summarize(runs, 0.03)
+    assert s["step_ratios"]["product/hand"]["samples"] == pytest.approx([0.9])
+    assert s["median_step_img_s"] == {"hand": 200.0, "lightning": 190.0, "product": 180.0}
+    runs[2]["median_step_img_s"] = None  # the product ran without its breakdown: no step figure, no ratio
+    assert "product/hand" not in summarize(runs, 0.03)["step_ratios"]
+
+
 def test_one_tiny_round_runs_and_all_sides_do_the_same_work(tmp_path):
     out = tmp_path / "parity"
     proc = subprocess.run([sys.executable, "-m", "bench.parity", "--data", "synthetic", "--preset", "smoke",
@@ -56,7 +74,8 @@ def test_one_tiny_round_runs_and_all_sides_do_the_same_work(tmp_path):
     runs = report["runs"]["device"]
     assert sorted(r["side"] for r in runs) == ["hand", "lightning", "product"]
     assert {r["optimizer_steps"] for r in runs} == {10}  # 640 images / 64 per step, on every side
-    # the device path's augmentation is seeded by (seed, rank, epoch) and the weights by the seed:
+    # the device path's augmentation is seeded by (seed, epoch) and the weights by the seed:
     # the three sides train exactly the same steps and end with the same test answers
     assert len({(r["test_correct"], r["test_total"]) for r in runs}) == 1
-    assert "product/hand" in proc.stdout and "product/lightning" in proc.stdout
+    assert "product/hand" in proc.stdout and "product/lightning" in proc.stdout and "median step" in proc.stdout
+    assert all(r["median_step_s"] > 0 for r in runs)  # every side timed its steps
