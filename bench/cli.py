@@ -221,8 +221,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 # Lightning warnings that do not apply to this design (see the comments at each).
 _QUIET = (
-    # the module normalises batches in on_after_batch_transfer on purpose (after the device copy)
-    r".*overridden `on_after_batch_transfer` in `LightningModule`.*",
+    # the module normalises batches in on_after_batch_transfer on purpose (after the device copy), and
+    # moves its flat batches itself (transfer_batch_to_device: cheaper than Lightning's collection walk)
+    r".*overridden `(on_after_batch_transfer|transfer_batch_to_device)` in `LightningModule`.*",
     # test metrics are synchronised by torchmetrics' compute(), once, not by self.log
     r".*sync_dist=True.* when logging on epoch level.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",

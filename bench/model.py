@@ -223,7 +223,7 @@ class CifarModule(L.LightningModule):
         if trainer is None or not trainer.loggers or (self.global_step + 1) % trainer.log_every_n_steps:
             return
         if trainer.is_global_zero:
-            value = float(loss)
+            value = float(loss.detach())
             for logger in trainer.loggers:
                 logger.log_metrics({"train/loss": value}, step=self.global_step)
 

@@ -193,7 +193,8 @@ def format_report(summary: dict[str, dict[str, Any]]) -> str:
             for name, r in ratios.items():
                 a, b = name.split("/")
                 ci = f"[{r['low']:.3f}, {r['high']:.3f}]" if r["low"] is not None else "-"
-                met = "" if r["target"] is None else ("yes" if r["median"] >= r["target"] else "NO")
+                met = ("" if r["target"] is None else "-" if r["n"] < 3  # too few pairs to say
+                       else "yes" if r["median"] >= r["target"] else "NO")
                 rows.append([path, measure, name, f"{speeds[a]:.0f} / {speeds[b]:.0f}", r["n"], f"{r['median']:.3f}", ci,
                              r["target"] or "", met, "yes" if not s["same_work_problems"] else "NO"])
     head = ["data path", "measure", "ratio", "median images/s", "pairs", "median ratio", "95% CI", "target", "met",

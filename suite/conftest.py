@@ -47,7 +47,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bench-arg", action="append", default=[], help="extra `cifar-bench run` argument (repeatable)")
 
 
+# `cifar-bench run` options the suite sets itself per case (each has its own --bench-* option, or is the case)
+SUITE_OWNED = ("--case", "--out", "--preset", "--data", "--devices", "--num-nodes", "--repeats")
+
+
+def check_bench_args(args: list[str]) -> str | None:
+    """Why these --bench-arg values cannot be passed on (pure; None when they can): an option the suite
+    sets per case would run another case or write elsewhere than the suite reads back."""
+    owned = sorted({a.split("=", 1)[0] for a in args if a.split("=", 1)[0] in SUITE_OWNED})
+    if owned:
+        return (f"--bench-arg (BENCH_ARGS) cannot set {', '.join(owned)}: the suite sets it per case; use "
+                "--bench-preset/--bench-data/--bench-out/--bench-rounds/--bench-devices/--bench-nodes "
+                "(make bench: PRESET=, BENCH_DATA=, RUNS=, ROUNDS=)")
+    return None
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if problem := check_bench_args(config.getoption("--bench-arg")):
+        from bench.exitcodes import ExitCode
+
+        pytest.exit(problem, returncode=int(ExitCode.BAD_INPUT))
     config.stash[RESULTS] = []
     if global_rank() != 0 and hasattr(config.option, "benchmark_json"):
         config.option.benchmark_json = None  # only global rank 0 writes the suite's JSON

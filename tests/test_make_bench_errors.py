@@ -1,7 +1,7 @@
 """Bad input given to `make bench` reaches the user as the run's own one-line error and exit status.
 
 Run:  .venv/bin/python -m pytest -q tests/test_make_bench_errors.py
-      (5 `make bench` calls that stop before training and one suite run of a few seconds of
+      (6 `make bench` calls that stop before training and one suite run of a few seconds of
       training: 20-50 s each on the shared 2-core machine, about 3-5 minutes in all)
 
 Each bad value goes the way a user gives it (make variables), through pytest and the suite to
@@ -32,6 +32,9 @@ CASES = {  # name: (make variables, the run's own message)
                         lambda t: f"{t / 'foreign.tar.gz'} holds no images under train/<class>/ and test/<class>/"),
     "bad batch size": (lambda t: {"BENCH_DATA": "synthetic", "BENCH_ARGS": "--global-batch-size 0"},
                        lambda t: "global_batch_size must be >= 1, got 0"),
+    # an option the suite sets per case: it ran ddp as "baseline" and wrote where the suite never read
+    "suite-owned option": (lambda t: {"BENCH_DATA": "synthetic", "BENCH_ARGS": "--case ddp --out=elsewhere"},
+                           lambda t: "--bench-arg (BENCH_ARGS) cannot set --case, --out: the suite sets it per case"),
 }
 
 
