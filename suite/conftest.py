@@ -66,7 +66,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if problem := check_bench_args(config.getoption("--bench-arg")):
         from bench.exitcodes import ExitCode
 
-        pytest.exit(problem, returncode=int(ExitCode.BAD_INPUT))
+        pytest.exit(f"suite: exit status {int(ExitCode.BAD_INPUT)} (bad input): {problem}; nothing was run",
+                    returncode=int(ExitCode.BAD_INPUT))
     config.stash[RESULTS] = []
     if global_rank() != 0 and hasattr(config.option, "benchmark_json"):
         config.option.benchmark_json = None  # only global rank 0 writes the suite's JSON
