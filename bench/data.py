@@ -238,10 +238,6 @@ class GlobalBatchSampler:
         self.n, self.global_batch, self.rank, self.world = n, global_batch, rank, world
         self.sampler = EpochPermutation(n, seed)
 
-    @property
-    def epoch(self) -> int:
-        return self.sampler.epoch
-
     def set_epoch(self, epoch: int) -> None:
         """Select that epoch's permutation (the same as ``self.sampler.set_epoch``)."""
         self.sampler.set_epoch(epoch)
@@ -321,8 +317,6 @@ class CifarDataModule(L.LightningDataModule):
         self.test_set: Dataset | None = None
         self.global_batch_sizes: list[int] = []  # images per global batch of an epoch, after setup
         self._cache_path: Path | None = None  # computed once (see prepare_cache)
-        self._augment_epoch: int | None = None  # device path: the epoch of _augment_seed
-        self._augment_seed = 0
 
     def _cache(self) -> Path:
         if self._cache_path is None:
@@ -358,9 +352,7 @@ class CifarDataModule(L.LightningDataModule):
         """Device path: (uint8 images (B, 3, 32, 32), labels (B,)) gathered and augmented on the
         device of ``batch.indices``, seeded by (config seed, epoch): the same crops on every rank."""
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        if epoch != self._augment_epoch:  # a new epoch: its seed (SeedSequence: ~8 us, not worth paying each step)
-            self._augment_epoch, self._augment_seed = epoch, datapaths.augment_seed(self.config.seed, epoch)
-        return self.train_set.batch(batch.indices, self._augment_seed)
+        return self.train_set.batch(batch.indices, datapaths.augment_seed(self.config.seed, epoch))
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer

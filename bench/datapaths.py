@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -101,6 +102,7 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
     return crop_flip(images, padding, *draw_crop_flip(len(images), padding, generator))
 
 
+@functools.lru_cache(maxsize=64)  # asked for every step (bench.data.device_batch); SeedSequence costs ~8 us
 def augment_seed(seed: int, epoch: int) -> int:
     """A 64-bit generator seed of an epoch's crops and flips from (config seed, epoch) via numpy's
     SeedSequence: every epoch draws new ones, a rerun the same ones. Not the rank's: the device path
