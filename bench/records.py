@@ -8,7 +8,8 @@ one round of the suite), for every status, so no command branches on missing fie
   (an in-memory result with several ``metrics.fit_s_samples`` gives one record per sample);
 * a pytest-benchmark entry stands for the rounds it ran: round *i* is the run whose JSON is
   ``extra_info.result_paths[i]`` (its run id is the file name without ``.json``) with the time
-  ``extra_info.fit_s_samples[i]``; the suite's ``skipped`` list gives one skipped record per case;
+  ``extra_info.fit_s_samples[i]`` (and ``throughput_img_s_samples[i]``, ``test_accuracy_samples[i]``
+  where the suite wrote them); the suite's ``skipped`` list gives one skipped record per case;
 * a baseline file gives one record per stored sample (``cases.<case>.run_ids`` when recorded,
   else ``baseline:<name>:<case>:<i>``).
 
@@ -142,10 +143,23 @@ def problem_of(result: dict[str, Any], fit_s: float | None, accept_test_knobs: b
     return None
 
 
+def _round_figure(metrics: dict, rounds: dict | None, key: str, i: int, n: int) -> float | None:
+    """Round ``i`` of ``n``'s ``key`` (throughput, accuracy): from the suite's per-round list when it has
+    one of length ``n``, else the result's own figure, which is the last round's."""
+    per_round = (rounds or {}).get(key)
+    if isinstance(per_round, list) and len(per_round) == n:
+        return _finite(per_round[i])
+    return _finite(metrics.get(key)) if i == n - 1 else None
+
+
 def from_result(result: dict[str, Any], source: str, origin: str = "run", accept_test_knobs: bool = False,
-                samples: list | None = None, run_ids: list[str] | None = None) -> list[Record]:
+                samples: list | None = None, run_ids: list[str] | None = None,
+                rounds: dict | None = None) -> list[Record]:
     """Records of one result dict: one per fit_s sample (``samples``, else ``metrics.fit_s_samples``,
-    else ``[metrics.fit_s]``; none for a result that did not time anything: then one record)."""
+    else ``[metrics.fit_s]``; none for a result that did not time anything: then one record).
+
+    ``rounds``: a suite entry's per-round figures (``{"throughput_img_s": [...], "test_accuracy": [...]}``,
+    one per sample); without them only the last sample has a throughput and an accuracy."""
     metrics, config = result.get("metrics") or {}, result.get("config") or None
     samples = samples or metrics.get("fit_s_samples") or [metrics.get("fit_s")]
     run_id = str(result.get("run_id") or f"{result.get('case')}@{source}")
@@ -153,12 +167,11 @@ def from_result(result: dict[str, Any], source: str, origin: str = "run", accept
     world = result.get("world") or {}
     out = []
     for i, (rid, sample) in enumerate(zip(ids, samples)):
-        last = i == len(samples) - 1  # throughput and accuracy are known for the last round only
         fit = _finite(sample)
         out.append(Record(
             run_id=rid, case=str(result["case"]), status=str(result["status"]), source=source, origin=origin,
-            fit_s=fit, throughput_img_s=_finite(metrics.get("throughput_img_s")) if last else None,
-            test_accuracy=_finite(metrics.get("test_accuracy")) if last else None,
+            fit_s=fit, throughput_img_s=_round_figure(metrics, rounds, "throughput_img_s", i, len(samples)),
+            test_accuracy=_round_figure(metrics, rounds, "test_accuracy", i, len(samples)),
             accuracy_meaningful=bool(metrics.get("accuracy_meaningful", True)),
             devices=devices_used(result),
             nodes=int(world.get("num_nodes") or (config or {}).get("num_nodes") or 1),
@@ -196,8 +209,12 @@ def _from_suite(obj: dict[str, Any], where: str, accept: bool) -> list[Record]:
         samples = info.get("fit_s_samples") or (result.get("metrics") or {}).get("fit_s_samples")
         paths = info.get("result_paths") or []
         ids = [Path(p).stem for p in paths] if samples and len(paths) == len(samples) else None
-        out += from_result(result, where, "suite", accept, samples=samples, run_ids=ids)
+        rounds = {k: info.get(f"{k}_samples") for k in ("throughput_img_s", "test_accuracy")}
+        out += from_result(result, where, "suite", accept, samples=samples, run_ids=ids, rounds=rounds)
     for skip in obj.get("skipped") or []:
+        if isinstance(skip.get("result"), dict):  # the skipped result the run wrote: its devices and run id
+            out += from_result(check_result(skip["result"], where), where, "suite")
+            continue
         fake = {"case": skip.get("case"), "status": "skipped", "reason": skip.get("reason"),
                 "run_id": f"skipped:{skip.get('case')}@{where}"}
         out += from_result(fake, where, "suite")

@@ -23,7 +23,7 @@ import pytest
 from bench import environment
 from bench.results import format_table
 
-RESULTS = pytest.StashKey[list]()  # result dicts of the cases run in this session (rank 0)
+RESULTS = pytest.StashKey[list]()  # result dicts of every round run in this session, any status (rank 0)
 # pytest-benchmark's group name, the title of its table: its figures are not the cases' fit_s
 WALL_TIME_GROUP = "wall time of each whole `cifar-bench run` call, start to exit (compare the cases' fit_s, not these)"
 _SKIP_LOG: list[dict] = []  # skipped cases: {"test", "case", "reason"}
@@ -89,8 +89,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
-    """Add the skipped cases and their reasons to the --benchmark-json output."""
-    output_json["skipped"] = list(_SKIP_LOG)
+    """Add the skipped cases and their reasons to the --benchmark-json output, each with the skipped
+    result the run wrote (``result``; its devices and run id) where there is one."""
+    written = {r["case"]: r for r in config.stash.get(RESULTS, []) if r.get("status") == "skipped"}
+    output_json["skipped"] = [{**s, **({"result": written[s["case"]]} if s["case"] in written else {})}
+                              for s in _SKIP_LOG]
 
 
 # machine_info fields that change from run to run on the same machine (py-cpuinfo's current clock);
@@ -134,12 +137,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.section("cifar-bench cases")
         terminalreporter.write_line("fit_s: the training loop only (the figure compared against baselines); "
                                     "pytest-benchmark's table below times each whole call")
-        terminalreporter.write_line(format_table(results))
+        terminalreporter.write_line(format_table(results))  # every round once, failed ones as not a figure
         for r in results:
             if r.get("path"):
                 terminalreporter.write_line(f"{r['case']}: {r['path']}")
         from bench.breakdown import format_breakdown, rank_breakdowns
 
-        for r in results:
+        last_of_case = {r["case"]: r for r in results}  # one breakdown a case: its last round's
+        for case, r in last_of_case.items():
             if text := format_breakdown(rank_breakdowns(r)):
-                terminalreporter.write_line(f"\n{r['case']}: {text}")
+                terminalreporter.write_line(f"\n{case}: {text}")

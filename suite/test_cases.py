@@ -77,6 +77,7 @@ def _run_id(case: str, round_index: int) -> str:
 def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | None:
     """Benchmark ``rounds`` runs of ``case``; return the last result (None on ranks > 0).
 
+    Every round's result, failed ones included, goes to the suite's end table (``RESULTS``).
     Skips (pytest.skip) when the run reports the case as skipped on this hardware.
     """
     config = request.config
@@ -88,13 +89,15 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
     def once() -> None:
         run_id = _run_id(case, len(results))
         env = {**os.environ, "BENCH_RUN_ID": run_id}
-        relay_run(config, case, _command(config, case, out), env)
+        try:
+            relay_run(config, case, _command(config, case, out), env)
+        except CaseFailed:
+            _keep_for_table(config, out / f"{run_id}.json")  # the end table shows it as not a figure
+            raise
         if global_rank() == 0:
-            result = load_result(out / f"{run_id}.json")
-            result["path"] = str(out / f"{run_id}.json")
+            result = _keep_for_table(config, out / f"{run_id}.json", must_exist=True)
             results.append(result)
             if result["status"] == "skipped":
-                config.stash[RESULTS].append(result)
                 raise CaseSkipped(result["reason"])
         else:
             results.append({})
@@ -115,14 +118,36 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
     benchmark.extra_info.update({
         "figure": "stats time the whole `python -m bench run` call; compare extra_info.fit_s (training loop)",
         "case": case, "fit_s": statistics.median(fit), "fit_s_samples": fit, "fit_s_stats": summary_stats(fit),
+        # each round's own figures, so that a table of suite.json gives the medians of the per-run files
+        **{f"{k}_samples": [r["metrics"].get(k) for r in results] for k in ("throughput_img_s", "test_accuracy")},
         **{k: last["metrics"].get(k) for k in ("throughput_img_s", "epoch_train_s", "optimizer_steps",
                                                 "train_loss", "test_accuracy", "test_correct", "test_total")},
         "world_size": last["world"]["world_size"], "result_paths": [r["path"] for r in results],
         **({"ddp_devices_from": _devices_and_nodes_sourced(config)[2]} if case == "ddp" else {}),
         "result": last,
     })
-    config.stash[RESULTS].append(last)
     return last
+
+
+def _keep_for_table(config: pytest.Config, path: Path, must_exist: bool = False) -> dict | None:
+    """Read one round's result JSON (rank 0) and keep it for the suite's end table, whatever its status.
+
+    Returns None on ranks > 0 and, unless ``must_exist``, when a failed run left no readable result.
+
+    Raises:
+        ValueError: ``must_exist`` and the file is missing or damaged (bench.results.load_result).
+    """
+    if global_rank() != 0:
+        return None
+    try:
+        result = load_result(path)
+    except (OSError, ValueError):
+        if must_exist:
+            raise
+        return None
+    result["path"] = str(path)
+    config.stash[RESULTS].append(result)
+    return result
 
 
 def _skip_dp_without_gpus(config: pytest.Config, out: Path) -> None:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import run_cli
+
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--bench-preset", "smoke", "--bench-data", "synthetic", "--bench-arg=--train-samples=2048",
         "--bench-arg=--test-samples=500"]
@@ -56,3 +58,33 @@ def test_pytest_benchmark_compare_runs_without_machine_info_warning(tmp_path):
     assert second.returncode == 0, second.stdout[-3000:]
     assert "machine_info is different" not in second.stdout + second.stderr
     assert "0001_" in second.stdout  # the saved run it compared against
+
+
+def _rows(text: str) -> list[str]:
+    """The case rows of a results table (``baseline (1 device)  ok ...``), spaces collapsed."""
+    return [" ".join(line.split()) for line in text.splitlines() if line.startswith(("baseline (", "dp (", "ddp ("))]
+
+
+def test_end_table_table_of_suite_json_and_of_per_run_files_agree_over_rounds(tmp_path):
+    out = tmp_path / "suite.json"
+    proc = _pytest_suite(tmp_path, f"--benchmark-json={out}", "--bench-rounds", "2")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    end = _rows(proc.stdout.split("cifar-bench cases")[1])
+    per_run = sorted(str(p) for p in (tmp_path / "runs").glob("*.json"))
+    assert len(per_run) == 3  # two baseline rounds and the skipped dp
+    for args in ([str(out)], per_run, per_run + [str(out)]):
+        table = run_cli("table", *args)
+        assert table.returncode == 0, table.stderr
+        assert _rows(table.stdout) == end, (args, table.stdout, end)
+    assert end[0].startswith("baseline (1 device) ok 2 ")  # both rounds, each once
+    assert end[1].startswith("dp (2 devices) skipped")  # the devices the skipped run was asked for
+
+
+def test_a_failed_case_is_in_the_end_table_as_not_a_figure(tmp_path):
+    out = tmp_path / "suite.json"
+    # a learning rate that makes the loss infinite: the run ends with exit 3 (sanity) after writing its result
+    proc = _pytest_suite(tmp_path, f"--benchmark-json={out}", "--bench-arg=--lr=1e6", "-k", "test_baseline")
+    assert proc.returncode == 1, proc.stdout[-4000:]
+    (row,) = _rows(proc.stdout.split("cifar-bench cases")[1])
+    assert row.startswith("baseline (1 device) not a figure") and "sanity check failed" in row
+    assert not out.exists() and "not written: the suite failed" in proc.stdout
