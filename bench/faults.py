@@ -87,6 +87,22 @@ def _quiet_lightning_observer() -> None:
         subprocess_script._launch_process_observer = lambda child_processes: None
 
 
+def interruption(err: BaseException) -> str:
+    """What stopped a run from outside, for its ``interrupted`` record: the signal where it can be told.
+
+    Lightning turns SIGTERM into ``SIGTERMException`` and answers Ctrl-C's ``KeyboardInterrupt`` with
+    ``sys.exit(1)`` from inside its handler (``lightning.pytorch.trainer.call._call_and_handle_interrupt``),
+    so a ``SystemExit`` whose context is a ``KeyboardInterrupt`` was a SIGINT.
+    """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(err, SIGTERMException):
+        return "SIGTERM (Slurm's time limit or scancel, or kill)"
+    if isinstance(err, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt):
+        return "SIGINT (Ctrl-C)"
+    return f"{type(err).__name__} (exit status {err.code})" if isinstance(err, SystemExit) else type(err).__name__
+
+
 def _exit_text(code: int) -> str:
     if code < 0:
         return f"killed by {signal.Signals(-code).name}"

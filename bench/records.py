@@ -138,6 +138,8 @@ def problem_of(result: dict[str, Any], fit_s: float | None, accept_test_knobs: b
     knobs = result.get("test_knobs") or {}
     if knobs and not accept_test_knobs:
         return "test knobs active (" + ", ".join(f"{k}={v}" for k, v in knobs.items()) + "): not a real run"
+    if fit_s is None and (result.get("metrics") or {}).get("optimizer_steps") == 0:
+        return "no training step ran (--epochs 0 tests the initial weights): no time to compare"
     if fit_s is None or fit_s <= 0:
         return "no finite fit_s: the result is damaged, re-run the case"
     return None

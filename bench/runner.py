@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -189,10 +190,10 @@ def run_case(config: BenchConfig) -> dict | None:
         facts = _train_and_test(config, trainer, module, dm, tools, thread_plan)
     except (SIGTERMException, KeyboardInterrupt, SystemExit) as err:  # Slurm time limit, scancel, Ctrl-C
         watch.stop()
-        _write_on_rank_zero(trainer, config.out_dir, status="interrupted", reason=f"{type(err).__name__} during the run",
-                            exclusive=True, **base)
+        reason = f"{faults.interruption(err)} during the run"
+        _write_on_rank_zero(trainer, config.out_dir, status="interrupted", reason=reason, exclusive=True, **base)
         faults.kill_children(trainer)
-        raise RunInterrupted(f"{type(err).__name__} during the run") from err
+        raise RunInterrupted(reason) from err
     except Exception as err:
         watch.stop()
         _record_failed_run(config, trainer, err, record, base)
@@ -213,9 +214,14 @@ def run_case(config: BenchConfig) -> dict | None:
 
 def _record_failed_run(config: BenchConfig, trainer, err: Exception, record, base: dict) -> None:
     """After training failed: the ``failed`` record (rank 0, naming lost ranks or the likely cause; a
-    surviving rank when rank 0 is gone), then stop the ranks this process started and tidy up."""
+    rank > 0 whose own error is not a lost peer, naming itself; a surviving rank when rank 0 is gone),
+    then stop the ranks this process started and tidy up."""
     lost = faults.lost_children(trainer)
     hint = faults.explain(err, config)
+    if trainer.global_rank != 0 and hint is None:
+        # a rank's own fault (e.g. its loader worker killed): said before this rank's sockets close,
+        # after which rank 0 would only see "connection closed by peer" (first record wins)
+        record(f"rank {trainer.global_rank} (host {socket.gethostname()}) failed: {type(err).__name__}: {err}")
     reason = f"{type(err).__name__}: {err}" + (f" (lost: {'; '.join(lost)})" if lost else "") + \
         (f" -- likely cause: {hint}" if hint and not lost else "")
     _write_on_rank_zero(trainer, config.out_dir, status="failed", reason=reason, exclusive=True, **base)

@@ -122,6 +122,23 @@ def test_rank1_killed_rank0_records_it_and_nothing_is_left(tmp_path):
     _assert_nothing_left(out)
 
 
+def test_a_killed_loader_worker_of_rank1_is_named_not_a_lost_peer(tmp_path):
+    out = tmp_path / "out"
+    proc = _start(out, "--case", "ddp", "--devices", "2", "--num-workers", "1", *LONG, env=SLOW_STEPS)
+    rank0 = _wait_training(proc, out, 2)
+    deadline = time.monotonic() + 30
+    while not (workers := _child(rank0, 1).children()):  # its loader worker starts with the first epoch
+        assert time.monotonic() < deadline, "rank 1 started no loader worker"
+        time.sleep(0.2)
+    t0 = time.monotonic()
+    workers[0].kill()
+    _finish(proc, "rank 1's loader worker SIGKILL", t0)
+    assert proc.returncode == 1, _log(out)[-3000:]
+    r = _only_result(out)
+    assert r["status"] == "failed" and r["reason"].startswith("rank 1 (host ") and "DataLoader worker" in r["reason"], r
+    _assert_nothing_left(out)
+
+
 def test_rank0_killed_a_surviving_rank_records_it(tmp_path):
     out = tmp_path / "out"
     proc = _start(out, "--case", "ddp", "--devices", "2", *LONG, env=SLOW_STEPS)
@@ -189,16 +206,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_sigterm_interrupts_every_rank_with_status_4(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_interrupts_every_rank_with_status_4_and_is_named(tmp_path, sig):
     out = tmp_path / "out"
     proc = _start(out, "--case", "ddp", "--devices", "2", *LONG, env=SLOW_STEPS)
     rank0 = _wait_training(proc, out, 2)
     t0 = time.monotonic()
-    rank0.send_signal(signal.SIGTERM)
-    _finish(proc, "SIGTERM to rank 0", t0)
+    rank0.send_signal(sig)
+    _finish(proc, f"{sig.name} to rank 0", t0)
     assert proc.returncode == 4, _log(out)[-3000:]
     r = _only_result(out)
-    assert r["status"] == "interrupted", r
+    assert r["status"] == "interrupted" and r["reason"].startswith(f"{sig.name} ("), r
     _assert_nothing_left(out)
 
 
@@ -323,3 +341,20 @@ def test_the_script_record_never_replaces_the_runs_own(tmp_path):
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
     r = _only_result(out)
     assert (r["status"], r["reason"]) == ("failed", "srun step exited 137") and "exists already" in second.stdout
+
+
+def test_interruption_names_the_signal_lightning_turned_into_an_exception():
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from bench.faults import interruption
+
+    assert interruption(SIGTERMException()).startswith("SIGTERM (")
+    assert interruption(KeyboardInterrupt()) == "SIGINT (Ctrl-C)"
+    try:  # what Lightning does on Ctrl-C: sys.exit(1) inside its `except KeyboardInterrupt`
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemExit(1)
+    except SystemExit as err:
+        assert interruption(err) == "SIGINT (Ctrl-C)"
+    assert interruption(SystemExit(3)) == "SystemExit (exit status 3)"

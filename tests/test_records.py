@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.records import read_records
+from bench.records import problem_of, read_records
 from tests.conftest import run_cli
 from tests.results_factory import FIXTURES, REPO
 
@@ -211,3 +211,10 @@ def test_a_missing_baselines_folder_is_a_clear_error(folder, tmp_path, monkeypat
     proc = run_cli("baseline", "record", *glob(folder), "--name", "mine")
     assert proc.returncode == 2, proc.stderr
     assert f"cannot write into {tmp_path / 'no-such-folder'}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_run_without_training_steps_is_not_a_figure_but_not_damaged():
+    tested_only = {"status": "ok", "sanity": {"passed": True}, "metrics": {"fit_s": None, "optimizer_steps": 0}}
+    assert "--epochs 0" in problem_of(tested_only, None) and "damaged" not in problem_of(tested_only, None)
+    lost = {**tested_only, "metrics": {"fit_s": None, "optimizer_steps": 40}}  # trained, but no time: damaged
+    assert "damaged" in problem_of(lost, None)
