@@ -272,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cifar-bench: error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
         except OSError as err:  # a folder to write into that is missing or read-only (--out, BENCH_BASELINES)
-            where = Path(err.filename).parent if err.filename else "the output folder"
-            print(f"cifar-bench: error: cannot write into {where}: {err.strerror}; create it or choose "
-                  "another folder", file=sys.stderr)
+            where = err.filename or "the output folder"
+            print(f"cifar-bench: error: cannot write {where}: {err.strerror}; create its folder or choose "
+                  "another one", file=sys.stderr)
             return EXIT_BAD_INPUT
     from bench.files import DiskFullError
 

@@ -368,6 +368,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the table, write the report, print the paths. Returns 0 (bad input raises ValueError)."""
+    if args.out.exists() and not args.out.is_dir():  # said before anything is printed or written
+        raise ValueError(f"--out {args.out} is a file: the report is a folder (report.md, report.png); "
+                         "name a folder, new or existing")
     results, comparisons, base = prepare(args.results, args.baseline, args.tolerance)
     print(format_terminal_table(results, comparisons, base), end="")
     md, png = _write_files(results, comparisons, base, args.out)

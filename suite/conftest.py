@@ -130,7 +130,9 @@ JSON_WITHHELD = pytest.StashKey[str]()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    if withheld := config.stash.get(JSON_WITHHELD, None):
+    from bench.exitcodes import ExitCode
+
+    if (withheld := config.stash.get(JSON_WITHHELD, None)) and exitstatus != ExitCode.BAD_INPUT:  # (nothing ran)
         terminalreporter.write_line(f"cifar-bench: {withheld} not written: the suite failed (see above)")
     results = config.stash.get(RESULTS, [])
     if results and global_rank() == 0:

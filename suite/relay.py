@@ -80,12 +80,15 @@ def _show(config: pytest.Config, line: str) -> None:
         reporter.flush()
 
 
-def stop_on(failed: CaseFailed | CaseSkipped) -> None:
+def stop_on(config: pytest.Config, failed: CaseFailed | CaseSkipped) -> None:
     """Turn the child's outcome into pytest's: a skip skips this case; bad input stops the whole
-    session with exit status 2 (every case would refuse it the same way); any other failure fails
-    this case."""
+    session with exit status 2 (every case would refuse it the same way), the run's error said once
+    as the suite's own line (pytest's "Exit" line after it only says why it stopped); any other
+    failure fails this case."""
     if isinstance(failed, CaseSkipped):
         pytest.skip(str(failed))
     if failed.returncode == ExitCode.BAD_INPUT:
-        pytest.exit(f"{failed}; nothing was run", returncode=int(ExitCode.BAD_INPUT))
+        _show(config, f"cifar-bench: error: {failed}; nothing was run")
+        pytest.exit(f"suite stopped: bad input (exit status {int(ExitCode.BAD_INPUT)}), said above",
+                    returncode=int(ExitCode.BAD_INPUT))
     pytest.fail(str(failed), pytrace=False)

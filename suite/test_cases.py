@@ -110,7 +110,7 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
     except (CaseSkipped, CaseFailed) as outcome:
         stopped = outcome
     if stopped is not None:  # outside the except block: pytest's outcome without a chained traceback
-        stop_on(stopped)
+        stop_on(config, stopped)
     if global_rank() != 0:
         return None
     fit = [r["metrics"]["fit_s"] for r in results]

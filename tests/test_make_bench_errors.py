@@ -63,6 +63,7 @@ def test_make_bench_reports_the_runs_own_error_once(name: str, bad_inputs: Path)
     assert proc.returncode == 2, out
     assert out.count(message(bad_inputs)) == 1, out
     assert "exit status 2 (bad input)" in out
+    assert "not written" not in out, out  # nothing ran: no word of a suite.json withheld
     assert "Traceback" not in out and "min() arg" not in out, out
     left = sorted(str(p) for p in runs.rglob("*.json")) if runs.exists() else []
     assert left == [], f"a failed suite left result files: {left}"

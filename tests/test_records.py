@@ -9,6 +9,7 @@ commands that do not train never import torch.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -210,7 +211,16 @@ def test_a_missing_baselines_folder_is_a_clear_error(folder, tmp_path, monkeypat
     monkeypatch.setenv("BENCH_BASELINES", str(tmp_path / "no-such-folder"))
     proc = run_cli("baseline", "record", *glob(folder), "--name", "mine")
     assert proc.returncode == 2, proc.stderr
-    assert f"cannot write into {tmp_path / 'no-such-folder'}" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"cannot write {tmp_path / 'no-such-folder'}{os.sep}" in proc.stderr and "create its folder" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_report_out_naming_a_file_is_refused_before_anything_is_printed(folder, tmp_path):
+    taken = tmp_path / "report.md"
+    taken.write_text("mine")
+    proc = run_cli("report", *glob(folder), "--out", str(taken))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    assert f"--out {taken} is a file" in proc.stderr and taken.read_text() == "mine"
 
 
 def test_a_run_without_training_steps_is_not_a_figure_but_not_damaged():
