@@ -18,12 +18,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from bench import breakdown, comm, dataparallel, environment, faults, profiling, ranks, staging, threads, training
 from bench.config import BenchConfig, ConfigError
 from bench.data import CifarDataModule, atomic_torch_save, check_shared_memory
-from bench.knobs import StepSleep, active_knobs
+from bench.instruments import CallbackGroup, Instruments
 from bench.model import apply_device_settings
 from bench.results import (build_result, export_run_id, inherited_run_id, new_run_id, result_path, utc_now,
                            write_json_atomic)
-from bench.profiling import StepProfiler
-from bench.progress import EpochProgress
 from bench.timing import TrainingTimer, steady_state, wall_seconds
 
 
@@ -128,26 +126,6 @@ def skipped(config: BenchConfig, reason: str, run_id: str | None = None) -> dict
     return record_status(config, "skipped", reason, run_id)
 
 
-class Instruments:
-    """The measuring callbacks of one run: timer, per-step breakdown, optional profiler, test knobs."""
-
-    def __init__(self, config: BenchConfig, run_id: str) -> None:
-        self.timer, self.breakdown, self.knobs = TrainingTimer(), breakdown.StepBreakdown(), active_knobs()
-        self.profiler, self.step_breakdown = None, config.step_breakdown
-        self.progress = EpochProgress(self.timer, config.case)  # one line per epoch, no per-step work
-        if config.profile:
-            self.profiler = StepProfiler(Path(config.out_dir) / "profiles" / run_id, config.profile_wait,
-                                         config.profile_warmup, config.profile_active)
-
-    def callbacks(self) -> list:
-        # Order matters where hooks coincide: the knob's sleep lies inside the timed steps; the
-        # breakdown marks a step's end before the timer's epoch barrier; the profiler writes last;
-        # the progress line of the start is printed before the timer's first clock reading.
-        knob = [StepSleep(self.knobs)] if self.knobs else []
-        return knob + ([self.breakdown] if self.step_breakdown else []) + [self.progress, self.timer] + \
-            ([self.profiler] if self.profiler else [])
-
-
 class RunInterrupted(Exception):
     """The run was stopped from outside (SIGTERM, SIGINT, Slurm); its ``interrupted`` record is written."""
 
@@ -177,7 +155,7 @@ def run_case(config: BenchConfig) -> dict | None:
     staging.ensure_data(config)
     faults.mark_launcher(config)
     tools, thread_plan = Instruments(config, run_id), threads.ThreadPlan(torch_threads)
-    trainer = training.build_trainer(config, run_id, tools.callbacks() + [thread_plan],
+    trainer = training.build_trainer(config, run_id, [CallbackGroup(tools.callbacks() + [thread_plan])],
                                  tools.breakdown.actions if config.step_breakdown else None)
     module, dm = training.build_module(config), CifarDataModule(config, num_workers=workers)
     for logger in trainer.loggers:  # rank-zero-only inside Lightning's loggers
