@@ -10,7 +10,7 @@ PRESET ?= cpu
 STAMP  := $(shell date -u +%Y%m%dT%H%M%SZ)
 RUNS   ?= runs/bench-$(STAMP)
 BENCH_ARGS ?=
-# Repeats of each case (fresh processes, interleaved by the suite): 3 or more for a baseline.
+# Repeats of each case (a fresh process each, one case after the other): 3 or more for a baseline.
 ROUNDS ?= 1
 
 # Where `make data` stages the data set and its decoded cache.

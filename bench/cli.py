@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 from pathlib import Path
 
@@ -193,7 +194,10 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         print(f"skipped: {result['reason']}")
         return 0
     if not result["sanity"].get("passed", False):
-        print(f"sanity check failed: {result['sanity']}", file=sys.stderr)
+        from bench.records import problem_of  # the same words as the tables' "not a figure" note
+
+        print(f"cifar-bench: {problem_of(result, result['metrics'].get('fit_s'))} (exit status {int(EXIT_SANITY)})",
+              file=sys.stderr)
         return EXIT_SANITY
     return 0
 
@@ -262,7 +266,17 @@ def cmd_mark_interrupted(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (see the module docstring)."""
+    """Entry point; returns the exit status (see the module docstring). Ctrl-C before a run's training
+    (while data is checked or decoded, or in an analysis command): one line and 130 (128 + SIGINT,
+    what the shell shows for the default way), not a traceback; during training the run records it (4)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("cifar-bench: interrupted (SIGINT) before training started; nothing was recorded", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _main(argv: list[str] | None) -> int:
     _quiet_inapplicable_notices()
     args = parser().parse_args(argv)
     if args.command not in ("run", "data", "sweep"):  # the analysis commands: bad files are ValueErrors

@@ -37,3 +37,13 @@ class ExitCode(IntEnum):
 #: compare's status when it finds a regression (the same number as a failed run, by design:
 #: both mean "this is worse than it should be" to a CI script that only tests for non-zero).
 REGRESSION = ExitCode.FAILED
+
+# the order in which several runs' statuses make one (docs/exit-codes.md): the worst first
+_WORST = (ExitCode.INTERRUPTED, ExitCode.FAILED, ExitCode.SANITY, ExitCode.BAD_INPUT)
+
+
+def worst(codes: list[int]) -> int:
+    """The status of several runs: the worst of theirs, 4 > 1 > 3 > 2 > 0; any other non-zero
+    (e.g. -9, killed by a signal) counts as 1. 0 for no codes."""
+    codes = [c if c in (0, *_WORST) else ExitCode.FAILED for c in codes]
+    return next((int(c) for c in _WORST if c in codes), 0)

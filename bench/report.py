@@ -39,6 +39,7 @@ import argparse
 import datetime as dt
 import os
 import statistics
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -366,12 +367,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def check_out_folder(out: Path) -> None:
+    """Make ``out`` (a folder, new or existing) and check that report.md can be written there.
+
+    Raises:
+        ValueError: ``out`` is a file, or the folder cannot be made or written (read-only, a file on
+            its path); the message names ``--out`` and what to do.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: the report is a folder (report.md, report.png); "
+                         "name a folder, new or existing")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # a private probe, gone when closed
+            pass
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot write report.md there ({err.strerror}); choose another folder") from err
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the table, write the report, print the paths. Returns 0 (bad input raises ValueError)."""
-    if args.out.exists() and not args.out.is_dir():  # said before anything is printed or written
-        raise ValueError(f"--out {args.out} is a file: the report is a folder (report.md, report.png); "
-                         "name a folder, new or existing")
     results, comparisons, base = prepare(args.results, args.baseline, args.tolerance)
+    check_out_folder(args.out)  # said before the table is printed
     print(format_terminal_table(results, comparisons, base), end="")
     md, png = _write_files(results, comparisons, base, args.out)
     print(f"report: {md}")

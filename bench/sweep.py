@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import ConfigError
-from bench.exitcodes import ExitCode
+from bench.exitcodes import ExitCode, worst
 
-_WORST = (ExitCode.INTERRUPTED, ExitCode.FAILED, ExitCode.SANITY, ExitCode.BAD_INPUT)
 
 
 class _Into:
@@ -172,11 +171,6 @@ def _run_points(args: argparse.Namespace, points: list[tuple[int, int]], out: Pa
     status = _summarise(results, out) if results else ExitCode.FAILED
     return worst(codes + [status])
 
-
-def worst(codes: list[int]) -> int:
-    """The worst of several exit statuses: 4 > 1 > 3 > 2 > 0; any other non-zero counts as 1."""
-    codes = [c if c in (0, *_WORST) else ExitCode.FAILED for c in codes]
-    return next((int(c) for c in _WORST if c in codes), 0)
 
 
 def summary(results: list[dict[str, Any]]) -> dict[str, Any]:

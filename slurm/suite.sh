@@ -103,6 +103,8 @@ report_case() {
     fi
     [ "$status" = 0 ] && return 0
     local end=failed code=$EXIT_FAILED
+    # the suite's step exits with its case's status (docs/exit-codes.md): 3 is a sanity failure, not a fault
+    [ "$status" = "$EXIT_SANITY" ] && end="failed its sanity check" code=$EXIT_SANITY
     # scancel of the step (SIGKILL to every task) or of the job: stopped from outside
     if [ "$interrupted" = 1 ] || grep -q "CANCELLED" "$RUN_DIR/srun-$case.err" 2>/dev/null; then
         end=interrupted code=$EXIT_INTERRUPTED

@@ -24,6 +24,7 @@ from bench import environment
 from bench.results import format_table
 
 RESULTS = pytest.StashKey[list]()  # result dicts of every round run in this session, any status (rank 0)
+CASE_STATUSES = pytest.StashKey[list]()  # exit statuses of the cases' runs that did not end 0
 # pytest-benchmark's group name, the title of its table: its figures are not the cases' fit_s
 WALL_TIME_GROUP = "wall time of each whole `cifar-bench run` call, start to exit (compare the cases' fit_s, not these)"
 _SKIP_LOG: list[dict] = []  # skipped cases: {"test", "case", "reason"}
@@ -69,6 +70,7 @@ def pytest_configure(config: pytest.Config) -> None:
         pytest.exit(f"suite: exit status {int(ExitCode.BAD_INPUT)} (bad input): {problem}; nothing was run",
                     returncode=int(ExitCode.BAD_INPUT))
     config.stash[RESULTS] = []
+    config.stash[CASE_STATUSES] = []
     if global_rank() != 0 and hasattr(config.option, "benchmark_json"):
         config.option.benchmark_json = None  # only global rank 0 writes the suite's JSON
         config.option.benchmark_autosave = False
@@ -91,7 +93,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
     """Add the skipped cases and their reasons to the --benchmark-json output, each with the skipped
     result the run wrote (``result``; its devices and run id) where there is one."""
-    written = {r["case"]: r for r in config.stash.get(RESULTS, []) if r.get("status") == "skipped"}
+    # the run behind each skip: skipped on this hardware, or one that timed no training (--epochs 0)
+    written = {r["case"]: r for r in config.stash.get(RESULTS, [])
+               if r.get("status") == "skipped" or (r.get("status") == "ok" and (r.get("metrics") or {}).get("fit_s") is None)}
     output_json["skipped"] = [{**s, **({"result": written[s["case"]]} if s["case"] in written else {})}
                               for s in _SKIP_LOG]
 
@@ -123,7 +127,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
     if bench_session is not None and bench_session.json and (session.testsfailed or exitstatus != 0):
         session.config.stash[JSON_WITHHELD] = str(bench_session.json)
         bench_session.json = None
+    session.exitstatus = suite_status(exitstatus, session.config.stash.get(CASE_STATUSES, []), session.testsfailed)
     yield
+
+
+def suite_status(pytest_status: int, case_statuses: list[int], tests_failed: int) -> int:
+    """The suite's exit status in the project's table (docs/exit-codes.md), from pytest's (pure).
+
+    The worst of the cases' own statuses (4 > 1 > 3 > 2 > 0) where pytest says only "tests failed"
+    (1) or "interrupted" (2: Ctrl-C, which is bad input in the project's table, so 4); a failed test
+    that was no case's failing run counts as 1. pytest's other statuses (0, usage errors, the bad-input
+    stop's 2 when a case refused its input) stay as they are.
+    """
+    from bench.exitcodes import ExitCode, worst
+
+    if pytest_status == pytest.ExitCode.INTERRUPTED and ExitCode.BAD_INPUT not in case_statuses:
+        return worst(case_statuses + [ExitCode.INTERRUPTED])
+    if pytest_status == pytest.ExitCode.TESTS_FAILED:
+        others = [ExitCode.FAILED] if tests_failed > len(case_statuses) or not case_statuses else []
+        return worst(case_statuses + others)
+    return pytest_status
 
 
 JSON_WITHHELD = pytest.StashKey[str]()

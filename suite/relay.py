@@ -15,6 +15,7 @@ test turns it into pytest's outcome afterwards.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 
 import pytest
@@ -56,14 +57,33 @@ def relay_run(config: pytest.Config, case: str, command: list[str], env: dict[st
     # unbuffered: the child's lines reach the pipe when printed, not when a 8 KiB buffer fills
     with subprocess.Popen(command, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            if line.startswith(ERROR_PREFIX):
-                error = line[len(ERROR_PREFIX):].strip()
-                continue
-            _show(config, prefix + line)
+        try:
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                if line.startswith(ERROR_PREFIX):
+                    error = line[len(ERROR_PREFIX):].strip()
+                    continue
+                _show(config, prefix + line)
+        except KeyboardInterrupt:
+            _let_child_stop(proc)
+            raise
     if proc.returncode != 0:
         raise CaseFailed(case, proc.returncode, error)
+
+
+def _let_child_stop(proc: subprocess.Popen, grace_s: float = 2.0, record_s: float = 60.0) -> None:
+    """After Ctrl-C reached the suite: give the run time to write its ``interrupted`` record and exit
+    (a terminal's Ctrl-C reaches it too; otherwise it gets a SIGINT of its own after ``grace_s``),
+    killing it after ``record_s`` so that no process outlives the suite."""
+    for wait_s, then in ((grace_s, proc.send_signal), (record_s, None)):
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            if then is not None:
+                then(signal.SIGINT)
+    proc.kill()
+    proc.wait()
 
 
 def _show(config: pytest.Config, line: str) -> None:

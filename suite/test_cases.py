@@ -18,7 +18,8 @@ import torch
 from bench import environment
 from bench.baselines import summary_stats
 from bench.results import load_result
-from suite.conftest import RESULTS, WALL_TIME_GROUP, global_rank
+from bench.exitcodes import ExitCode
+from suite.conftest import CASE_STATUSES, RESULTS, WALL_TIME_GROUP, global_rank
 from suite.relay import CaseFailed, CaseSkipped, relay_run, stop_on
 
 
@@ -91,7 +92,8 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
         env = {**os.environ, "BENCH_RUN_ID": run_id}
         try:
             relay_run(config, case, _command(config, case, out), env)
-        except CaseFailed:
+        except (CaseFailed, KeyboardInterrupt) as stopped:
+            config.stash[CASE_STATUSES].append(getattr(stopped, "returncode", ExitCode.INTERRUPTED))
             _keep_for_table(config, out / f"{run_id}.json")  # the end table shows it as not a figure
             raise
         if global_rank() == 0:
@@ -99,6 +101,9 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
             results.append(result)
             if result["status"] == "skipped":
                 raise CaseSkipped(result["reason"])
+            if result["metrics"].get("fit_s") is None:  # --epochs 0: tested, never trained; its row says so
+                raise CaseSkipped(f"{run_id} timed no training (optimizer steps: "
+                                  f"{result['metrics'].get('optimizer_steps')}): not a figure")
         else:
             results.append({})
 

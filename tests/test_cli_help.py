@@ -65,3 +65,15 @@ def test_generated_options_reach_the_config(flags, field, value):
 
     config = _run_config(parser().parse_args(["run", "--data", "synthetic", *flags]))
     assert getattr(config, field) == value
+
+
+def test_ctrl_c_before_training_is_one_line_and_130(monkeypatch, capsys):
+    from bench import cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt  # as a Ctrl-C while the data set is decoded
+
+    monkeypatch.setattr(cli, "_main", interrupted)
+    assert cli.main(["run"]) == 130
+    err = capsys.readouterr().err
+    assert err == "cifar-bench: interrupted (SIGINT) before training started; nothing was recorded\n"

@@ -221,6 +221,9 @@ def test_report_out_naming_a_file_is_refused_before_anything_is_printed(folder, 
     proc = run_cli("report", *glob(folder), "--out", str(taken))
     assert proc.returncode == 2 and proc.stdout == "", proc.stdout
     assert f"--out {taken} is a file" in proc.stderr and taken.read_text() == "mine"
+    proc = run_cli("report", *glob(folder), "--out", str(taken / "sub"))  # a file on the folder's path
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+    assert f"--out {taken / 'sub'}: cannot write report.md there (" in proc.stderr
 
 
 def test_a_run_without_training_steps_is_not_a_figure_but_not_damaged():

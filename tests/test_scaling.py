@@ -6,7 +6,7 @@ import pytest
 
 from bench.config import ConfigError, make_config
 from bench.scaling import LR_RULE, format_table, summarize, weak_overrides
-from bench.sweep import worst
+from bench.exitcodes import worst
 from bench.sweep_plot import doubles, plot_sweep
 
 

@@ -84,7 +84,46 @@ def test_a_failed_case_is_in_the_end_table_as_not_a_figure(tmp_path):
     out = tmp_path / "suite.json"
     # a learning rate that makes the loss infinite: the run ends with exit 3 (sanity) after writing its result
     proc = _pytest_suite(tmp_path, f"--benchmark-json={out}", "--bench-arg=--lr=1e6", "-k", "test_baseline")
-    assert proc.returncode == 1, proc.stdout[-4000:]
+    assert proc.returncode == 3, proc.stdout[-4000:]  # the case's own status (sanity), not pytest's 1
     (row,) = _rows(proc.stdout.split("cifar-bench cases")[1])
     assert row.startswith("baseline (1 device) not a figure") and "sanity check failed" in row
     assert not out.exists() and "not written: the suite failed" in proc.stdout
+
+
+def test_suite_status_is_the_worst_cases_in_the_projects_table():
+    from suite.conftest import suite_status
+
+    assert suite_status(1, [3], 1) == 3  # one case failed its sanity check
+    assert suite_status(1, [3, 1], 2) == 1 and suite_status(1, [3, -9], 2) == 1  # failed beats sanity
+    assert suite_status(1, [3], 2) == 1  # another test failed without a case status of its own
+    assert suite_status(1, [], 1) == 1
+    assert suite_status(2, [4], 0) == 4 and suite_status(2, [], 0) == 4  # Ctrl-C: interrupted, not bad input
+    assert suite_status(2, [2], 0) == 2  # a case refused its input: the suite stopped with 2
+    assert suite_status(0, [], 0) == 0 and suite_status(4, [], 0) == 4 and suite_status(5, [], 0) == 5
+
+
+def test_ctrl_c_of_the_suite_lets_the_run_record_it_and_exits_4(tmp_path):
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-k", "test_baseline",
+           "--bench-out", str(tmp_path / "runs"), *FAST[:4], "--bench-arg=--train-samples=6400",
+           "--bench-arg=--test-samples=200"]
+    log = tmp_path / "suite.log"
+    with open(log, "w") as sink:  # its own process group: a terminal's Ctrl-C reaches the suite and its run
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "BENCH_TEST_STEP_SLEEP_S": "0.3"})
+    deadline = time.monotonic() + 240
+    while "training 1 epoch(s)" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    time.sleep(2.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 4, log.read_text()[-3000:]
+    (row,) = _rows(log.read_text().split("cifar-bench cases")[1])
+    assert row.startswith("baseline (1 device) interrupted") and "SIGINT (Ctrl-C) during the run" in row
+    import psutil
+
+    left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert left == [], f"processes left behind: {left}"
+
