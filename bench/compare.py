@@ -143,10 +143,15 @@ def _compare_group(group: tuple, runs: list[Record], b: list[Record] | None, own
         return CaseComparison(case, label, "no baseline", fit_s_now=_median(valid), n_now=len(valid),
                               devices_now=valid[0].devices, n_invalid=len(invalid),
                               notes=tuple(notes + ["case is not in the baseline file"]))
+    mixed = [f for f in WORK_FIELDS if any(f in work_differences(valid[0].config, r.config) for r in valid[1:])]
+    if mixed:  # no pooled figure: a median over different work describes no run
+        return CaseComparison(case, label, "not comparable", fit_s_baseline=_median(b), n_now=len(valid),
+                              n_baseline=len(b), n_invalid=len(invalid), differing_fields=tuple(mixed),
+                              notes=tuple(notes + [f"the current runs did different work ({', '.join(mixed)} differ): "
+                                                   "pass the files of one run folder (runs/bench-STAMP/*.json)"]))
     figures = _figures(valid, b, own_base, ref_base)
     fields = dict(case=case, label=label, n_invalid=len(invalid), **figures)
-    mixed = [f for f in WORK_FIELDS if any(f in work_differences(valid[0].config, r.config) for r in valid[1:])]
-    differing = [f for f in WORK_FIELDS if f in work_differences(valid[0].config, b[0].config) or f in mixed]
+    differing = [f for f in WORK_FIELDS if f in work_differences(valid[0].config, b[0].config)]
     if b[0].config is None:
         notes.append("baseline config unknown: cannot check that the runs did the same work")
     if differing:

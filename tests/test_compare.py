@@ -136,7 +136,8 @@ def test_current_runs_that_did_different_work_are_not_comparable():
     runs = [result("baseline", [100.0]), result("baseline", [100.0], precision="bf16-mixed")]
     c = one(compare_runs(runs, baseline_of(result("baseline", [100.0]))), "baseline")
     assert c.verdict == "not comparable" and c.differing_fields == ("precision",)
-    
+    assert c.fit_s_now is None and c.diff_pct is None and c.n_now == 2  # no median over different work
+    assert any("pass the files of one run folder" in n for n in c.notes)
 
 
 @pytest.mark.parametrize("field, value", [("global_batch_size", 512), ("data_kind", "synthetic"),
