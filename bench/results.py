@@ -162,11 +162,15 @@ def summary_rows(results: list[dict | Record]) -> list[list[str]]:
             rows.append([group_label(group), "ok", str(len(valid)), fmt(st["median"], ".2f"),
                          "-" if st["cv"] is None else f"{st['cv']:.1%} (n={st['n']})", fmt(thr, ".0f"),
                          "-" if acc is None else f"{acc:.2%}" + (" (synthetic)" if synthetic else ""), work])
+        skips: dict[str | None, int] = {}  # one row per skip reason (several run folders skip dp alike)
         for r in recs:
-            if not r.valid:
+            if r.status == "skipped":
+                skips[r.reason] = skips.get(r.reason, 0) + 1
+            elif not r.valid:
                 rows.append([group_label(group), r.status if r.status != "ok" else "not a figure", "-",
-                             fmt(r.fit_s, ".2f"), "-", "-", fmt(r.test_accuracy, ".2%"),
-                             r.reason if r.status == "skipped" else f"{r.run_id}: {r.problem}"])
+                             fmt(r.fit_s, ".2f"), "-", "-", fmt(r.test_accuracy, ".2%"), f"{r.run_id}: {r.problem}"])
+        rows += [[group_label(group), "skipped", str(n) if n > 1 else "-", "-", "-", "-", "-", reason or "no reason given"]
+                 for reason, n in skips.items()]
     return rows
 
 

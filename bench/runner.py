@@ -93,6 +93,8 @@ def check_out_dir(out_dir: str) -> None:
         ConfigError: with the folder and the OS's reason.
     """
     path = Path(out_dir)
+    if path.exists() and not path.is_dir():  # worded as report's --out check
+        raise ConfigError(f"--out {path} is a file: a run's results go into a folder; name a folder, new or existing")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):  # a private probe: ranks may check at the same time

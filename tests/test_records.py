@@ -231,3 +231,17 @@ def test_a_run_without_training_steps_is_not_a_figure_but_not_damaged():
     assert "--epochs 0" in problem_of(tested_only, None) and "damaged" not in problem_of(tested_only, None)
     lost = {**tested_only, "metrics": {"fit_s": None, "optimizer_steps": 40}}  # trained, but no time: damaged
     assert "damaged" in problem_of(lost, None)
+
+
+def test_one_table_row_per_skip_reason_whatever_the_number_of_run_folders(tmp_path):
+    skipped = json.loads(next((FIXTURES / "run-rounds3").glob("dp-*.json")).read_text())
+    paths = []
+    for i in range(3):  # the same skip from three `make bench` folders (the README's glob)
+        path = tmp_path / f"dp-{i}.json"
+        path.write_text(json.dumps({**skipped, "run_id": f"dp-{i}"}))
+        paths.append(str(path))
+    proc = run_cli("table", *paths)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [line.split() for line in proc.stdout.splitlines() if line.startswith("dp (")]
+    assert row[3:5] == ["skipped", "3"], row
+
