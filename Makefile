@@ -50,8 +50,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 # own one-line error and its exit status (2), and no suite.json is written.
 bench: setup
 	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest suite -p no:cacheprovider -q -rN \
-	  --bench-preset $(PRESET) --bench-rounds $(ROUNDS) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json \
-	  $(foreach arg,$(BENCH_ARGS),--bench-arg=$(arg))
+	  --bench-preset $(PRESET) --bench-rounds $(ROUNDS) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json$(foreach arg,$(BENCH_ARGS), --bench-arg=$(arg))
 	@echo "results: $(RUNS)/ (one JSON per case, suite.json from pytest-benchmark)"
 
 test: setup cluster-up container-tools

@@ -78,6 +78,15 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(int(ExitCode.BAD_INPUT), f"cifar-bench: error: {message} (see `{self.prog} --help`)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown option points to the help of the command it was given to."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = f"{self.prog} {parsed.command}" if getattr(parsed, "command", None) else self.prog
+            self.exit(int(ExitCode.BAD_INPUT), f"cifar-bench: error: unrecognized arguments: {' '.join(extras)} "
+                                               f"(see `{command} --help`)\n")
+        return parsed
+
 
 def _epilog() -> str:
     codes = ", ".join(f"{c.value} {c.name.lower().replace('_', ' ')}" for c in ExitCode)

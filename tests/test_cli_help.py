@@ -77,3 +77,14 @@ def test_ctrl_c_before_training_is_one_line_and_130(monkeypatch, capsys):
     assert cli.main(["run"]) == 130
     err = capsys.readouterr().err
     assert err == "cifar-bench: interrupted (SIGINT) before training started; nothing was recorded\n"
+
+
+def test_an_unknown_option_points_to_the_help_of_its_command(capsys):
+    import pytest
+
+    from bench import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.parser().parse_args(["run", "--bogus-opt"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "cifar-bench: error: unrecognized arguments: --bogus-opt (see `cifar-bench run --help`)\n"
