@@ -16,6 +16,7 @@ run's metrics and the full result under ``extra_info["result"]``.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 
 import pytest
@@ -67,7 +68,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if problem := check_bench_args(config.getoption("--bench-arg")):
         from bench.exitcodes import ExitCode
 
-        pytest.exit(f"suite: exit status {int(ExitCode.BAD_INPUT)} (bad input): {problem}; nothing was run",
+        sys.stderr.write(f"cifar-bench: error: suite: exit status {int(ExitCode.BAD_INPUT)} (bad input): {problem}; "
+                         "nothing was run\n")
+        pytest.exit(f"suite stopped: bad input (exit status {int(ExitCode.BAD_INPUT)}), said above",
                     returncode=int(ExitCode.BAD_INPUT))
     config.stash[RESULTS] = []
     config.stash[CASE_STATUSES] = []
@@ -135,14 +138,14 @@ def suite_status(pytest_status: int, case_statuses: list[int], tests_failed: int
     """The suite's exit status in the project's table (docs/exit-codes.md), from pytest's (pure).
 
     The worst of the cases' own statuses (4 > 1 > 3 > 2 > 0) where pytest says only "tests failed"
-    (1) or "interrupted" (2: Ctrl-C, which is bad input in the project's table, so 4); a failed test
-    that was no case's failing run counts as 1. pytest's other statuses (0, usage errors, the bad-input
-    stop's 2 when a case refused its input) stay as they are.
+    (1) or "interrupted" (2: the stop after a case refused its input, or Ctrl-C, which is bad input
+    in the project's table, so 4); a failed test that was no case's failing run counts as 1. pytest's
+    other statuses (0, usage errors) stay as they are.
     """
     from bench.exitcodes import ExitCode, worst
 
-    if pytest_status == pytest.ExitCode.INTERRUPTED and ExitCode.BAD_INPUT not in case_statuses:
-        return worst(case_statuses + [ExitCode.INTERRUPTED])
+    if pytest_status == pytest.ExitCode.INTERRUPTED:  # the bad-input stop (a case's 2 is listed) or Ctrl-C
+        return worst(case_statuses if ExitCode.BAD_INPUT in case_statuses else case_statuses + [ExitCode.INTERRUPTED])
     if pytest_status == pytest.ExitCode.TESTS_FAILED:
         others = [ExitCode.FAILED] if tests_failed > len(case_statuses) or not case_statuses else []
         return worst(case_statuses + others)
@@ -153,9 +156,7 @@ JSON_WITHHELD = pytest.StashKey[str]()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    from bench.exitcodes import ExitCode
-
-    if (withheld := config.stash.get(JSON_WITHHELD, None)) and exitstatus != ExitCode.BAD_INPUT:  # (nothing ran)
+    if (withheld := config.stash.get(JSON_WITHHELD, None)) and config.stash.get(RESULTS, []):  # (said if a case ran)
         terminalreporter.write_line(f"cifar-bench: {withheld} not written: the suite failed (see above)")
     results = config.stash.get(RESULTS, [])
     if results and global_rank() == 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 
 import pytest
 
@@ -66,6 +67,8 @@ def relay_run(config: pytest.Config, case: str, command: list[str], env: dict[st
                 _show(config, prefix + line)
         except KeyboardInterrupt:
             _let_child_stop(proc)
+            for line in _rest_of(proc):  # the run's own last words (its interrupted line)
+                _show(config, prefix + line)
             raise
     if proc.returncode != 0:
         raise CaseFailed(case, proc.returncode, error)
@@ -84,6 +87,16 @@ def _let_child_stop(proc: subprocess.Popen, grace_s: float = 2.0, record_s: floa
                 then(signal.SIGINT)
     proc.kill()
     proc.wait()
+
+
+def _rest_of(proc: subprocess.Popen, timeout_s: float = 5.0) -> list[str]:
+    """The lines left in the exited child's output pipe, read for at most ``timeout_s`` (a process it
+    started could still hold the pipe open)."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(line.rstrip("\n") for line in proc.stdout), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    return list(lines)
 
 
 def _show(config: pytest.Config, line: str) -> None:

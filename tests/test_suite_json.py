@@ -99,6 +99,7 @@ def test_suite_status_is_the_worst_cases_in_the_projects_table():
     assert suite_status(1, [], 1) == 1
     assert suite_status(2, [4], 0) == 4 and suite_status(2, [], 0) == 4  # Ctrl-C: interrupted, not bad input
     assert suite_status(2, [2], 0) == 2  # a case refused its input: the suite stopped with 2
+    assert suite_status(2, [3, 2], 0) == 3  # ...after another failed its sanity check: the worst
     assert suite_status(0, [], 0) == 0 and suite_status(4, [], 0) == 4 and suite_status(5, [], 0) == 5
 
 
@@ -122,6 +123,7 @@ def test_ctrl_c_of_the_suite_lets_the_run_record_it_and_exits_4(tmp_path):
     assert proc.wait(timeout=120) == 4, log.read_text()[-3000:]
     (row,) = _rows(log.read_text().split("cifar-bench cases")[1])
     assert row.startswith("baseline (1 device) interrupted") and "SIGINT (Ctrl-C) during the run" in row
+    assert "[baseline] cifar-bench: interrupted: SIGINT (Ctrl-C)" in log.read_text()  # the run's own line, relayed
     import psutil
 
     left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
