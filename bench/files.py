@@ -77,3 +77,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_open(path, "wb") as handle:
         handle.write(data)
     return Path(path)
+
+
+class FolderIsAFile(OSError):
+    """A path meant to be a folder names an existing file (the message names it)."""
+
+
+def writable_folder(path: str | os.PathLike) -> Path:
+    """Make ``path`` a folder (with its parents) and check that a file can be created in it; return it.
+
+    A private temporary file is the probe (gone when closed), so processes may check at the same time.
+
+    Raises:
+        FolderIsAFile: ``path`` is an existing file.
+        OSError: the folder cannot be made or written (read-only, a file on its path, no permission).
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise FolderIsAFile(errno.EEXIST, "is a file", str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+    return folder
+

@@ -39,13 +39,12 @@ import argparse
 import datetime as dt
 import os
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench import compare as cmp
 from bench.baselines import load_baseline, work_differences
-from bench.files import atomic_write_bytes
+from bench.files import FolderIsAFile, atomic_write_bytes, writable_folder
 from bench.plot import render_png
 from bench.records import Record, by_group, group_label, read_records
 from bench.stats import summary_stats
@@ -374,13 +373,11 @@ def check_out_folder(out: Path) -> None:
         ValueError: ``out`` is a file, or the folder cannot be made or written (read-only, a file on
             its path); the message names ``--out`` and what to do.
     """
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file: the report is a folder (report.md, report.png); "
-                         "name a folder, new or existing")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):  # a private probe, gone when closed
-            pass
+        writable_folder(out)
+    except FolderIsAFile as err:
+        raise ValueError(f"--out {out} is a file: the report is a folder (report.md, report.png); "
+                         "name a folder, new or existing") from err
     except OSError as err:
         raise ValueError(f"--out {out}: cannot write report.md there ({err.strerror}); choose another folder") from err
 

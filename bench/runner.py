@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import shutil
 import socket
-import tempfile
 from pathlib import Path
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -18,6 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from bench import breakdown, comm, dataparallel, environment, faults, profiling, ranks, staging, threads, training
 from bench.config import BenchConfig, ConfigError
 from bench.data import CifarDataModule, atomic_torch_save, check_shared_memory
+from bench.files import FolderIsAFile, writable_folder
 from bench.instruments import CallbackGroup, Instruments
 from bench.model import apply_device_settings
 from bench.results import (build_result, export_run_id, inherited_run_id, new_run_id, result_path, utc_now,
@@ -93,13 +93,10 @@ def check_out_dir(out_dir: str) -> None:
         ConfigError: with the folder and the OS's reason.
     """
     path = Path(out_dir)
-    if path.exists() and not path.is_dir():  # worded as report's --out check
-        raise ConfigError(f"--out {path} is a file: a run's results go into a folder; name a folder, new or existing")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):  # a private probe: ranks may check at the same time
-            pass
-        free = shutil.disk_usage(path).free
+        free = shutil.disk_usage(writable_folder(path)).free
+    except FolderIsAFile as err:  # worded as report's --out check
+        raise ConfigError(f"--out {path} is a file: a run's results go into a folder; name a folder, new or existing") from err
     except OSError as err:
         raise ConfigError(f"cannot write results to {path}: {err.strerror}; choose another --out folder") from err
     if free < MIN_FREE_BYTES:

@@ -31,7 +31,6 @@ from bench.config import ConfigError
 from bench.exitcodes import ExitCode, worst
 
 
-
 class _Into:
     """Lets the ``run`` parser's builder add its options to the sweep's parser (same options as ``run``)."""
 
@@ -170,7 +169,6 @@ def _run_points(args: argparse.Namespace, points: list[tuple[int, int]], out: Pa
                 results.append(load_result(path))
     status = _summarise(results, out) if results else ExitCode.FAILED
     return worst(codes + [status])
-
 
 
 def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
