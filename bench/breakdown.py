@@ -34,6 +34,7 @@ divide by the world size), wrapped to take the time stamp.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -49,6 +50,7 @@ DETAIL = ("forward_s", "backward_s", "optimizer_s", "unattributed_s", "step_s")
 _MARKS = ("prev_end", "start", "before_backward", "after_backward", "before_optimizer", "end")
 # Lightning profiler actions (outermost ones only) that move a training batch from the loader to the device
 _DATA_ACTIONS = ("].train_dataloader_next", ".batch_to_device", ".on_before_batch_transfer")
+_UNTIMED = contextlib.nullcontext()  # reusable and reentrant: one for every untimed action
 
 
 class HostClock:
@@ -110,12 +112,23 @@ class DataActionClock(Profiler):
         self._open: dict[str, float] = {}
         self._is_data: dict[str, bool] = {}  # action name -> a data action? (Lightning calls ~30 actions a step)
 
-    def start(self, action_name: str) -> None:
+    def _is_data_action(self, action_name: str) -> bool:
         is_data = self._is_data.get(action_name)
         if is_data is None:
             is_data = self._is_data[action_name] = action_name.startswith(
                 ("[_TrainingEpochLoop]", "[Strategy]", "[LightningModule]")) and action_name.endswith(_DATA_ACTIONS)
-        if is_data:
+        return is_data
+
+    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
+        """The context Lightning enters around an action: Lightning's own (start, stop) for a data action,
+        else one shared context that does nothing.
+
+        Lightning wraps ~24 hook calls a training step in ``profile``; its generator-based context costs
+        ~1.1 us a call on CPU against ~0.2 us for the shared one (timeit, 2026-11-30), ~20 us a step."""
+        return super().profile(action_name) if self._is_data_action(action_name) else _UNTIMED
+
+    def start(self, action_name: str) -> None:
+        if self._is_data_action(action_name):
             self._open[action_name] = time.perf_counter()
 
     def stop(self, action_name: str) -> None:

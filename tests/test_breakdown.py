@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from bench.breakdown import DETAIL, PARTS, format_breakdown, step_parts, summarize
+from bench.breakdown import DETAIL, PARTS, DataActionClock, format_breakdown, step_parts, summarize
 from tests.conftest import run_cli, run_result
 
 # time stamps of one step, seconds
@@ -40,6 +42,23 @@ def test_summarize_with_literal_steps():
     assert s == pytest.approx({"median": 3.0, "p90": 7.6, "mean": 4.0, "sum": 20.0})
     with pytest.raises(ValueError, match="no training steps"):
         summarize([])
+
+
+def test_data_action_clock_times_only_data_actions_through_lightnings_profile_context():
+    clock = DataActionClock()
+    # the names Lightning gives (trainer/call.py, loops/fetchers.py) for a data action and two others
+    data, hook, batch = ("[Strategy]SingleDeviceStrategy.batch_to_device", "[Callback]CallbackGroup.on_train_batch_start",
+                         "[LightningModule]CifarModule.training_step")
+    with clock.profile(hook):
+        with clock.profile(batch):
+            pass
+    assert clock.take() == 0.0 and clock.profile(hook) is clock.profile(batch)  # one shared no-op context
+    with clock.profile(data):
+        time.sleep(0.01)
+    with clock.profile(hook):
+        time.sleep(0.2)
+    taken = clock.take()
+    assert 0.01 <= taken < 0.2 and clock.take() == 0.0  # the hook's 0.2 s is not a data action's
 
 
 def test_format_breakdown_shows_each_rank_in_milliseconds():
