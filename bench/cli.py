@@ -76,6 +76,9 @@ class _Parser(argparse.ArgumentParser):
     """
 
     def error(self, message: str):
+        commands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        if commands and message.endswith("required: command"):  # e.g. `cifar-bench --out x`: options come after
+            message = f"no command given: name one of {', '.join(commands[0].choices)} first, then its options"
         self.exit(int(ExitCode.BAD_INPUT), f"cifar-bench: error: {message} (see `{self.prog} --help`)\n")
 
     def parse_args(self, args=None, namespace=None):

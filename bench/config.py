@@ -166,6 +166,8 @@ def _check_choices(c: BenchConfig) -> None:
             raise ConfigError(f"{name}={getattr(c, name)!r} is not one of {', '.join(allowed)}")
     if not c.data:
         raise ConfigError(f"no data set given: pass --data PATH (or 'synthetic'), or set {DATA_ENV}")
+    if not str(c.out_dir).strip():  # "" would be the current folder: a slip, not a choice
+        raise ConfigError("--out is empty: name the folder for the results, e.g. --out runs")
 
 
 def _check_ranges(c: BenchConfig) -> None:

@@ -8,6 +8,7 @@ is atomic on POSIX). On any error the temporary file is removed and the target i
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import os
@@ -81,6 +82,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 class FolderIsAFile(OSError):
     """A path meant to be a folder names an existing file (the message names it)."""
+
+
+def folder_argument(text: str) -> Path:
+    """argparse ``type`` of a folder option: the path, or an error for an empty one (``Path("")`` is the
+    current folder, so ``--out ""`` would silently write there).
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is empty or blank.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: name a folder, new or existing")
+    return Path(text)
 
 
 def writable_folder(path: str | os.PathLike) -> Path:

@@ -44,7 +44,7 @@ from typing import Any
 
 from bench import compare as cmp
 from bench.baselines import load_baseline, work_differences
-from bench.files import FolderIsAFile, atomic_write_bytes, writable_folder
+from bench.files import FolderIsAFile, atomic_write_bytes, folder_argument, writable_folder
 from bench.plot import render_png
 from bench.records import Record, by_group, group_label, read_records
 from bench.stats import summary_stats
@@ -361,7 +361,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", type=Path, help="result JSON, pytest-benchmark JSON or baseline files")
     p.add_argument("--baseline", help="also compare with this baseline (baselines/NAME.json or a path)")
     p.add_argument("--tolerance", type=float, default=10.0, help="allowed slowdown in percent (default 10)")
-    p.add_argument("--out", required=True, type=Path, help="folder for report.md and report.png")
+    p.add_argument("--out", required=True, type=folder_argument, help="folder for report.md and report.png")
     p.set_defaults(func=cmd_report)
     return p
 

@@ -88,3 +88,15 @@ def test_an_unknown_option_points_to_the_help_of_its_command(capsys):
         cli.parser().parse_args(["run", "--bogus-opt"])
     assert stop.value.code == 2
     assert capsys.readouterr().err == "cifar-bench: error: unrecognized arguments: --bogus-opt (see `cifar-bench run --help`)\n"
+
+
+def test_an_option_before_any_command_asks_for_the_command_first(capsys):
+    import pytest
+
+    from bench import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.parser().parse_args(["--bogus"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cifar-bench: error: no command given: name one of run, data, table,") and "then its options" in err

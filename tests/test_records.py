@@ -224,6 +224,8 @@ def test_report_out_naming_a_file_is_refused_before_anything_is_printed(folder, 
     proc = run_cli("report", *glob(folder), "--out", str(taken / "sub"))  # a file on the folder's path
     assert proc.returncode == 2 and proc.stdout == "", proc.stdout
     assert f"--out {taken / 'sub'}: cannot write report.md there (" in proc.stderr
+    proc = run_cli("report", *glob(folder), "--out", " ")  # blank: not the current folder
+    assert proc.returncode == 2 and proc.stdout == "" and "argument --out: empty" in proc.stderr
 
 
 def test_a_run_without_training_steps_is_not_a_figure_but_not_damaged():

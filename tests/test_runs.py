@@ -124,6 +124,8 @@ def test_unwritable_result_folder_is_refused_before_the_run(tmp_path):
     assert proc.returncode == 2 and "cannot write results to" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("run", "--data", "synthetic", *SMOKE, "--out", str(blocker))  # the file itself
     assert proc.returncode == 2 and f"--out {blocker} is a file" in proc.stderr and blocker.read_text() == "not a folder"
+    proc = run_cli("run", "--data", "synthetic", *SMOKE, "--out", "")  # Path("") would be the current folder
+    assert proc.returncode == 2 and "--out is empty" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_image_folder_run_with_uneven_last_batch(tmp_path, cache):
