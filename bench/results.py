@@ -167,8 +167,9 @@ def summary_rows(results: list[dict | Record]) -> list[list[str]]:
             if r.status == "skipped":
                 skips[r.reason] = skips.get(r.reason, 0) + 1
             elif not r.valid:
+                # no time: a run that is not a figure has none worth reading (the accuracy may say why)
                 rows.append([group_label(group), r.status if r.status != "ok" else "not a figure", "-",
-                             fmt(r.fit_s, ".2f"), "-", "-", fmt(r.test_accuracy, ".2%"), f"{r.run_id}: {r.problem}"])
+                             "-", "-", "-", fmt(r.test_accuracy, ".2%"), f"{r.run_id}: {r.problem}"])
         rows += [[group_label(group), "skipped", str(n) if n > 1 else "-", "-", "-", "-", "-", reason or "no reason given"]
                  for reason, n in skips.items()]
     return rows

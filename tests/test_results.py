@@ -73,5 +73,7 @@ def test_an_exported_run_id_is_inherited(monkeypatch):
 
 def test_table_marks_a_profiled_run():
     profiled = {**_result(fit_s=12.0), "profiled": True, "sanity": {"passed": True}}
-    assert "r1: profiled: its times include the profiler's overhead" in results.format_table([profiled]).splitlines()[2]
+    row = results.format_table([profiled]).splitlines()[2]
+    assert "r1: profiled: its times include the profiler's overhead" in row
+    assert "12.00" not in row  # a time that is not a figure is not printed where figures go
     assert "profiled" not in results.format_table([{**_result(fit_s=12.0), "sanity": {"passed": True}}])
