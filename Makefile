@@ -48,10 +48,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 # The run itself checks BENCH_DATA, PRESET and BENCH_ARGS: a bad value stops the suite with the run's
 # own one-line error and its exit status (2), and no suite.json is written.
+# runs/latest links to the newest folder, so that `cifar-bench table runs/latest/*.json` is this run alone.
 bench: setup
 	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest suite -p no:cacheprovider -q -rN \
-	  --bench-preset $(PRESET) --bench-rounds $(ROUNDS) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json$(foreach arg,$(BENCH_ARGS), --bench-arg=$(arg))
-	@echo "results: $(RUNS)/ (one JSON per case, suite.json from pytest-benchmark)"
+	  --bench-preset $(PRESET) --bench-rounds $(ROUNDS) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json$(foreach arg,$(BENCH_ARGS), --bench-arg=$(arg)); \
+	status=$$?; if [ -d "$(RUNS)" ]; then mkdir -p runs && ln -sfn "$$(realpath -m --relative-to=runs "$(RUNS)")" runs/latest && \
+	  echo "results: $(RUNS)/ = runs/latest/ (one JSON per case, suite.json from pytest-benchmark)"; fi; exit $$status
 
 test: setup cluster-up container-tools
 	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest -p no:cacheprovider -ra tests suite \

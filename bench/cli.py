@@ -63,9 +63,9 @@ EXAMPLES = """\
 examples:
   cifar-bench run --case ddp --devices 2 --preset cpu --data ../shared/data/cifar10-jpeg.tar.gz
   cifar-bench run --help                      every option, with its default per preset
-  cifar-bench table runs/bench-*/*.json
-  cifar-bench compare runs/bench-*/*.json --baseline a100-2node
-  cifar-bench report runs/bench-*/*.json --out report/"""
+  cifar-bench table runs/latest/*.json
+  cifar-bench compare runs/latest/*.json --baseline a100-2node
+  cifar-bench report runs/latest/*.json --out report/"""
 
 
 class _Parser(argparse.ArgumentParser):

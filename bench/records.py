@@ -13,7 +13,7 @@ one round of the suite), for every status, so no command branches on missing fie
 * a baseline file gives one record per stored sample (``cases.<case>.run_ids`` when recorded,
   else ``baseline:<name>:<case>:<i>``).
 
-A sample named by several files (the README's glob ``runs/bench-*/*.json`` matches the per-run
+A sample named by several files (the README's glob ``runs/latest/*.json`` matches the per-run
 files and ``suite.json``) is counted once; the same run id with different figures is an error
 naming both files. Validity is derived here, once: a record is a *figure* only if its status is
 ``ok``, its sanity check passed, it was not profiled and no test knob was active.
