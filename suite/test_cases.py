@@ -7,6 +7,7 @@ Run:  pytest suite --bench-preset cpu --bench-data ../shared/data/cifar10-jpeg.t
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import sys
 import time
@@ -93,8 +94,12 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
         try:
             relay_run(config, case, _command(config, case, out), env)
         except (CaseFailed, KeyboardInterrupt) as stopped:
-            config.stash[CASE_STATUSES].append(getattr(stopped, "returncode", ExitCode.INTERRUPTED))
-            _keep_for_table(config, out / f"{run_id}.json")  # the end table shows it as not a figure
+            code = getattr(stopped, "returncode", ExitCode.INTERRUPTED)
+            config.stash[CASE_STATUSES].append(code)
+            # the end table shows it as not a figure; a run that wrote nothing (killed, or stopped before
+            # training) gets the suite's own record of what happened; refused input ran nothing
+            if _keep_for_table(config, out / f"{run_id}.json") is None and code != ExitCode.BAD_INPUT:
+                _record_lost_run(config, case, run_id, out, code)
             raise
         if global_rank() == 0:
             result = _keep_for_table(config, out / f"{run_id}.json", must_exist=True)
@@ -153,6 +158,40 @@ def _keep_for_table(config: pytest.Config, path: Path, must_exist: bool = False)
     result["path"] = str(path)
     config.stash[RESULTS].append(result)
     return result
+
+
+def lost_run_reason(returncode: int) -> tuple[str, str]:
+    """(status, reason) of a run that exited ``returncode`` without writing its result (pure).
+
+    ``interrupted`` for a Ctrl-C or SIGTERM before training (the run's 130, or the suite's own stop),
+    else ``failed``, naming the signal that killed it (e.g. -9: SIGKILL, the kernel's OOM killer's).
+    """
+    if returncode in (ExitCode.INTERRUPTED, 128 + signal.SIGINT, 128 + signal.SIGTERM):
+        return "interrupted", (f"the run stopped (exit status {returncode}) before it wrote a result: "
+                               "interrupted before or during start-up; recorded by the suite")
+    if returncode < 0:
+        return "failed", (f"the run was killed by {signal.Signals(-returncode).name} before it wrote a result "
+                          "(SIGKILL: out of memory, or killed from outside); recorded by the suite")
+    return "failed", f"the run exited {returncode} without writing a result; recorded by the suite"
+
+
+def _record_lost_run(config: pytest.Config, case: str, run_id: str, out: Path, returncode: int) -> None:
+    """Write (rank 0) the record of a run that left none, as ``slurm/suite.sh``'s mark-interrupted does,
+    and keep it for the end table. Its config is the one asked for (the run recorded nothing of its own)."""
+    from bench.config import ConfigError, make_config
+    from bench.runner import record_status
+
+    if global_rank() != 0:
+        return
+    devices, nodes = _devices_and_nodes(config) if case == "ddp" else (2 if case == "dp" else 1, 1)
+    try:
+        asked = make_config(config.getoption("--bench-preset"), case=case, devices=devices, num_nodes=nodes,
+                            data=config.getoption("--bench-data") or os.environ.get("BENCH_DATA") or "unknown",
+                            accelerator="gpu" if case == "dp" else None, out_dir=str(out))
+    except ConfigError:
+        return
+    status, reason = lost_run_reason(returncode)
+    _keep_for_table(config, Path(record_status(asked, status, reason, run_id=run_id)["path"]))
 
 
 def _skip_dp_without_gpus(config: pytest.Config, out: Path) -> None:

@@ -129,3 +129,46 @@ def test_ctrl_c_of_the_suite_lets_the_run_record_it_and_exits_4(tmp_path):
     left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
     assert left == [], f"processes left behind: {left}"
 
+
+
+def test_a_run_killed_without_a_result_gets_the_suites_record_and_a_row(tmp_path):
+    """SIGKILL (as the kernel's OOM killer sends) leaves the run no chance to write its result: the suite
+    records what happened, so the end table and the folder still say it, and exits 1 (failed)."""
+    import signal
+    import time
+
+    import psutil
+
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-k", "test_baseline",
+           "--bench-out", str(runs), *FAST[:4], "--bench-arg=--train-samples=6400", "--bench-arg=--test-samples=200"]
+    log = tmp_path / "suite.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "BENCH_TEST_STEP_SLEEP_S": "0.3"})
+    deadline = time.monotonic() + 240
+    while "training 1 epoch(s)" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    (run,) = [p for p in psutil.Process(proc.pid).children() if "bench" in " ".join(p.cmdline())]
+    run.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=120) == 1, log.read_text()[-3000:]
+    (row,) = _rows(log.read_text().split("cifar-bench cases")[1])
+    assert row.startswith("baseline (1 device) failed") and "killed by SIGKILL" in row, row
+    (record,) = [json.loads(p.read_text()) for p in runs.glob("baseline-*.json")]
+    assert record["status"] == "failed" and "recorded by the suite" in record["reason"]
+    # its loader workers notice the lost parent (torch checks every 5 s) and go: nothing is left behind
+    left = lambda: [p.pid for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]  # noqa: E731
+    deadline = time.monotonic() + 30
+    while left() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert left() == [], f"processes left behind: {left()}"
+
+
+def test_lost_run_reasons():
+    from suite.test_cases import lost_run_reason
+
+    assert lost_run_reason(130)[0] == "interrupted" and lost_run_reason(4)[0] == "interrupted"
+    status, reason = lost_run_reason(-9)
+    assert status == "failed" and "SIGKILL" in reason
+    assert lost_run_reason(1) == ("failed", "the run exited 1 without writing a result; recorded by the suite")
