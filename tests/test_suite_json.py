@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import run_cli
@@ -103,45 +105,12 @@ def test_suite_status_is_the_worst_cases_in_the_projects_table():
     assert suite_status(0, [], 0) == 0 and suite_status(4, [], 0) == 4 and suite_status(5, [], 0) == 5
 
 
-def test_ctrl_c_of_the_suite_lets_the_run_record_it_and_exits_4(tmp_path):
-    import signal
-    import time
-
+def _suite_training(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """Start the suite's baseline case (slowed steps) in its own process group, as a terminal would run
+    it (a Ctrl-C reaches the suite and its run); return once the run trains: (suite process, its log)."""
     cmd = [sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-k", "test_baseline",
            "--bench-out", str(tmp_path / "runs"), *FAST[:4], "--bench-arg=--train-samples=6400",
            "--bench-arg=--test-samples=200"]
-    log = tmp_path / "suite.log"
-    with open(log, "w") as sink:  # its own process group: a terminal's Ctrl-C reaches the suite and its run
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "BENCH_TEST_STEP_SLEEP_S": "0.3"})
-    deadline = time.monotonic() + 240
-    while "training 1 epoch(s)" not in log.read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.5)
-    time.sleep(2.0)
-    os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=120) == 4, log.read_text()[-3000:]
-    (row,) = _rows(log.read_text().split("cifar-bench cases")[1])
-    assert row.startswith("baseline (1 device) interrupted") and "SIGINT (Ctrl-C) during the run" in row
-    assert "[baseline] cifar-bench: interrupted: SIGINT (Ctrl-C)" in log.read_text()  # the run's own line, relayed
-    import psutil
-
-    left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
-    assert left == [], f"processes left behind: {left}"
-
-
-
-def test_a_run_killed_without_a_result_gets_the_suites_record_and_a_row(tmp_path):
-    """SIGKILL (as the kernel's OOM killer sends) leaves the run no chance to write its result: the suite
-    records what happened, so the end table and the folder still say it, and exits 1 (failed)."""
-    import signal
-    import time
-
-    import psutil
-
-    runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-k", "test_baseline",
-           "--bench-out", str(runs), *FAST[:4], "--bench-arg=--train-samples=6400", "--bench-arg=--test-samples=200"]
     log = tmp_path / "suite.log"
     with open(log, "w") as sink:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
@@ -150,19 +119,47 @@ def test_a_run_killed_without_a_result_gets_the_suites_record_and_a_row(tmp_path
     while "training 1 epoch(s)" not in log.read_text():
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.5)
+    return proc, log
+
+
+def _processes_left(tmp_path: Path, grace_s: float = 0.0) -> list[int]:
+    """Processes whose command line names ``tmp_path``, after waiting up to ``grace_s`` for them to go."""
+    import psutil
+
+    deadline = time.monotonic() + grace_s
+    while True:
+        left = [p.pid for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(1)
+
+
+def test_ctrl_c_of_the_suite_lets_the_run_record_it_and_exits_4(tmp_path):
+    proc, log = _suite_training(tmp_path)
+    time.sleep(2.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 4, log.read_text()[-3000:]
+    (row,) = _rows(log.read_text().split("cifar-bench cases")[1])
+    assert row.startswith("baseline (1 device) interrupted") and "SIGINT (Ctrl-C) during the run" in row
+    assert "[baseline] cifar-bench: interrupted: SIGINT (Ctrl-C)" in log.read_text()  # the run's own line, relayed
+    assert _processes_left(tmp_path) == []
+
+
+def test_a_run_killed_without_a_result_gets_the_suites_record_and_a_row(tmp_path):
+    """SIGKILL (as the kernel's OOM killer sends) leaves the run no chance to write its result: the suite
+    records what happened, so the end table and the folder still say it, and exits 1 (failed)."""
+    import psutil
+
+    proc, log = _suite_training(tmp_path)
     (run,) = [p for p in psutil.Process(proc.pid).children() if "bench" in " ".join(p.cmdline())]
     run.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=120) == 1, log.read_text()[-3000:]
     (row,) = _rows(log.read_text().split("cifar-bench cases")[1])
     assert row.startswith("baseline (1 device) failed") and "killed by SIGKILL" in row, row
-    (record,) = [json.loads(p.read_text()) for p in runs.glob("baseline-*.json")]
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("baseline-*.json")]
     assert record["status"] == "failed" and "recorded by the suite" in record["reason"]
     # its loader workers notice the lost parent (torch checks every 5 s) and go: nothing is left behind
-    left = lambda: [p.pid for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])]  # noqa: E731
-    deadline = time.monotonic() + 30
-    while left() and time.monotonic() < deadline:
-        time.sleep(1)
-    assert left() == [], f"processes left behind: {left()}"
+    assert _processes_left(tmp_path, grace_s=30) == []
 
 
 def test_lost_run_reasons():
