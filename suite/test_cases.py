@@ -170,8 +170,9 @@ def lost_run_reason(returncode: int) -> tuple[str, str]:
         return "interrupted", (f"the run stopped (exit status {returncode}) before it wrote a result: "
                                "interrupted before or during start-up; recorded by the suite")
     if returncode < 0:
-        return "failed", (f"the run was killed by {signal.Signals(-returncode).name} before it wrote a result "
-                          "(SIGKILL: out of memory, or killed from outside); recorded by the suite")
+        killer = signal.Signals(-returncode).name
+        why = " (out of memory, or killed from outside)" if killer == "SIGKILL" else ""
+        return "failed", f"the run was killed by {killer}{why} before it wrote a result; recorded by the suite"
     return "failed", f"the run exited {returncode} without writing a result; recorded by the suite"
 
 

@@ -167,5 +167,6 @@ def test_lost_run_reasons():
 
     assert lost_run_reason(130)[0] == "interrupted" and lost_run_reason(4)[0] == "interrupted"
     status, reason = lost_run_reason(-9)
-    assert status == "failed" and "SIGKILL" in reason
+    assert status == "failed" and "killed by SIGKILL (out of memory" in reason
+    assert lost_run_reason(-11)[1] == "the run was killed by SIGSEGV before it wrote a result; recorded by the suite"
     assert lost_run_reason(1) == ("failed", "the run exited 1 without writing a result; recorded by the suite")
