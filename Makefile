@@ -48,12 +48,18 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 # The run itself checks BENCH_DATA, PRESET and BENCH_ARGS: a bad value stops the suite with the run's
 # own one-line error and its exit status (2), and no suite.json is written.
-# runs/latest links to the newest folder, so that `cifar-bench table runs/latest/*.json` is this run alone.
+# A link "latest" beside the results folder (runs/latest by default) names the newest folder that received
+# results, so that `cifar-bench table runs/latest/*.json` is that run alone; `trap : INT TERM` keeps this shell alive after Ctrl-C (the
+# suite and its run still get the signal) so an interrupted run's folder is linked too.
 bench: setup
+	@[ -n "$(strip $(RUNS))" ] || { echo "make bench: RUNS is empty: name the results folder, e.g. RUNS=runs/mine" >&2; exit 2; }
+	trap : INT TERM; marker=$$(mktemp); \
 	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest suite -p no:cacheprovider -q -rN \
 	  --bench-preset $(PRESET) --bench-rounds $(ROUNDS) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json$(foreach arg,$(BENCH_ARGS), --bench-arg=$(arg)); \
-	status=$$?; if [ -d "$(RUNS)" ]; then mkdir -p runs && ln -sfn "$$(realpath -m --relative-to=runs "$(RUNS)")" runs/latest && \
-	  echo "results: $(RUNS)/ = runs/latest/ (one JSON per case, suite.json from pytest-benchmark)"; fi; exit $$status
+	status=$$?; if [ -n "$$(find "$(RUNS)" -maxdepth 1 -name '*.json' -newer "$$marker" -print -quit 2>/dev/null)" ]; then \
+	  ln -sfn "$$(basename "$(RUNS)")" "$$(dirname "$(RUNS)")/latest" && \
+	  echo "results: $(RUNS)/ = $$(dirname "$(RUNS)")/latest/ (one JSON per case; suite.json unless the suite failed)"; fi; \
+	rm -f "$$marker"; exit $$status
 
 test: setup cluster-up container-tools
 	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest -p no:cacheprovider -ra tests suite \

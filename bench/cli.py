@@ -77,12 +77,21 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         commands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
-        if commands and message.endswith("required: command"):  # e.g. `cifar-bench --out x`: options come after
+        if commands and message.endswith("required: command"):
             message = f"no command given: name one of {', '.join(commands[0].choices)} first, then its options"
         self.exit(int(ExitCode.BAD_INPUT), f"cifar-bench: error: {message} (see `{self.prog} --help`)\n")
 
     def parse_args(self, args=None, namespace=None):
-        """As argparse's, but an unknown option points to the help of the command it was given to."""
+        """As argparse's, but an unknown option points to the help of the command it was given to, and
+        an option before the command (``cifar-bench --case baseline``) is said to belong after it."""
+        words = sys.argv[1:] if args is None else list(args)
+        commands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        if commands and words and words[0].startswith("-") and words[0] not in ("-h", "--help"):
+            # a command word right after an option is more likely its value (`--case baseline`)
+            named = [i for i, w in enumerate(words) if w in commands[0].choices and not words[i - 1].startswith("-")]
+            fix = (f": `{self.prog} {' '.join([words[named[0]], *words[:named[0]], *words[named[0] + 1:]])}`" if named
+                   else f" ({', '.join(commands[0].choices)})")
+            self.error(f"{words[0]} comes before the command: options go after it{fix}")
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             command = f"{self.prog} {parsed.command}" if getattr(parsed, "command", None) else self.prog

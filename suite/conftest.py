@@ -65,7 +65,9 @@ def check_bench_args(args: list[str]) -> str | None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if problem := check_bench_args(config.getoption("--bench-arg")):
+    blank_out = not str(config.getoption("--bench-out")).strip()  # Path("") would be the current folder
+    if problem := ("--bench-out (make bench: RUNS) is empty: name the results folder, e.g. --bench-out runs/mine"
+                   if blank_out else check_bench_args(config.getoption("--bench-arg"))):
         from bench.exitcodes import ExitCode
 
         sys.stderr.write(f"cifar-bench: error: suite: exit status {int(ExitCode.BAD_INPUT)} (bad input): {problem}; "

@@ -167,8 +167,8 @@ def lost_run_reason(returncode: int) -> tuple[str, str]:
     else ``failed``, naming the signal that killed it (e.g. -9: SIGKILL, the kernel's OOM killer's).
     """
     if returncode in (ExitCode.INTERRUPTED, 128 + signal.SIGINT, 128 + signal.SIGTERM):
-        return "interrupted", (f"the run stopped (exit status {returncode}) before it wrote a result: "
-                               "interrupted before or during start-up; recorded by the suite")
+        return "interrupted", ("interrupted (Ctrl-C or SIGTERM) during start-up, before the run wrote a result; "
+                               "recorded by the suite")
     if returncode < 0:
         killer = signal.Signals(-returncode).name
         why = " (out of memory, or killed from outside)" if killer == "SIGKILL" else ""

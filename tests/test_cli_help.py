@@ -99,4 +99,10 @@ def test_an_option_before_any_command_asks_for_the_command_first(capsys):
         cli.parser().parse_args(["--bogus"])
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("cifar-bench: error: no command given: name one of run, data, table,") and "then its options" in err
+    assert err.startswith("cifar-bench: error: --bogus comes before the command: options go after it (run, data, table,")
+    for words, said in ((["--case", "baseline"], "--case comes before the command: options go after it (run, data,"),
+                        (["--epochs", "1", "run", "--case", "ddp"], "`cifar-bench run --epochs 1 --case ddp`"),
+                        ([], "no command given: name one of run, data, table,")):
+        with pytest.raises(SystemExit):
+            cli.parser().parse_args(words)
+        assert said in capsys.readouterr().err

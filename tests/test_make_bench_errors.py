@@ -56,6 +56,7 @@ def test_make_bench_reports_the_runs_own_error_once(name: str, bad_inputs: Path)
         pytest.skip("`make setup` is not up to date: this test would install the virtual environment first")
     variables, message = CASES[name]
     runs = bad_inputs / "runs"
+    runs.mkdir()  # an existing folder (RUNS may name one): still no "latest" link to it, nothing new is there
     make_vars = {"RUNS": str(runs), "BENCH_CACHE": str(bad_inputs / "cache"), **variables(bad_inputs)}
     proc = subprocess.run(["make", "-s", "bench", *(f"{k}={v}" for k, v in make_vars.items())], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
@@ -67,6 +68,42 @@ def test_make_bench_reports_the_runs_own_error_once(name: str, bad_inputs: Path)
     assert "Traceback" not in out and "min() arg" not in out, out
     left = sorted(str(p) for p in runs.rglob("*.json")) if runs.exists() else []
     assert left == [], f"a failed suite left result files: {left}"
+    assert not (bad_inputs / "latest").is_symlink()
+
+
+def _make_bench(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    if subprocess.run(["make", "-q", "setup"], cwd=REPO).returncode != 0:
+        pytest.skip("`make setup` is not up to date: this test would install the virtual environment first")
+    return subprocess.run(["make", "-s", "bench", f"BENCH_CACHE={tmp_path / 'cache'}",
+                           *(f"{k}={v}" for k, v in variables.items())], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_latest_names_the_newest_folder_with_results_and_an_empty_runs_is_refused(tmp_path: Path):
+    small = "--train-samples 640 --test-samples 100"
+    proc = _make_bench(tmp_path, RUNS=str(tmp_path / "runs" / "first"), BENCH_DATA="synthetic", BENCH_ARGS=small)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    latest = tmp_path / "runs" / "latest"
+    assert latest.is_symlink() and latest.resolve() == (tmp_path / "runs" / "first").resolve()
+    assert f"= {tmp_path / 'runs'}/latest/" in proc.stdout and len(list(latest.glob("*.json"))) >= 3
+    (tmp_path / "runs" / "second").mkdir()  # refused input: nothing new there, latest stays
+    proc = _make_bench(tmp_path, RUNS=str(tmp_path / "runs" / "second"), BENCH_DATA="synthetic", PRESET="tiny")
+    assert proc.returncode == 2 and latest.resolve() == (tmp_path / "runs" / "first").resolve()
+    proc = _make_bench(tmp_path, RUNS="", BENCH_DATA="synthetic")
+    assert proc.returncode == 2 and "make bench: RUNS is empty" in proc.stderr, proc.stderr
+
+
+def test_the_suite_refuses_an_empty_results_folder(tmp_path: Path):
+    import os
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(REPO / "suite"), "-p", "no:cacheprovider", "-q",
+                           "--bench-data", "synthetic", "--bench-out", ""], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and "--bench-out (make bench: RUNS) is empty" in proc.stdout + proc.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written where it ran
 
 
 def test_a_case_that_fails_its_sanity_check_fails_once_with_its_status(tmp_path: Path):
