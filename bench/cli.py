@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 from bench.config import CASES, DATA_ENV, PRESETS, BenchConfig, ConfigError, make_config
@@ -190,13 +191,20 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     config = _run_config(args)
     missing = [p for p in (Path(config.out_dir), *Path(config.out_dir).parents) if not p.exists()]
     check_srun(config)  # before torch is imported: a second, not the start-up of a rank
-    from bench.runner import RunInterrupted, run_case
+    from bench.runner import RunFailed, RunInterrupted, run_case
 
     try:
         result = run_case(config)
     except RunInterrupted as err:  # the interrupted result is written (rank 0)
         print(f"cifar-bench: interrupted: {err}", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    except RunFailed as err:  # the failed result is written (rank 0)
+        if not err.lost:  # this rank's own error: its traceback is what a bug report needs
+            traceback.print_exception(err.__cause__)
+        print(f"cifar-bench: failed: {err.reason}", file=sys.stderr)
+        if err.path:
+            print(f"result: {err.path}")
+        return ExitCode.FAILED
     except Exception as err:
         if _is_bad_input(err):
             _remove_empty(missing)  # bad input writes nothing: not even the --out folder the run's checks made

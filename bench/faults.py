@@ -207,6 +207,14 @@ def child_watch(trainer, record: Callable[[str], None]) -> _Watch:
     return watch
 
 
+def error_text(err: BaseException, limit: int = 400) -> str:
+    """``"Type: message"`` cut to its first paragraph and ``limit`` characters: gloo's and NCCL's errors
+    carry a C++ call stack after a blank line ("At: ..."), 50 lines that would bury the reason."""
+    text = str(err).strip().split("\n\n", 1)[0].strip()
+    text = text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def explain(err: BaseException, config: BenchConfig) -> str | None:
     """The likely cause and fix of a distributed failure, from the error's text; None when unknown."""
     text = f"{type(err).__name__}: {err}"

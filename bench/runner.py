@@ -20,8 +20,8 @@ from bench.data import CifarDataModule, atomic_torch_save, check_shared_memory
 from bench.files import FolderIsAFile, writable_folder
 from bench.instruments import CallbackGroup, Instruments
 from bench.model import apply_device_settings
-from bench.results import (build_result, export_run_id, inherited_run_id, new_run_id, result_path, utc_now,
-                           write_json_atomic)
+from bench.results import (build_result, export_run_id, inherited_run_id, load_result, new_run_id, result_path,
+                           utc_now, write_json_atomic)
 from bench.timing import TrainingTimer, steady_state, wall_seconds
 
 
@@ -129,6 +129,21 @@ class RunInterrupted(Exception):
     """The run was stopped from outside (SIGTERM, SIGINT, Slurm); its ``interrupted`` record is written."""
 
 
+class RunFailed(Exception):
+    """Training or testing failed; the ``failed`` record is written. Raised from the error itself.
+
+    Attributes:
+        reason: what this rank recorded (lost ranks first, then its own error, cut short).
+        path: the record's path on global rank 0 (read back: a watcher's record may have been first),
+            else None.
+        lost: another rank of this node was lost: this rank's own error is only the symptom.
+    """
+
+    def __init__(self, reason: str, path: str | None, lost: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.path, self.lost = reason, path, lost
+
+
 def run_case(config: BenchConfig) -> dict | None:
     """Run one case end to end; return the result on global rank 0 (None on other ranks).
 
@@ -173,8 +188,7 @@ def run_case(config: BenchConfig) -> dict | None:
         raise RunInterrupted(reason) from err
     except Exception as err:
         watch.stop()
-        _record_failed_run(config, trainer, err, record, base)
-        raise
+        raise _record_failed_run(config, trainer, err, record, base) from err
     watch.stop()
     metrics = _metrics(config, trainer, module, dm, tools.timer, facts)
     result = _write_on_rank_zero(trainer, config.out_dir, status="ok", metrics=metrics, sanity=_sanity(config, metrics),
@@ -189,24 +203,35 @@ def run_case(config: BenchConfig) -> dict | None:
     return result
 
 
-def _record_failed_run(config: BenchConfig, trainer, err: Exception, record, base: dict) -> None:
-    """After training failed: the ``failed`` record (rank 0, naming lost ranks or the likely cause; a
-    rank > 0 whose own error is not a lost peer, naming itself; a surviving rank when rank 0 is gone),
-    then stop the ranks this process started and tidy up."""
-    lost = faults.lost_children(trainer)
+def _record_failed_run(config: BenchConfig, trainer, err: Exception, record, base: dict) -> RunFailed:
+    """After training failed: the ``failed`` record (rank 0, naming lost ranks first, or the likely cause;
+    a rank > 0 whose own error is not a lost peer, naming itself; a surviving rank when rank 0 is gone),
+    then stop the ranks this process started and tidy up. Returns the :class:`RunFailed` to raise."""
+    lost, own = faults.lost_children(trainer), faults.error_text(err)
     hint = faults.explain(err, config)
     if trainer.global_rank != 0 and hint is None:
         # a rank's own fault (e.g. its loader worker killed): said before this rank's sockets close,
         # after which rank 0 would only see "connection closed by peer" (first record wins)
-        record(f"rank {trainer.global_rank} (host {socket.gethostname()}) failed: {type(err).__name__}: {err}")
-    reason = f"{type(err).__name__}: {err}" + (f" (lost: {'; '.join(lost)})" if lost else "") + \
-        (f" -- likely cause: {hint}" if hint and not lost else "")
-    _write_on_rank_zero(trainer, config.out_dir, status="failed", reason=reason, exclusive=True, **base)
+        record(f"rank {trainer.global_rank} (host {socket.gethostname()}) failed: {own}")
+    if lost:  # the cause first: this rank's error is only how it noticed
+        reason = f"lost {'; '.join(lost)}; rank {trainer.global_rank} then failed with {own}"
+    else:
+        reason = own + (f" -- likely cause: {hint}" if hint else "")
+    written = _write_on_rank_zero(trainer, config.out_dir, status="failed", reason=reason, exclusive=True, **base)
     if launcher_lost := faults.lost_launcher(wait_s=1.0):
-        record(f"{launcher_lost}; this rank then failed with {type(err).__name__}: {err}")
+        record(f"{launcher_lost}; this rank then failed with {own}")
     faults.kill_children(trainer)
     _remove_empty_files(Path(config.out_dir) / "tensorboard" / base["run_id"])
     ranks.destroy_process_group()
+    return RunFailed(_recorded_reason(written, reason), written and written["path"], bool(lost))
+
+
+def _recorded_reason(written: dict | None, reason: str) -> str:
+    """The reason in the record on disk (a watcher may have written first), else this rank's."""
+    try:
+        return load_result(Path(written["path"]))["reason"] if written else reason
+    except (OSError, ValueError, KeyError):
+        return reason
 
 
 def _record_failure(out_dir: str, reason: str, **base) -> None:

@@ -119,6 +119,12 @@ def test_rank1_killed_rank0_records_it_and_nothing_is_left(tmp_path):
     r = _only_result(out)
     assert r["status"] == "failed" and "rank 1" in r["reason"] and "SIGKILL" in r["reason"], r["reason"]
     assert socket.gethostname() in r["reason"]
+    # the cause first, rank 0's symptom cut to its first paragraph (gloo appends a 50-line C++ stack)
+    assert r["reason"].startswith("lost rank 1 (pid ") and "\nAt:" not in r["reason"], r["reason"]
+    # one line and the record's path on the console, not rank 0's traceback of a symptom
+    log = _log(out)
+    assert f"cifar-bench: failed: {r['reason']}" in log and f"result: {next(out.glob('*.json'))}" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
     _assert_nothing_left(out)
 
 
@@ -358,3 +364,12 @@ def test_interruption_names_the_signal_lightning_turned_into_an_exception():
     except SystemExit as err:
         assert interruption(err) == "SIGINT (Ctrl-C)"
     assert interruption(SystemExit(3)) == "SystemExit (exit status 3)"
+
+
+def test_error_text_keeps_the_first_paragraph_and_a_bounded_length():
+    from bench.faults import error_text
+
+    gloo = RuntimeError("[pair.cc:561] Connection closed by peer [127.0.0.1]:6070. GLHF!\n\nAt:\n  a.py(1): f\n  b.py(2): g")
+    assert error_text(gloo) == "RuntimeError: [pair.cc:561] Connection closed by peer [127.0.0.1]:6070. GLHF!"
+    assert error_text(ValueError("x" * 500), limit=20) == "ValueError: " + "x" * 17 + "..."
+    assert error_text(KeyError()) == "KeyError"
