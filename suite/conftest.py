@@ -133,6 +133,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int):
         session.config.stash[JSON_WITHHELD] = str(bench_session.json)
         bench_session.json = None
     session.exitstatus = suite_status(exitstatus, session.config.stash.get(CASE_STATUSES, []), session.testsfailed)
+    session.config.stash[SUITE_STATUS] = int(session.exitstatus)  # (the terminal summary is given pytest's own)
     yield
 
 
@@ -155,11 +156,13 @@ def suite_status(pytest_status: int, case_statuses: list[int], tests_failed: int
 
 
 JSON_WITHHELD = pytest.StashKey[str]()
+SUITE_STATUS = pytest.StashKey[int]()  # the suite's exit status in the project's table (suite_status)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     if (withheld := config.stash.get(JSON_WITHHELD, None)) and config.stash.get(RESULTS, []):  # (said if a case ran)
-        terminalreporter.write_line(f"cifar-bench: {withheld} not written: the suite failed (see above)")
+        why = "was interrupted" if config.stash.get(SUITE_STATUS, None) == 4 else "failed"  # (4: interrupted)
+        terminalreporter.write_line(f"cifar-bench: {withheld} not written: the suite {why} (see above)")
     results = config.stash.get(RESULTS, [])
     if results and global_rank() == 0:
         terminalreporter.section("cifar-bench cases")

@@ -110,7 +110,7 @@ def _suite_training(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     it (a Ctrl-C reaches the suite and its run); return once the run trains: (suite process, its log)."""
     cmd = [sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "-k", "test_baseline",
            "--bench-out", str(tmp_path / "runs"), *FAST[:4], "--bench-arg=--train-samples=6400",
-           "--bench-arg=--test-samples=200"]
+           "--bench-arg=--test-samples=200", f"--benchmark-json={tmp_path / 'runs' / 'suite.json'}"]
     log = tmp_path / "suite.log"
     with open(log, "w") as sink:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
@@ -142,6 +142,7 @@ def test_ctrl_c_of_the_suite_lets_the_run_record_it_and_exits_4(tmp_path):
     (row,) = _rows(log.read_text().split("cifar-bench cases")[1])
     assert row.startswith("baseline (1 device) interrupted") and "SIGINT (Ctrl-C) during the run" in row
     assert "[baseline] cifar-bench: interrupted: SIGINT (Ctrl-C)" in log.read_text()  # the run's own line, relayed
+    assert "suite.json not written: the suite was interrupted" in log.read_text()
     assert _processes_left(tmp_path) == []
 
 
@@ -158,6 +159,7 @@ def test_a_run_killed_without_a_result_gets_the_suites_record_and_a_row(tmp_path
     assert row.startswith("baseline (1 device) failed") and "killed by SIGKILL" in row, row
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("baseline-*.json")]
     assert record["status"] == "failed" and "recorded by the suite" in record["reason"]
+    assert "suite.json not written: the suite failed" in log.read_text()
     # its loader workers notice the lost parent (torch checks every 5 s) and go: nothing is left behind
     assert _processes_left(tmp_path, grace_s=30) == []
 
