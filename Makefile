@@ -53,12 +53,14 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 # suite and its run still get the signal) so an interrupted run's folder is linked too.
 bench: setup
 	@[ -n "$(strip $(RUNS))" ] || { echo "make bench: RUNS is empty: name the results folder, e.g. RUNS=runs/mine" >&2; exit 2; }
+	@[ "$(notdir $(patsubst %/,%,$(RUNS)))" != latest ] || { echo "make bench: RUNS=$(RUNS) is the link to the newest results: name a new folder, e.g. RUNS=runs/mine" >&2; exit 2; }
 	trap : INT TERM; marker=$$(mktemp); \
 	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest suite -p no:cacheprovider -q -rN \
 	  --bench-preset $(PRESET) --bench-rounds $(ROUNDS) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json$(foreach arg,$(BENCH_ARGS), --bench-arg=$(arg)); \
-	status=$$?; if [ -n "$$(find "$(RUNS)" -maxdepth 1 -name '*.json' -newer "$$marker" -print -quit 2>/dev/null)" ]; then \
-	  ln -sfn "$$(basename "$(RUNS)")" "$$(dirname "$(RUNS)")/latest" && \
-	  echo "results: $(RUNS)/ = $$(dirname "$(RUNS)")/latest/ (one JSON per case; suite.json unless the suite failed)"; fi; \
+	status=$$?; runs="$(patsubst %/,%,$(RUNS))"; \
+	if [ -n "$$(find -H "$$runs" -maxdepth 1 -name '*.json' -newer "$$marker" -print -quit 2>/dev/null)" ]; then \
+	  ln -sfn "$$(basename "$$runs")" "$$(dirname "$$runs")/latest" && \
+	  echo "results: $$runs/ = $$(dirname "$$runs")/latest/ (one JSON per case; suite.json unless the suite failed)"; fi; \
 	rm -f "$$marker"; exit $$status
 
 test: setup cluster-up container-tools

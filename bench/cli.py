@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench.config import CASES, DATA_ENV, PRESETS, BenchConfig, ConfigError, make_config
 from bench.exitcodes import ExitCode
+from bench.files import folder_argument
 from bench.options import add_field_option
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SANITY = ExitCode.FAILED, ExitCode.BAD_INPUT, ExitCode.SANITY
@@ -47,7 +48,7 @@ def _add_data_parser(sub) -> None:
     p = sub.add_parser("data", help="stage the data set (download or decode into the cache)")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     d = dsub.add_parser("download", help="download the official CIFAR-10 (MD5-checked) into DIR")
-    d.add_argument("dir", type=Path)
+    d.add_argument("dir", type=folder_argument)
     r = dsub.add_parser("prepare", help="decode a data set into the cache, so jobs only read it")
     r.add_argument("--data", help=f"data set path (default: ${DATA_ENV})")
     r.add_argument("--data-checksums")
@@ -88,17 +89,31 @@ class _Parser(argparse.ArgumentParser):
         words = sys.argv[1:] if args is None else list(args)
         commands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
         if commands and words and words[0].startswith("-") and words[0] not in ("-h", "--help"):
-            # a command word right after an option is more likely its value (`--case baseline`)
-            named = [i for i, w in enumerate(words) if w in commands[0].choices and not words[i - 1].startswith("-")]
-            fix = (f": `{self.prog} {' '.join([words[named[0]], *words[:named[0]], *words[named[0] + 1:]])}`" if named
-                   else f" ({', '.join(commands[0].choices)})")
-            self.error(f"{words[0]} comes before the command: options go after it{fix}")
+            self.error(self._option_first(words, commands[0].choices))
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             command = f"{self.prog} {parsed.command}" if getattr(parsed, "command", None) else self.prog
             self.exit(int(ExitCode.BAD_INPUT), f"cifar-bench: error: unrecognized arguments: {' '.join(extras)} "
                                                f"(see `{command} --help`)\n")
         return parsed
+
+
+    def _option_first(self, words: list[str], commands: dict) -> str:
+        """What to say when ``words`` start with an option instead of a command: which commands take it
+        and, when one of them is named later, the words in the right order."""
+        option = words[0].split("=", 1)[0]
+        takers = [name for name, sub in commands.items() if option in sub._option_string_actions]
+        if not takers:
+            return f"unknown option {option}: name a command first ({', '.join(commands)}), then its options"
+        # the command named later (not right after an option without "=": there it is more likely the
+        # option's value, as in --case baseline)
+        named = [i for i, w in enumerate(words) if w in commands and not
+                 (words[i - 1].startswith("-") and "=" not in words[i - 1])]
+        if named and words[named[0]] not in takers:
+            return f"{option} is not an option of {words[named[0]]} (it is one of {', '.join(takers)})"
+        order = [words[named[0]], *words[:named[0]], *words[named[0] + 1:]] if named else [takers[0], *words]
+        return (f"{option} comes before the command: it is an option of {', '.join(takers)}; "
+                f"e.g. `{self.prog} {' '.join(order)}`")
 
 
 def _epilog() -> str:
@@ -129,7 +144,7 @@ def _add_mark_interrupted_parser(sub) -> None:
     m.add_argument("--case", choices=CASES, required=True)
     m.add_argument("--preset", choices=tuple(PRESETS), default="smoke")
     m.add_argument("--data", default="unknown")
-    m.add_argument("--out", dest="out_dir", required=True)
+    m.add_argument("--out", dest="out_dir", required=True, type=lambda text: str(folder_argument(text)))
     m.add_argument("--reason", required=True)
     m.add_argument("--status", choices=("interrupted", "failed"), default="interrupted")
     m.set_defaults(func=cmd_mark_interrupted)

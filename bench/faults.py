@@ -148,9 +148,9 @@ def wait_children(trainer, timeout_s: float) -> None:
 
 class _Watch(threading.Thread):
     """A daemon thread calling ``check`` every POLL_S until stopped; when ``check`` returns a
-    reason, ``record(reason)`` runs and the process ends at once with status 1."""
+    reason, ``record(reason)`` runs (returning the record's path) and the process ends at once with status 1."""
 
-    def __init__(self, name: str, check: Callable[[], str | None], record: Callable[[str], None],
+    def __init__(self, name: str, check: Callable[[], str | None], record: Callable[[str], str | None],
                  on_fault: Callable[[], None] | None = None) -> None:
         super().__init__(daemon=True, name=name)
         self._check, self._record, self._on_fault = check, record, on_fault
@@ -163,9 +163,10 @@ class _Watch(threading.Thread):
         while not self._stop_event.wait(POLL_S):
             reason = self._check()
             if reason and not self._stop_event.is_set():
-                print(f"cifar-bench: {reason}; ending this rank (pid {os.getpid()})", flush=True)
+                print(f"cifar-bench: failed: {reason} (ending this rank, pid {os.getpid()})", flush=True)
                 try:
-                    self._record(reason)
+                    if path := self._record(reason):  # the record's path (a first writer's, if another was first)
+                        print(f"result: {path}", flush=True)
                 finally:
                     if self._on_fault:
                         self._on_fault()
@@ -186,14 +187,14 @@ def lost_launcher(wait_s: float = 0.0) -> str | None:
     return f"rank 0 (pid {launcher}, host {socket.gethostname()}, the launcher of this node's ranks) died"
 
 
-def parent_watch(record: Callable[[str], None]) -> _Watch:
+def parent_watch(record: Callable[[str], str | None]) -> _Watch:
     """In a rank started by Lightning's launcher: end it (after ``record``) when rank 0, its parent, is gone."""
     watch = _Watch("bench-parent-watch", lost_launcher, record)
     watch.start()
     return watch
 
 
-def child_watch(trainer, record: Callable[[str], None]) -> _Watch:
+def child_watch(trainer, record: Callable[[str], str | None]) -> _Watch:
     """In rank 0 with Lightning's launcher: end the run (after ``record``) when a child rank exits non-zero."""
 
     def check() -> str | None:
@@ -234,7 +235,7 @@ class _NoWatch:
         pass
 
 
-def watch(trainer, record: Callable[[str], None]) -> _Watch | _NoWatch:
+def watch(trainer, record: Callable[[str], str | None]) -> _Watch | _NoWatch:
     """The watcher this process needs: :func:`parent_watch` in a rank Lightning's launcher started,
     :func:`child_watch` in the rank 0 that starts them, none otherwise (one process, or srun)."""
     if is_launched_child():

@@ -213,34 +213,38 @@ def _record_failed_run(config: BenchConfig, trainer, err: Exception, record, bas
         # a rank's own fault (e.g. its loader worker killed): said before this rank's sockets close,
         # after which rank 0 would only see "connection closed by peer" (first record wins)
         record(f"rank {trainer.global_rank} (host {socket.gethostname()}) failed: {own}")
-    if lost:  # the cause first: this rank's error is only how it noticed
-        reason = f"lost {'; '.join(lost)}; rank {trainer.global_rank} then failed with {own}"
+    launcher_lost = faults.lost_launcher(wait_s=1.0)  # rank 0 gone (this rank was started by it)
+    if lost or launcher_lost:  # the cause first: this rank's error is only how it noticed
+        reason = (f"lost {'; '.join(lost)}; rank {trainer.global_rank} then failed with {own}" if lost
+                  else f"{launcher_lost}; this rank then failed with {own}")
     else:
         reason = own + (f" -- likely cause: {hint}" if hint else "")
     written = _write_on_rank_zero(trainer, config.out_dir, status="failed", reason=reason, exclusive=True, **base)
-    if launcher_lost := faults.lost_launcher(wait_s=1.0):
-        record(f"{launcher_lost}; this rank then failed with {own}")
+    path = written["path"] if written else (record(reason) if launcher_lost else None)
     faults.kill_children(trainer)
     _remove_empty_files(Path(config.out_dir) / "tensorboard" / base["run_id"])
     ranks.destroy_process_group()
-    return RunFailed(_recorded_reason(written, reason), written and written["path"], bool(lost))
+    return RunFailed(_recorded_reason(path, reason), path, bool(lost or launcher_lost))
 
 
-def _recorded_reason(written: dict | None, reason: str) -> str:
-    """The reason in the record on disk (a watcher may have written first), else this rank's."""
+def _recorded_reason(path: str | None, reason: str) -> str:
+    """The reason in the record at ``path`` (a watcher may have written first), else this rank's."""
     try:
-        return load_result(Path(written["path"]))["reason"] if written else reason
+        return load_result(Path(path))["reason"] if path else reason
     except (OSError, ValueError, KeyError):
         return reason
 
 
-def _record_failure(out_dir: str, reason: str, **base) -> None:
-    """A ``failed`` result from any rank (a watcher): first writer wins, a later one is dropped."""
+def _record_failure(out_dir: str, reason: str, **base) -> str:
+    """A ``failed`` result from any rank (a watcher): first writer wins, a later one is dropped.
+    Returns the record's path (whoever wrote it)."""
+    path = result_path(out_dir, base["run_id"])
     try:
         result = build_result(status="failed", reason=reason, environment=environment.collect(), **base)
-        write_json_atomic(result, result_path(out_dir, base["run_id"]), exclusive=True)
+        write_json_atomic(result, path, exclusive=True)
     except FileExistsError:
         pass
+    return str(path)
 
 
 def _remove_empty_files(folder: Path) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from bench.config import ConfigError
 from bench.exitcodes import ExitCode, worst
+from bench.files import folder_argument
 
 
 class _Into:
@@ -54,7 +55,8 @@ def add_parser(sub) -> None:
     p.add_argument("--points", type=_point_list,
                    help="comma list of NODESxDEVICES_PER_NODE, e.g. 1x1,1x2,2x1,2x2 (more than one node: Slurm only)")
     p.add_argument("--repeats", type=int, default=1, help="runs per point (interleaved); fit_s spread per point")
-    p.add_argument("--out", dest="out_dir", help="folder for the results and the summary (default runs/sweep-CASE-TIME)")
+    p.add_argument("--out", dest="out_dir", type=lambda text: str(folder_argument(text)),
+                   help="folder for the results and the summary (default runs/sweep-CASE-TIME)")
     p.add_argument("--from-results", nargs="+", type=Path, metavar="RESULT",
                    help="only write the summary of these per-run results (slurm/scaling.sh)")
     p.add_argument("--mark-interrupted", metavar="REASON",

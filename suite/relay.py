@@ -42,7 +42,7 @@ class CaseFailed(Exception):
         try:
             meaning = ExitCode(self.returncode).name.lower().replace("_", " ")
         except ValueError:  # e.g. -9: killed by a signal
-            meaning = "killed by a signal" if self.returncode < 0 else "unknown"
+            meaning = f"killed by {signal.Signals(-self.returncode).name}" if self.returncode < 0 else "unknown"
         said = f": {self.error}" if self.error else "; its output is above"
         return f"{self.case}: `cifar-bench run` exit status {self.returncode} ({meaning}){said}"
 

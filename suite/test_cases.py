@@ -95,7 +95,8 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
             relay_run(config, case, _command(config, case, out), env)
         except (CaseFailed, KeyboardInterrupt) as stopped:
             code = getattr(stopped, "returncode", ExitCode.INTERRUPTED)
-            config.stash[CASE_STATUSES].append(code)
+            # a run ended by SIGINT/SIGTERM before it could answer (e.g. during start-up) was interrupted
+            config.stash[CASE_STATUSES].append(ExitCode.INTERRUPTED if code in _STOPPED_BY else code)
             # the end table shows it as not a figure; a run that wrote nothing (killed, or stopped before
             # training) gets the suite's own record of what happened; refused input ran nothing
             if _keep_for_table(config, out / f"{run_id}.json") is None and code != ExitCode.BAD_INPUT:
@@ -160,14 +161,20 @@ def _keep_for_table(config: pytest.Config, path: Path, must_exist: bool = False)
     return result
 
 
+_STOPPED_BY = {-signal.SIGINT: "SIGINT", 128 + signal.SIGINT: "SIGINT", -signal.SIGTERM: "SIGTERM",
+               128 + signal.SIGTERM: "SIGTERM"}  # a run's exit status -> the signal that stopped it
+
+
 def lost_run_reason(returncode: int) -> tuple[str, str]:
     """(status, reason) of a run that exited ``returncode`` without writing its result (pure).
 
-    ``interrupted`` for a Ctrl-C or SIGTERM before training (the run's 130, or the suite's own stop),
-    else ``failed``, naming the signal that killed it (e.g. -9: SIGKILL, the kernel's OOM killer's).
+    ``interrupted`` for SIGINT or SIGTERM before training (the run's 130/143, -2/-15 when the signal's default
+    action ended it, or the suite's own Ctrl-C), else ``failed``, naming the signal that killed it (e.g. -9:
+    SIGKILL, the kernel's OOM killer's).
     """
-    if returncode in (ExitCode.INTERRUPTED, 128 + signal.SIGINT, 128 + signal.SIGTERM):
-        return "interrupted", ("interrupted (Ctrl-C or SIGTERM) during start-up, before the run wrote a result; "
+    stops = {**_STOPPED_BY, ExitCode.INTERRUPTED: "Ctrl-C"}  # (-N: the signal's default action ended it)
+    if returncode in stops:
+        return "interrupted", (f"{stops[returncode]} during start-up, before the run wrote a result; "
                                "recorded by the suite")
     if returncode < 0:
         killer = signal.Signals(-returncode).name

@@ -99,10 +99,15 @@ def test_an_option_before_any_command_asks_for_the_command_first(capsys):
         cli.parser().parse_args(["--bogus"])
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("cifar-bench: error: --bogus comes before the command: options go after it (run, data, table,")
-    for words, said in ((["--case", "baseline"], "--case comes before the command: options go after it (run, data,"),
+    assert err.startswith("cifar-bench: error: unknown option --bogus: name a command first (run, data, table,")
+    for words, said in ((["--case", "baseline"], "it is an option of run, sweep, mark-interrupted; "
+                                                 "e.g. `cifar-bench run --case baseline`"),
                         (["--epochs", "1", "run", "--case", "ddp"], "`cifar-bench run --epochs 1 --case ddp`"),
-                        ([], "no command given: name one of run, data, table,")):
+                        (["--data=synthetic", "run"], "`cifar-bench run --data=synthetic`"),
+                        (["--preset", "smoke", "table", "x.json"], "--preset is not an option of table (it is one of run,"),
+                        ([], "no command given: name one of run, data, table,"),
+                        (["sweep", "--case", "ddp", "--out", ""], "argument --out: empty: name a folder"),
+                        (["data", "download", " "], "argument dir: empty: name a folder")):
         with pytest.raises(SystemExit):
             cli.parser().parse_args(words)
         assert said in capsys.readouterr().err

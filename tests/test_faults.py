@@ -157,6 +157,11 @@ def test_rank0_killed_a_surviving_rank_records_it(tmp_path):
     print(f"fault-to-exit: rank 0 SIGKILL, rank 1 gone after {time.monotonic() - t0:.1f} s")
     r = _only_result(out)
     assert r["status"] == "failed" and "rank 0" in r["reason"] and "died" in r["reason"], r["reason"]
+    assert r["reason"].startswith("rank 0 (pid "), r["reason"]  # the cause first
+    # the survivor (rank 1, whose output still reaches the log) says it in one line with the record's path
+    log = _log(out)
+    assert f"cifar-bench: failed: {r['reason']}" in log and f"result: {next(out.glob('*.json'))}" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
     _assert_nothing_left(out)
 
 

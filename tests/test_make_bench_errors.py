@@ -83,11 +83,14 @@ def _make_bench(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess
 
 def test_latest_names_the_newest_folder_with_results_and_an_empty_runs_is_refused(tmp_path: Path):
     small = "--train-samples 640 --test-samples 100"
-    proc = _make_bench(tmp_path, RUNS=str(tmp_path / "runs" / "first"), BENCH_DATA="synthetic", BENCH_ARGS=small)
+    proc = _make_bench(tmp_path, RUNS=f"{tmp_path / 'runs' / 'first'}/", BENCH_DATA="synthetic", BENCH_ARGS=small)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     latest = tmp_path / "runs" / "latest"
     assert latest.is_symlink() and latest.resolve() == (tmp_path / "runs" / "first").resolve()
-    assert f"= {tmp_path / 'runs'}/latest/" in proc.stdout and len(list(latest.glob("*.json"))) >= 3
+    assert f"results: {tmp_path / 'runs' / 'first'}/ = {tmp_path / 'runs'}/latest/" in proc.stdout
+    assert len(list(latest.glob("*.json"))) >= 3
+    proc = _make_bench(tmp_path, RUNS=str(latest), BENCH_DATA="synthetic")  # into the link: mixes two runs
+    assert proc.returncode == 2 and "is the link to the newest results" in proc.stderr, proc.stderr
     (tmp_path / "runs" / "second").mkdir()  # refused input: nothing new there, latest stays
     proc = _make_bench(tmp_path, RUNS=str(tmp_path / "runs" / "second"), BENCH_DATA="synthetic", PRESET="tiny")
     assert proc.returncode == 2 and latest.resolve() == (tmp_path / "runs" / "first").resolve()

@@ -168,6 +168,9 @@ def test_lost_run_reasons():
     from suite.test_cases import lost_run_reason
 
     assert lost_run_reason(130)[0] == "interrupted" and lost_run_reason(4)[0] == "interrupted"
+    assert lost_run_reason(-15) == ("interrupted", "SIGTERM during start-up, before the run wrote a result; "
+                                                   "recorded by the suite")  # subprocess's -N: killed by signal N
+    assert lost_run_reason(-2)[1].startswith("SIGINT during start-up")
     status, reason = lost_run_reason(-9)
     assert status == "failed" and "killed by SIGKILL (out of memory" in reason
     assert lost_run_reason(-11)[1] == "the run was killed by SIGSEGV before it wrote a result; recorded by the suite"
