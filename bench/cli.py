@@ -77,19 +77,22 @@ class _Parser(argparse.ArgumentParser):
     Subparsers are built with the same class.
     """
 
+    def _commands(self) -> dict:
+        """This parser's commands (name -> subparser), or {} for a command's own parser."""
+        found = [a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        return found[0] if found else {}
+
     def error(self, message: str):
-        commands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
-        if commands and message.endswith("required: command"):
-            message = f"no command given: name one of {', '.join(commands[0].choices)} first, then its options"
+        if (commands := self._commands()) and message.endswith("required: command"):
+            message = f"no command given: name one of {', '.join(commands)} first, then its options"
         self.exit(int(ExitCode.BAD_INPUT), f"cifar-bench: error: {message} (see `{self.prog} --help`)\n")
 
     def parse_args(self, args=None, namespace=None):
         """As argparse's, but an unknown option points to the help of the command it was given to, and
         an option before the command (``cifar-bench --case baseline``) is said to belong after it."""
         words = sys.argv[1:] if args is None else list(args)
-        commands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
-        if commands and words and words[0].startswith("-") and words[0] not in ("-h", "--help"):
-            self.error(self._option_first(words, commands[0].choices))
+        if (commands := self._commands()) and words and words[0].startswith("-") and words[0] not in ("-h", "--help"):
+            self.error(self._option_first(words, commands))
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             command = f"{self.prog} {parsed.command}" if getattr(parsed, "command", None) else self.prog
@@ -144,7 +147,7 @@ def _add_mark_interrupted_parser(sub) -> None:
     m.add_argument("--case", choices=CASES, required=True)
     m.add_argument("--preset", choices=tuple(PRESETS), default="smoke")
     m.add_argument("--data", default="unknown")
-    m.add_argument("--out", dest="out_dir", required=True, type=lambda text: str(folder_argument(text)))
+    m.add_argument("--out", dest="out_dir", required=True, type=folder_argument)
     m.add_argument("--reason", required=True)
     m.add_argument("--status", choices=("interrupted", "failed"), default="interrupted")
     m.set_defaults(func=cmd_mark_interrupted)
@@ -301,11 +304,9 @@ def _quiet_inapplicable_notices() -> None:
 
 
 def cmd_mark_interrupted(args: argparse.Namespace) -> int:
-    from bench.runner import record_status
+    from bench.runner import record_lost_case
 
-    config = make_config(args.preset, case=args.case, data=args.data, out_dir=args.out_dir,
-                         accelerator="gpu" if args.case == "dp" else None, devices=2 if args.case == "dp" else None)
-    print(f"result: {record_status(config, args.status, args.reason)['path']}")
+    print(f"result: {record_lost_case(args.preset, args.case, args.data, args.out_dir, args.status, args.reason)['path']}")
     return 0
 
 

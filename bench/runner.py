@@ -15,7 +15,7 @@ from pathlib import Path
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from bench import breakdown, comm, dataparallel, environment, faults, profiling, ranks, staging, threads, training
-from bench.config import BenchConfig, ConfigError
+from bench.config import BenchConfig, ConfigError, make_config
 from bench.data import CifarDataModule, atomic_torch_save, check_shared_memory
 from bench.files import FolderIsAFile, writable_folder
 from bench.instruments import CallbackGroup, Instruments
@@ -118,6 +118,19 @@ def record_status(config: BenchConfig, status: str, reason: str, run_id: str | N
         print(f"cifar-bench: {path} exists already (written by the run itself); left as it is")
     result["path"] = str(path)
     return result
+
+
+def record_lost_case(preset: str, case: str, data: str, out_dir: str, status: str, reason: str,
+                     run_id: str | None = None, devices: int | None = None, num_nodes: int | None = None) -> dict:
+    """:func:`record_status` for a case whose run left no record (``slurm/suite.sh``, the suite), with the
+    configuration that was asked for: dp on GPUs (2 unless ``devices``), the others as given or the preset's.
+
+    Raises:
+        ConfigError: the asked-for configuration is invalid (e.g. no data set named).
+    """
+    config = make_config(preset, case=case, data=data, out_dir=str(out_dir), accelerator="gpu" if case == "dp" else None,
+                         devices=devices or (2 if case == "dp" else None), num_nodes=num_nodes)
+    return record_status(config, status, reason, run_id)
 
 
 def skipped(config: BenchConfig, reason: str, run_id: str | None = None) -> dict:

@@ -55,7 +55,7 @@ def add_parser(sub) -> None:
     p.add_argument("--points", type=_point_list,
                    help="comma list of NODESxDEVICES_PER_NODE, e.g. 1x1,1x2,2x1,2x2 (more than one node: Slurm only)")
     p.add_argument("--repeats", type=int, default=1, help="runs per point (interleaved); fit_s spread per point")
-    p.add_argument("--out", dest="out_dir", type=lambda text: str(folder_argument(text)),
+    p.add_argument("--out", dest="out_dir", type=folder_argument,
                    help="folder for the results and the summary (default runs/sweep-CASE-TIME)")
     p.add_argument("--from-results", nargs="+", type=Path, metavar="RESULT",
                    help="only write the summary of these per-run results (slurm/scaling.sh)")

@@ -64,10 +64,15 @@ def check_bench_args(args: list[str]) -> str | None:
     return None
 
 
+def check_bench_out(out: str) -> str | None:
+    """Why --bench-out cannot be used (pure; None when it can): empty, which would be the current folder."""
+    if not str(out).strip():
+        return "--bench-out (make bench: RUNS) is empty: name the results folder, e.g. --bench-out runs/mine"
+    return None
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    blank_out = not str(config.getoption("--bench-out")).strip()  # Path("") would be the current folder
-    if problem := ("--bench-out (make bench: RUNS) is empty: name the results folder, e.g. --bench-out runs/mine"
-                   if blank_out else check_bench_args(config.getoption("--bench-arg"))):
+    if problem := check_bench_out(config.getoption("--bench-out")) or check_bench_args(config.getoption("--bench-arg")):
         from bench.exitcodes import ExitCode
 
         sys.stderr.write(f"cifar-bench: error: suite: exit status {int(ExitCode.BAD_INPUT)} (bad input): {problem}; "

@@ -186,20 +186,19 @@ def lost_run_reason(returncode: int) -> tuple[str, str]:
 def _record_lost_run(config: pytest.Config, case: str, run_id: str, out: Path, returncode: int) -> None:
     """Write (rank 0) the record of a run that left none, as ``slurm/suite.sh``'s mark-interrupted does,
     and keep it for the end table. Its config is the one asked for (the run recorded nothing of its own)."""
-    from bench.config import ConfigError, make_config
-    from bench.runner import record_status
+    from bench.config import ConfigError
+    from bench.runner import record_lost_case
 
     if global_rank() != 0:
         return
-    devices, nodes = _devices_and_nodes(config) if case == "ddp" else (2 if case == "dp" else 1, 1)
+    devices, nodes = _devices_and_nodes(config) if case == "ddp" else (None, None)
+    data = config.getoption("--bench-data") or os.environ.get("BENCH_DATA") or "unknown"
     try:
-        asked = make_config(config.getoption("--bench-preset"), case=case, devices=devices, num_nodes=nodes,
-                            data=config.getoption("--bench-data") or os.environ.get("BENCH_DATA") or "unknown",
-                            accelerator="gpu" if case == "dp" else None, out_dir=str(out))
+        written = record_lost_case(config.getoption("--bench-preset"), case, data, str(out), *lost_run_reason(returncode),
+                                   run_id=run_id, devices=devices, num_nodes=nodes)
     except ConfigError:
         return
-    status, reason = lost_run_reason(returncode)
-    _keep_for_table(config, Path(record_status(asked, status, reason, run_id=run_id)["path"]))
+    _keep_for_table(config, Path(written["path"]))
 
 
 def _skip_dp_without_gpus(config: pytest.Config, out: Path) -> None:
