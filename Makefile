@@ -51,12 +51,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 # A link "latest" beside the results folder (runs/latest by default) names the newest folder that received
 # results, so that `cifar-bench table runs/latest/*.json` is that run alone; `trap : INT TERM` keeps this shell alive after Ctrl-C (the
 # suite and its run still get the signal) so an interrupted run's folder is linked too.
+SUITE = BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest suite -p no:cacheprovider -q -rN \
+  --bench-preset $(PRESET) --bench-rounds $(ROUNDS) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json$(foreach arg,$(BENCH_ARGS), --bench-arg=$(arg))
 bench: setup
 	@[ -n "$(strip $(RUNS))" ] || { echo "make bench: RUNS is empty: name the results folder, e.g. RUNS=runs/mine" >&2; exit 2; }
 	@[ "$(notdir $(patsubst %/,%,$(RUNS)))" != latest ] || { echo "make bench: RUNS=$(RUNS) is the link to the newest results: name a new folder, e.g. RUNS=runs/mine" >&2; exit 2; }
-	trap : INT TERM; marker=$$(mktemp); \
-	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest suite -p no:cacheprovider -q -rN \
-	  --bench-preset $(PRESET) --bench-rounds $(ROUNDS) --bench-out $(RUNS) --benchmark-json $(RUNS)/suite.json$(foreach arg,$(BENCH_ARGS), --bench-arg=$(arg)); \
+	@echo '$(SUITE)'
+	@trap : INT TERM; marker=$$(mktemp); $(SUITE); \
 	status=$$?; runs="$(patsubst %/,%,$(RUNS))"; \
 	if [ -n "$$(find -H "$$runs" -maxdepth 1 -name '*.json' -newer "$$marker" -print -quit 2>/dev/null)" ]; then \
 	  ln -sfn "$$(basename "$$runs")" "$$(dirname "$$runs")/latest" && \
