@@ -29,7 +29,7 @@ help:
 	@echo "make lock         regenerate requirements.lock from requirements.in (pip-compile, hashes)"
 	@echo "make cluster-up / cluster-down   start / stop the local 2-node Slurm cluster used by the tests"
 	@echo "make clean        delete runs/ and .benchmarks/ (results of earlier runs)"
-	@echo "make parity       product vs bare Lightning vs a hand-written loop, interleaved (PAIRS=5; docs/performance.md)"
+	@echo "make parity       product vs bare Lightning vs a hand-written loop, in turns (PAIRS=5 SLICE_S=1; docs/performance.md)"
 	@echo "make gpu-check    the prepared GPU check from the source tree (GPU_PYTHON=python3; docs/performance.md)"
 
 setup: $(VENV)/.installed
@@ -107,10 +107,12 @@ container-tools:
 	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CONTAINER_TOOLS) >/dev/null; }; \
 	fi
 
-# Parity benchmark (docs/performance.md): not a test; prints median throughput ratios with 95 % CIs.
+# Parity benchmark (docs/performance.md): not a test; prints median ratios with 95 % CIs. A round's
+# sides run together in turns of SLICE_S seconds (0: one after the other, also images/s over epochs).
 PAIRS ?= 5
+SLICE_S ?= 1
 parity: setup
-	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m bench.parity --preset $(PRESET) --pairs $(PAIRS) --out runs/parity-$(STAMP)
+	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m bench.parity --preset $(PRESET) --pairs $(PAIRS) --slice-s $(SLICE_S) --out runs/parity-$(STAMP)
 
 # The GPU check runs in the GPU machine's own Python (GPU_PYTHON) from this source tree; the data
 # archive travels in the ignored folder .gpu-check/.

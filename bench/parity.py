@@ -3,17 +3,20 @@
     make parity                     # = python -m bench.parity --data $BENCH_DATA --preset cpu --pairs 5
     python -m bench.parity --data ../shared/data/cifar10-jpeg.tar.gz --pairs 5 --data-paths device,uint8
 
-Each round runs, per data path, the three sides in fresh processes, one after the other, in an
-order rotated from round to round (so drift of a busy machine does not always hit the same side):
-``hand`` (:func:`bench.parity_sides.hand_written`), ``lightning``
+Each round runs, per data path, the three sides in fresh processes, in an order rotated from round
+to round: ``hand`` (:func:`bench.parity_sides.hand_written`), ``lightning``
 (:func:`bench.parity_sides.bare_lightning`) and ``product`` (``python -m bench run --case
-baseline``, its throughput read back from the result JSON). Within a round the ratios
-product/lightning and product/hand of training throughput (images/s) are taken; the report gives
-their median over the rounds with a 95 % bootstrap confidence interval (scipy.stats.bootstrap,
-percentile method). The same is given for a second measure, images per *median* step time (each
-side's steps timed end to end as the product's breakdown ``step_s``), which bursts of other load on
-a shared machine move far less than a mean. Same work is checked: every run of a data path made the same number of
-optimizer steps, and every final test accuracy lies within ``--accuracy-tolerance`` of their median.
+baseline``, read back from its result JSON). By default the sides of a round run together, in turns
+of ``--slice-s`` seconds (:func:`bench.timeslice.run_sliced`), so that the machine's drifting speed
+hits all of them alike; the measure is then images per *median* step time (each side's steps timed
+end to end as the product's breakdown ``step_s``; the step that spans another side's turn is an
+outlier the median ignores). With ``--slice-s 0`` the sides run one after the other and a second
+measure is given, training throughput (images / training seconds, the product's
+``throughput_img_s``), which also takes in per-epoch costs and every burst of other load. Within a
+round the ratios product/lightning and product/hand are taken; the report gives their median over
+the rounds with a 95 % bootstrap confidence interval (scipy.stats.bootstrap, percentile method).
+Same work is checked: every run of a data path made the same number of optimizer steps, and every
+final test accuracy lies within ``--accuracy-tolerance`` of their median.
 
 Exit status (bench.exitcodes): 0 all sides ran and did the same work; 1 a side failed; 3 the
 sides did different work (their ratios are no figure). Not a test: targets are printed, not asserted.
@@ -34,6 +37,7 @@ import numpy as np
 
 from bench.config import DATA_ENV, PRESETS, make_config
 from bench.exitcodes import ExitCode
+from bench.timeslice import run_sliced
 
 SIDES = ("hand", "lightning", "product")
 ALL_SIDES = SIDES + ("product_before",)  # product_before: only with --before-tree
@@ -116,16 +120,28 @@ def summarize(runs: list[dict[str, Any]], accuracy_tolerance: float) -> dict[str
             "same_work_problems": same_work(runs, accuracy_tolerance)}
 
 
-def _product(overrides: dict[str, Any], out: Path, tree: str | None = None) -> dict[str, Any]:
+def side_command(side: str, overrides: dict[str, Any], out: Path, before_tree: str | None = None) -> dict[str, Any]:
+    """How one side runs in a fresh process: ``{"args", "env", "cwd"}`` (env/cwd None = this process's).
+
+    ``product`` is ``python -m bench run --case baseline``; ``product_before`` the same from
+    ``before_tree`` (another checkout, e.g. before a change); ``hand`` and ``lightning`` are this
+    module's ``--side`` child, which writes ``out/<side>.json``.
+    """
+    if side in ("product", "product_before"):
+        args = [sys.executable, "-m", "bench", "run", "--case", "baseline", "--preset", overrides["preset"], "--out", str(out)]
+        for key in ("data", "data_path", "epochs", "train_samples", "test_samples", "cache_dir"):
+            if overrides.get(key) not in (None, ""):
+                args += [f"--{key.replace('_', '-')}", str(overrides[key])]
+        tree = before_tree if side == "product_before" else None
+        return {"args": args, "env": {**os.environ, "PYTHONPATH": tree} if tree else None, "cwd": tree}
+    args = [sys.executable, "-m", "bench.parity", "--side", side, "--overrides", json.dumps(overrides),
+            "--result", str(out / f"{side}.json")]
+    return {"args": args, "env": None, "cwd": None}
+
+
+def _product_result(proc: subprocess.CompletedProcess) -> dict[str, Any]:
     from bench.results import load_result
 
-    args = [sys.executable, "-m", "bench", "run", "--case", "baseline", "--preset", overrides["preset"],
-            "--out", str(out)]
-    for key in ("data", "data_path", "epochs", "train_samples", "test_samples", "cache_dir"):
-        if overrides.get(key) not in (None, ""):
-            args += [f"--{key.replace('_', '-')}", str(overrides[key])]
-    env = {**os.environ, "PYTHONPATH": tree} if tree else None  # another source tree (e.g. before a change)
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=_TIMEOUT_S, env=env, cwd=tree)
     lines = [ln.split("result: ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("result: ")]
     # exit 3 with a finite loss: only the preset's accuracy floor missed (short runs); same_work judges accuracy
     if proc.returncode not in (ExitCode.OK, ExitCode.SANITY) or not lines:
@@ -142,42 +158,58 @@ def _product(overrides: dict[str, Any], out: Path, tree: str | None = None) -> d
             "result": lines[-1]}
 
 
-def run_side(side: str, overrides: dict[str, Any], out: Path, before_tree: str | None = None) -> dict[str, Any]:
-    """One side in a fresh process; returns ``{"throughput_img_s", "optimizer_steps", "test_accuracy", ...}``.
-
-    ``product_before`` is the product run from ``before_tree`` (another checkout, e.g. before a change).
+def side_result(side: str, proc: subprocess.CompletedProcess, out: Path) -> dict[str, Any]:
+    """What a side's finished process measured: ``{"throughput_img_s", "optimizer_steps", "median_step_s",
+    "test_accuracy", ...}``.
 
     Raises:
         RuntimeError: the side's process failed (its stderr's tail in the message).
     """
     if side in ("product", "product_before"):
-        return _product(overrides, out, before_tree if side == "product_before" else None)
-    result = out / f"{side}.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.parity", "--side", side, "--overrides", json.dumps(overrides),
-                           "--result", str(result)], capture_output=True, text=True, timeout=_TIMEOUT_S)
+        return _product_result(proc)
     if proc.returncode != 0:
         raise RuntimeError(f"{side} run failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    r = json.loads(result.read_text())
+    r = json.loads((out / f"{side}.json").read_text())
     return {**r, "throughput_img_s": r["images"] / r["train_s"]}
 
 
+def _run_sides(sides: list[str], overrides: dict[str, Any], folder: Path, before_tree: str | None,
+               slice_s: float) -> dict[str, dict[str, Any]]:
+    """The sides of one round and data path, one after the other (``slice_s`` 0) or time-sliced; results by side."""
+    commands = {side: side_command(side, overrides, folder / side, before_tree) for side in sides}
+    for side in sides:
+        (folder / side).mkdir(parents=True, exist_ok=True)
+    if slice_s > 0:
+        procs = run_sliced({s: c["args"] for s, c in commands.items()}, slice_s, _TIMEOUT_S,
+                           envs={s: c["env"] for s, c in commands.items()}, cwds={s: c["cwd"] for s, c in commands.items()})
+    else:
+        procs = {s: subprocess.run(c["args"], capture_output=True, text=True, timeout=_TIMEOUT_S, env=c["env"], cwd=c["cwd"])
+                 for s, c in commands.items()}
+    results = {side: side_result(side, procs[side], folder / side) for side in sides}
+    if slice_s > 0:  # a side's wall clock also ran through the others' turns: no images/s figure
+        for r in results.values():
+            r["throughput_img_s"] = None
+    return results
+
+
 def run_rounds(overrides: dict[str, Any], data_paths: list[str], pairs: int, out: Path, before_tree: str | None = None,
-               log=lambda text: print(text, flush=True)) -> dict[str, list[dict[str, Any]]]:
-    """``pairs`` rounds; in each, per data path, the three sides in rotated order. Returns runs per path."""
+               slice_s: float = 0.0, log=lambda text: print(text, flush=True)) -> dict[str, list[dict[str, Any]]]:
+    """``pairs`` rounds; in each, per data path, the sides in an order rotated from round to round, one
+    after the other or (``slice_s`` > 0) time-sliced (:func:`bench.timeslice.run_sliced`). Returns runs per path."""
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in data_paths}
     batch = make_config(**overrides).global_batch_size  # images per step: baseline is one device
     for i in range(pairs):
         sides = SIDES + (("product_before",) if before_tree else ())
-        order = sides[i % len(sides):] + sides[:i % len(sides)]
+        order = list(sides[i % len(sides):] + sides[:i % len(sides)])
         for path in (data_paths if i % 2 == 0 else data_paths[::-1]):
+            results = _run_sides(order, {**overrides, "data_path": path}, out / f"round{i}" / path, before_tree, slice_s)
             for side in order:
-                folder = out / f"round{i}" / path / side
-                folder.mkdir(parents=True, exist_ok=True)
-                r = run_side(side, {**overrides, "data_path": path}, folder, before_tree)
+                r = results[side]
                 r["median_step_img_s"] = batch / r["median_step_s"] if r.get("median_step_s") else None
                 runs[path].append({"side": side, "round": i, **r})
+                speed = f"{r['throughput_img_s']:8.0f}" if r["throughput_img_s"] else "       -"
                 step = f"{r['median_step_img_s']:8.0f}" if r["median_step_img_s"] else "       -"
-                log(f"round {i} {path:>6} {side:>14}: {r['throughput_img_s']:8.0f} images/s, {step} per median step, "
+                log(f"round {i} {path:>6} {side:>14}: {speed} images/s, {step} per median step, "
                     f"{r['optimizer_steps']} steps, test accuracy {r['test_accuracy']:.4f}")
     return runs
 
@@ -225,6 +257,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--test-samples", type=int)
     ap.add_argument("--cache-dir")
     ap.add_argument("--accuracy-tolerance", type=float, default=0.03, help="fraction (default 0.03 = 3 points)")
+    ap.add_argument("--slice-s", type=float, default=1.0,
+                    help="run a round's sides together, in turns of this many seconds (default 1; the median step is "
+                         "then the measure); 0 = one after the other, both measures (see bench/timeslice.py)")
     ap.add_argument("--before-tree", help="also run the product from this source tree (before a change), interleaved")
     ap.add_argument("--out", type=Path, help="folder for the runs and parity.json (default: a temporary folder)")
     ap.add_argument("--side", choices=("hand", "lightning"), help=argparse.SUPPRESS)  # internal: one child
@@ -239,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         return _child(args.side, json.loads(args.overrides), args.result)
     from bench.results import write_json_atomic
 
-    if not args.data or args.pairs < 1:
-        print(f"need --data (or ${DATA_ENV}) and --pairs >= 1", file=sys.stderr)
+    if not args.data or args.pairs < 1 or args.slice_s < 0:
+        print(f"need --data (or ${DATA_ENV}), --pairs >= 1 and --slice-s >= 0", file=sys.stderr)
         return ExitCode.BAD_INPUT
     overrides = {"preset": args.preset, "data": args.data, "epochs": args.epochs, "train_samples": args.train_samples,
                  "test_samples": args.test_samples, "cache_dir": args.cache_dir, "case": "baseline"}
@@ -248,14 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     make_config(**{**overrides, "data_path": paths[0]})  # bad input fails here, before anything runs
     out = args.out or Path(tempfile.mkdtemp(prefix="parity-"))
     try:
-        runs = run_rounds(overrides, paths, args.pairs, out, args.before_tree)
-    except RuntimeError as err:
+        runs = run_rounds(overrides, paths, args.pairs, out, args.before_tree, args.slice_s)
+    except (RuntimeError, subprocess.TimeoutExpired) as err:
         print(err, file=sys.stderr)
         return ExitCode.FAILED
     summary = {p: summarize(r, args.accuracy_tolerance) for p, r in runs.items()}
-    write_json_atomic({"overrides": overrides, "pairs": args.pairs, "before_tree": args.before_tree, "summary": summary, "runs": runs},
+    write_json_atomic({"overrides": overrides, "pairs": args.pairs, "slice_s": args.slice_s, "before_tree": args.before_tree, "summary": summary, "runs": runs},
                       out / "parity.json")
     print(format_report(summary))
+    if args.slice_s > 0:
+        print(f"(sides run in turns of {args.slice_s:g} s: images/s over an epoch would count the others' turns, "
+              "so the measure is images per median step; --slice-s 0 gives both)")
     print(f"parity: {out / 'parity.json'}")
     return ExitCode.SANITY if any(s["same_work_problems"] for s in summary.values()) else ExitCode.OK
 

@@ -64,11 +64,12 @@ def test_summarize_pairs_median_step_ratios_too():
     assert "product/hand" not in summarize(runs, 0.03)["step_ratios"]
 
 
-def test_one_tiny_round_runs_and_all_sides_do_the_same_work(tmp_path):
+@pytest.mark.parametrize("slice_s", ["1", "0"])  # the sides in turns (default), one after the other
+def test_one_tiny_round_runs_and_all_sides_do_the_same_work(tmp_path, slice_s):
     out = tmp_path / "parity"
     proc = subprocess.run([sys.executable, "-m", "bench.parity", "--data", "synthetic", "--preset", "smoke",
                            "--pairs", "1", "--data-paths", "device", "--train-samples", "640", "--test-samples", "200",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=REPO)
+                           "--slice-s", slice_s, "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "parity.json").read_text())
     runs = report["runs"]["device"]
@@ -79,3 +80,17 @@ def test_one_tiny_round_runs_and_all_sides_do_the_same_work(tmp_path):
     assert len({(r["test_correct"], r["test_total"]) for r in runs}) == 1
     assert "product/hand" in proc.stdout and "product/lightning" in proc.stdout and "median step" in proc.stdout
     assert all(r["median_step_s"] > 0 for r in runs)  # every side timed its steps
+    # in turns, a side's epoch clock also ran through the others' turns: no images/s figure, said so
+    images_rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("device") and "images/s" in ln]
+    if slice_s == "0":
+        assert all(r["throughput_img_s"] > 0 for r in runs) and len(images_rows) == 2
+    else:
+        assert all(r["throughput_img_s"] is None for r in runs) and images_rows == []
+        assert "images per median step" in proc.stdout and report["slice_s"] == 1.0
+
+
+def test_bad_slices_are_refused_before_anything_runs(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.parity", "--data", "synthetic", "--slice-s", "-1",
+                           "--out", str(tmp_path / "p")], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 2 and "--slice-s >= 0" in proc.stderr
+    assert not (tmp_path / "p").exists()
