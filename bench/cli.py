@@ -142,14 +142,22 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _reason(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: say what happened, e.g. 'stopped by the Slurm time limit (SIGUSR1)'")
+    return text
+
+
 def _add_mark_interrupted_parser(sub) -> None:
-    m = sub.add_parser("mark-interrupted", help="record a case as interrupted (used by slurm/suite.sh)")
-    m.add_argument("--case", choices=CASES, required=True)
-    m.add_argument("--preset", choices=tuple(PRESETS), default="smoke")
-    m.add_argument("--data", default="unknown")
-    m.add_argument("--out", dest="out_dir", required=True, type=folder_argument)
-    m.add_argument("--reason", required=True)
-    m.add_argument("--status", choices=("interrupted", "failed"), default="interrupted")
+    m = sub.add_parser("mark-interrupted", help="record a case as interrupted (used by slurm/suite.sh)",
+                       description="Write the record of a case whose run could not write its own (e.g. stopped by "
+                                   "the Slurm time limit before it started); a record the run wrote is kept as it is.")
+    m.add_argument("--case", choices=CASES, required=True, help="the case that did not finish")
+    m.add_argument("--preset", choices=tuple(PRESETS), required=True, help="the preset it was asked to run with")
+    m.add_argument("--data", required=True, help="the data set it was asked to read (a path, or synthetic)")
+    m.add_argument("--out", dest="out_dir", required=True, type=folder_argument, help="folder of the run's records")
+    m.add_argument("--reason", required=True, type=_reason, help="what happened, in words (the record's reason)")
+    m.add_argument("--status", choices=("interrupted", "failed"), default="interrupted", help="default: interrupted")
     m.set_defaults(func=cmd_mark_interrupted)
 
 

@@ -111,3 +111,21 @@ def test_an_option_before_any_command_asks_for_the_command_first(capsys):
         with pytest.raises(SystemExit):
             cli.parser().parse_args(words)
         assert said in capsys.readouterr().err
+
+
+def test_mark_interrupted_asks_for_what_the_record_needs(capsys):
+    """The record of a case that could not write its own names its preset, data and reason: none is guessed."""
+    import pytest
+
+    from bench import cli
+
+    base = ["mark-interrupted", "--case", "ddp", "--out", "runs/x"]
+    for words, said in (([*base, "--data", "synthetic", "--reason", "time limit"], "the following arguments are required: --preset"),
+                        ([*base, "--preset", "smoke", "--reason", "time limit"], "the following arguments are required: --data"),
+                        ([*base, "--preset", "smoke", "--data", "synthetic", "--reason", " "],
+                         "argument --reason: empty: say what happened")):
+        with pytest.raises(SystemExit) as stop:
+            cli.parser().parse_args(words)
+        assert stop.value.code == 2 and said in capsys.readouterr().err
+    args = cli.parser().parse_args([*base, "--preset", "cpu", "--data", "synthetic", "--reason", "time limit"])
+    assert (args.preset, args.data, args.reason, args.status) == ("cpu", "synthetic", "time limit", "interrupted")

@@ -344,7 +344,8 @@ def test_the_script_record_never_replaces_the_runs_own(tmp_path):
     """slurm/suite.sh writes a case's record only where no rank could: first writer wins."""
     out = tmp_path / "out"
     env = _env(BENCH_RUN_ID="ddp-job7.suite")
-    mark = [sys.executable, "-m", "bench", "mark-interrupted", "--case", "ddp", "--data", "synthetic", "--out", str(out)]
+    mark = [sys.executable, "-m", "bench", "mark-interrupted", "--case", "ddp", "--preset", "smoke", "--data", "synthetic",
+            "--out", str(out)]
     first = subprocess.run([*mark, "--status", "failed", "--reason", "srun step exited 137"], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     second = subprocess.run([*mark, "--reason", "stopped by the Slurm time limit"], cwd=REPO, env=env,
