@@ -12,6 +12,10 @@ few seconds. A stopped process's own clock keeps going: its wall-clock totals (e
 epoch) take in the others' turns and are no figure; per-step times are, apart from the one step a
 turn that spans the stop, which a median ignores (:func:`bench.parity_sides.median_step_s`).
 
+A stopped process cannot notice that its parent died, so a guard process (:class:`_Guard`, in a
+session of its own) holds the list of process groups: when this process ends in any way, even by
+SIGKILL, the guard's input closes and it kills (and continues) every group still listed.
+
 Used by :mod:`bench.parity`; POSIX only (process groups and job-control signals).
 """
 
@@ -21,8 +25,41 @@ import collections
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+
+# The guard: reads "add PGID" / "drop PGID" lines; at the end of its input (this process ended or
+# closed it) it kills every group still listed, then continues it so that stopped members die too.
+_GUARD = """
+import os, signal, sys
+groups = set()
+for line in sys.stdin:
+    verb, pgid = line.split()
+    (groups.add if verb == "add" else groups.discard)(int(pgid))
+for pgid in groups:
+    for sig in (signal.SIGKILL, signal.SIGCONT):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+"""
+
+
+class _Guard:
+    """A process that kills the listed process groups when this one ends (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen([sys.executable, "-c", _GUARD], stdin=subprocess.PIPE, text=True,
+                                      start_new_session=True)  # (a terminal's Ctrl-C must not end it first)
+
+    def tell(self, verb: str, pgid: int) -> None:
+        self._proc.stdin.write(f"{verb} {pgid}\n")
+        self._proc.stdin.flush()
+
+    def close(self) -> None:
+        self._proc.stdin.close()
+        self._proc.wait()
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -48,14 +85,17 @@ def _finish(proc: subprocess.Popen, files: list) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, texts[0], texts[1])
 
 
-def _end_all(procs: dict[str, tuple[subprocess.Popen, list]]) -> None:
-    """Kill every process group still running (continued first, so a stopped group dies too) and reap it."""
-    for proc, _ in procs.values():
-        if proc.poll() is None:
-            _signal_group(proc, signal.SIGKILL)
-            _signal_group(proc, signal.SIGCONT)
-    for proc, _ in procs.values():
+def _end_all(procs: dict[str, tuple[subprocess.Popen, list]], guard: _Guard) -> None:
+    """Kill the process groups of the leaders not yet reaped (continued after, so that a stopped member
+    dies too), reap them and tell the guard they are gone."""
+    running = [proc for proc, _ in procs.values() if proc.returncode is None]
+    for proc in running:
+        _signal_group(proc, signal.SIGKILL)
+        _signal_group(proc, signal.SIGCONT)
+    for proc in running:
         proc.wait()
+        guard.tell("drop", proc.pid)
+    guard.close()
 
 
 def run_sliced(commands: dict[str, list[str]], slice_s: float, timeout_s: float,
@@ -79,6 +119,7 @@ def run_sliced(commands: dict[str, list[str]], slice_s: float, timeout_s: float,
     active_s = dict.fromkeys(commands, 0.0)  # each process's own turns so far (s)
     turns = collections.deque(commands)
     done: dict[str, subprocess.CompletedProcess] = {}
+    guard = _Guard()
     try:
         while turns:
             name = turns[0]
@@ -86,6 +127,7 @@ def run_sliced(commands: dict[str, list[str]], slice_s: float, timeout_s: float,
                 _signal_group(procs[name][0], signal.SIGCONT)
             else:
                 procs[name] = _start(commands[name], envs.get(name), cwds.get(name))
+                guard.tell("add", procs[name][0].pid)
             start = time.monotonic()
             try:
                 procs[name][0].wait(timeout=min(slice_s, timeout_s - active_s[name]))
@@ -98,7 +140,8 @@ def run_sliced(commands: dict[str, list[str]], slice_s: float, timeout_s: float,
                 continue
             turns.popleft()
             _signal_group(procs[name][0], signal.SIGKILL)  # what it left behind in its group (e.g. workers)
+            guard.tell("drop", procs[name][0].pid)
             done[name] = _finish(*procs[name])
     finally:
-        _end_all(procs)
+        _end_all(procs, guard)
     return done

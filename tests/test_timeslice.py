@@ -14,6 +14,7 @@ import time
 import pytest
 
 from bench.timeslice import run_sliced
+from tests.results_factory import REPO
 
 # Busy for CPU_S seconds of its own CPU time (a stopped process accrues none), printing the
 # monotonic time stamps it saw every ~2 ms as JSON.
@@ -105,6 +106,23 @@ def test_what_a_finished_process_left_in_its_group_is_killed(tmp_path):
                       slice_s=0.5, timeout_s=60)
     assert done["leaver"].returncode == 0
     assert _wait_gone([int(pids.read_text().split()[1])])  # its `sleep 60` did not outlive it
+
+
+def test_a_killed_runner_leaves_no_process_behind(tmp_path):
+    """SIGKILL of the process that runs the turns (nothing of it runs after): its guard kills the groups,
+    the stopped one too."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    family = {n: [sys.executable, "-c", FAMILY.format(pids=str(p), last="time.sleep(60)")] for n, p in (("a", a), ("b", b))}
+    runner = subprocess.Popen([sys.executable, "-c", "import sys; from bench.timeslice import run_sliced; "
+                               f"run_sliced({family!r}, slice_s=0.3, timeout_s=60)"], cwd=REPO)
+    deadline = time.monotonic() + 30
+    while not (a.exists() and b.exists() and b.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)  # b has its turn, a is stopped
+    runner.kill()
+    runner.wait()
+    pids = [int(p) for f in (a, b) for p in f.read_text().split()]
+    assert len(pids) == 4 and _wait_gone(pids)
 
 
 def test_bad_slices_are_refused():
