@@ -7,13 +7,16 @@ figures (docs/performance.md), never asserted in a test.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from bench.parity import ratio_summary, same_work, summarize
+from bench.parity_report import ratio_summary, same_work, summarize
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,3 +97,41 @@ def test_bad_slices_are_refused_before_anything_runs(tmp_path):
                            "--out", str(tmp_path / "p")], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 2 and "--slice-s >= 0" in proc.stderr
     assert not (tmp_path / "p").exists()
+
+
+def _processes_naming(text: str) -> list[str]:
+    """Command lines of the processes that mention ``text`` (from /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        if text in args:
+            found.append(args)
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_parity_run_says_so_exits_4_and_leaves_no_process(tmp_path, sig):
+    """Ctrl-C (SIGINT to its process group) or SIGTERM to the parity process while the sides run in turns."""
+    out = tmp_path / "parity"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.parity", "--data", "synthetic", "--preset", "smoke",
+                             "--pairs", "1", "--data-paths", "device", "--train-samples", "6400", "--test-samples", "200",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(_processes_naming(str(out / "round0"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)  # two sides started: one has its turn, one is stopped
+    assert proc.poll() is None, proc.communicate()
+    if sig == signal.SIGINT:  # a terminal's Ctrl-C: to the whole foreground group
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4 and "parity: interrupted; no summary" in err, err[-2000:]
+    assert not (out / "parity.json").exists()
+    deadline = time.monotonic() + 10
+    while _processes_naming(str(out)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_naming(str(out)) == []
