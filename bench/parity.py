@@ -1,6 +1,6 @@
 """Parity benchmark: the product's baseline case against bare Lightning and a hand-written loop.
 
-    make parity                     # = python -m bench.parity --data $BENCH_DATA --preset cpu --pairs 5
+    make parity                     # = python -m bench.parity --data $BENCH_DATA --preset cpu --pairs 5 --slice-s 1
     python -m bench.parity --data ../shared/data/cifar10-jpeg.tar.gz --pairs 5 --data-paths device,uint8
 
 Each round runs, per data path, the three sides in fresh processes, in an order rotated from round
@@ -18,8 +18,9 @@ the rounds with a 95 % bootstrap confidence interval (scipy.stats.bootstrap, per
 Same work is checked: every run of a data path made the same number of optimizer steps, and every
 final test accuracy lies within ``--accuracy-tolerance`` of their median.
 
-Exit status (bench.exitcodes): 0 all sides ran and did the same work; 1 a side failed; 3 the
-sides did different work (their ratios are no figure); 4 stopped by Ctrl-C or SIGTERM (no summary;
+Exit status (bench.exitcodes): 0 all sides ran and did the same work; 1 a side failed; 2 bad input
+(nothing ran); 3 the sides did different work, or a turn held fewer than 50 median steps (the ratios
+are no figure); 4 stopped by Ctrl-C or SIGTERM (no summary;
 no side's process is left). Not a test: targets are printed, not asserted.
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -37,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.config import DATA_ENV, PRESETS, make_config
+from bench.config import DATA_ENV, PRESETS, ConfigError, make_config
 from bench.exitcodes import ExitCode
 from bench.parity_report import format_report, summarize
 from bench.timeslice import run_sliced
@@ -105,12 +107,11 @@ def _run_sides(sides: list[str], overrides: dict[str, Any], folder: Path, before
     commands = {side: side_command(side, overrides, folder / side, before_tree) for side in sides}
     for side in sides:
         (folder / side).mkdir(parents=True, exist_ok=True)
+    envs, cwds = {s: c["env"] for s, c in commands.items()}, {s: c["cwd"] for s, c in commands.items()}
     if slice_s > 0:
-        procs = run_sliced({s: c["args"] for s, c in commands.items()}, slice_s, _TIMEOUT_S,
-                           envs={s: c["env"] for s, c in commands.items()}, cwds={s: c["cwd"] for s, c in commands.items()})
-    else:
-        procs = {s: subprocess.run(c["args"], capture_output=True, text=True, timeout=_TIMEOUT_S, env=c["env"], cwd=c["cwd"])
-                 for s, c in commands.items()}
+        procs = run_sliced({s: c["args"] for s, c in commands.items()}, slice_s, _TIMEOUT_S, envs=envs, cwds=cwds)
+    else:  # one after the other, each a single "turn" as long as its timeout: the guard still ends it with this process
+        procs = {s: run_sliced({s: c["args"]}, _TIMEOUT_S, _TIMEOUT_S, envs=envs, cwds=cwds)[s] for s, c in commands.items()}
     results = {side: side_result(side, procs[side], folder / side) for side in sides}
     if slice_s > 0:  # a side's wall clock also ran through the others' turns: no images/s figure
         for r in results.values():
@@ -128,6 +129,8 @@ def run_rounds(overrides: dict[str, Any], data_paths: list[str], pairs: int, out
         sides = SIDES + (("product_before",) if before_tree else ())
         order = list(sides[i % len(sides):] + sides[:i % len(sides)])
         for path in (data_paths if i % 2 == 0 else data_paths[::-1]):
+            how = f"in turns of {slice_s:g} s" if slice_s > 0 else "one after the other"
+            log(f"round {i} {path:>6}: {', '.join(order)}, {how} ...")
             results = _run_sides(order, {**overrides, "data_path": path}, out / f"round{i}" / path, before_tree, slice_s)
             for side in order:
                 r = results[side]
@@ -135,7 +138,7 @@ def run_rounds(overrides: dict[str, Any], data_paths: list[str], pairs: int, out
                 runs[path].append({"side": side, "round": i, **r})
                 speed = f"{r['throughput_img_s']:8.0f}" if r["throughput_img_s"] else "       -"
                 step = f"{r['median_step_img_s']:8.0f}" if r["median_step_img_s"] else "       -"
-                log(f"round {i} {path:>6} {side:>14}: {speed} images/s, {step} per median step, "
+                log(f"round {i} {path:>6} {side:>14}: {speed} images/s over epochs, {step} images/s at the median step, "
                     f"{r['optimizer_steps']} steps, test accuracy {r['test_accuracy']:.4f}")
     return runs
 
@@ -153,20 +156,35 @@ def _interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _at_least(low: float, integer: bool = False):
+    """An argparse type: a finite number >= ``low`` (an int when ``integer``)."""
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if integer else 'a number'} >= {low:g}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low:g}, got {text!r}")
+        return value
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench.parity", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=os.environ.get(DATA_ENV), help=f"data set (default ${DATA_ENV})")
     ap.add_argument("--preset", choices=tuple(PRESETS), default="cpu")
-    ap.add_argument("--pairs", type=int, default=5, help="rounds of all three sides per data path (>= 1)")
+    ap.add_argument("--pairs", type=_at_least(1, integer=True), default=5, help="rounds of all three sides per data path (>= 1)")
     ap.add_argument("--data-paths", default="device,uint8", help="comma-separated data paths")
-    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--epochs", type=_at_least(1, integer=True))
     ap.add_argument("--train-samples", type=int)
     ap.add_argument("--test-samples", type=int)
     ap.add_argument("--cache-dir")
-    ap.add_argument("--accuracy-tolerance", type=float, default=0.03, help="fraction (default 0.03 = 3 points)")
-    ap.add_argument("--slice-s", type=float, default=1.0,
+    ap.add_argument("--accuracy-tolerance", type=_at_least(0), default=0.03, help="fraction (default 0.03 = 3 points)")
+    ap.add_argument("--slice-s", type=_at_least(0), default=1.0,
                     help="run a round's sides together, in turns of this many seconds (default 1; the median step is "
-                         "then the measure); 0 = one after the other, both measures (see bench/timeslice.py)")
+                         "then the measure; a turn must hold 50 median steps); 0 = one after the other, both measures "
+                         "(see bench/timeslice.py)")
     ap.add_argument("--before-tree", help="also run the product from this source tree (before a change), interleaved")
     ap.add_argument("--out", type=Path, help="folder for the runs and parity.json (default: a temporary folder)")
     ap.add_argument("--side", choices=("hand", "lightning"), help=argparse.SUPPRESS)  # internal: one child
@@ -175,19 +193,49 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _checked_paths(args: argparse.Namespace, overrides: dict[str, Any]) -> list[str]:
+    """The data paths to compare, each checked, and the data set decoded into the cache once (before any
+    side is timed).
+
+    Raises:
+        ConfigError: no data set, no data path, or a value no run would accept.
+        bench.sources.DataError: the data set is missing, unreadable or corrupt.
+    """
+    from bench import staging
+
+    if not args.data:
+        raise ConfigError(f"no data set: pass --data PATH (or set ${DATA_ENV}), or --data synthetic")
+    paths = [p.strip() for p in args.data_paths.split(",") if p.strip()]
+    if not paths:
+        raise ConfigError("--data-paths names no data path: e.g. --data-paths device,uint8")
+    configs = [make_config(**{**overrides, "data_path": p}) for p in paths]
+    staging.ensure_data(configs[0])
+    return paths
+
+
+def _report(summary: dict[str, Any], slice_s: float, out: Path) -> int:
+    print(format_report(summary))
+    if slice_s > 0:
+        print(f"(sides run in turns of {slice_s:g} s: images/s over epochs would count the others' turns, so the "
+              "measure is images/s at the median step, i.e. batch / median step time; --slice-s 0 gives both)")
+    print(f"parity: {out / 'parity.json'}")
+    return ExitCode.SANITY if any(s["same_work_problems"] or s["turn_problems"] for s in summary.values()) else ExitCode.OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.side:
         return _child(args.side, json.loads(args.overrides), args.result)
     from bench.results import write_json_atomic
+    from bench.sources import DataError
 
-    if not args.data or args.pairs < 1 or args.slice_s < 0:
-        print(f"need --data (or ${DATA_ENV}), --pairs >= 1 and --slice-s >= 0", file=sys.stderr)
-        return ExitCode.BAD_INPUT
     overrides = {"preset": args.preset, "data": args.data, "epochs": args.epochs, "train_samples": args.train_samples,
                  "test_samples": args.test_samples, "cache_dir": args.cache_dir, "case": "baseline"}
-    paths = [p for p in args.data_paths.split(",") if p]
-    make_config(**{**overrides, "data_path": paths[0]})  # bad input fails here, before anything runs
+    try:
+        paths = _checked_paths(args, overrides)  # bad input fails here, before anything runs
+    except (ConfigError, DataError) as err:
+        print(f"python -m bench.parity: error: {err}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
     out = args.out or Path(tempfile.mkdtemp(prefix="parity-"))
     signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C: the sides' processes are ended on the way out
     try:
@@ -196,18 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return ExitCode.FAILED
     except KeyboardInterrupt:
-        print(f"parity: interrupted; no summary (the finished runs are in {out})", file=sys.stderr)
+        print(f"parity: interrupted; no summary (its output folder: {out})", file=sys.stderr)
         return ExitCode.INTERRUPTED
-    summary = {p: summarize(r, args.accuracy_tolerance) for p, r in runs.items()}
-    write_json_atomic({"overrides": overrides, "pairs": args.pairs, "slice_s": args.slice_s, "before_tree": args.before_tree, "summary": summary, "runs": runs},
-                      out / "parity.json")
-    print(format_report(summary))
-    if args.slice_s > 0:
-        print(f"(sides run in turns of {args.slice_s:g} s: images/s over an epoch would count the others' turns, "
-              "so the measure is images per median step; --slice-s 0 gives both)")
-    print(f"parity: {out / 'parity.json'}")
-    return ExitCode.SANITY if any(s["same_work_problems"] for s in summary.values()) else ExitCode.OK
-
+    summary = {p: summarize(r, args.accuracy_tolerance, args.slice_s) for p, r in runs.items()}
+    write_json_atomic({"overrides": overrides, "pairs": args.pairs, "slice_s": args.slice_s, "before_tree": args.before_tree,
+                       "summary": summary, "runs": runs}, out / "parity.json")
+    return _report(summary, args.slice_s, out)
 
 if __name__ == "__main__":
     sys.exit(main())

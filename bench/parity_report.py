@@ -13,6 +13,9 @@ import numpy as np
 
 ALL_SIDES = ("hand", "lightning", "product", "product_before")  # product_before: only with --before-tree
 TARGETS = {"product/lightning": 0.97, "product/hand": 0.90}  # issue 14: the harness's own cost
+# Sides in turns: each turn has one step that spans the other sides' turns; with >= 50 steps a turn
+# that is <= 2 % of the steps, which moves a median by at most about one percentile.
+MIN_STEPS_PER_TURN = 50
 RATIOS = ("product/lightning", "product/hand", "product_before/lightning", "product_before/hand", "product/product_before")
 
 
@@ -74,8 +77,24 @@ def _medians(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
             if (values := [r[key] for r in runs if r["side"] == s and r.get(key)])}
 
 
-def summarize(runs: list[dict[str, Any]], accuracy_tolerance: float) -> dict[str, Any]:
-    """Per-path figures from runs of one data path: throughput medians, ratio summaries, same-work check.
+def turn_problems(runs: list[dict[str, Any]], slice_s: float) -> list[str]:
+    """Why runs made in turns of ``slice_s`` seconds give no median-step figure: the slowest median step
+    leaves fewer than :data:`MIN_STEPS_PER_TURN` steps a turn ([] = fine, or not in turns; pure)."""
+    timed = [r for r in runs if r.get("median_step_s")]
+    if slice_s <= 0 or not timed:
+        return []
+    slowest = max(timed, key=lambda r: r["median_step_s"])
+    steps = slice_s / slowest["median_step_s"]
+    if steps >= MIN_STEPS_PER_TURN:
+        return []
+    return [f"{slowest['side']} (round {slowest['round']}): a median step of {1000 * slowest['median_step_s']:.1f} ms "
+            f"fits {steps:.0f} steps in a turn of {slice_s:g} s, fewer than {MIN_STEPS_PER_TURN}, so the steps that span "
+            f"other sides' turns move the median; use --slice-s {MIN_STEPS_PER_TURN * slowest['median_step_s']:.1f} or more"]
+
+
+def summarize(runs: list[dict[str, Any]], accuracy_tolerance: float, slice_s: float = 0.0) -> dict[str, Any]:
+    """Per-path figures from runs of one data path: throughput medians, ratio summaries, same-work and
+    (for sides in turns of ``slice_s`` seconds) turn checks.
 
     Two measures of speed, each paired within rounds: ``ratios`` of the throughput (training images /
     training seconds, the product's ``throughput_img_s``) and ``step_ratios`` of the images per median
@@ -87,27 +106,30 @@ def summarize(runs: list[dict[str, Any]], accuracy_tolerance: float) -> dict[str
             "step_ratios": _ratios(runs, "median_step_img_s"),
             "optimizer_steps": sorted({r["optimizer_steps"] for r in runs}),
             "test_accuracy": {s: [r["test_accuracy"] for r in runs if r["side"] == s] for s in ALL_SIDES},
-            "same_work_problems": same_work(runs, accuracy_tolerance)}
+            "same_work_problems": same_work(runs, accuracy_tolerance),
+            "turn_problems": turn_problems(runs, slice_s)}
 
 
 def format_report(summary: dict[str, dict[str, Any]]) -> str:
-    """One table: per data path and ratio, the median throughputs, the ratio's median and 95 % CI and its target."""
+    """One table: per data path, measure and ratio, the sides' median speeds (images/s over epochs, or at
+    the median step), the ratio's median and 95 % CI and its target; "met" is "-" with fewer than 3 pairs
+    or when the turns were too short for the median step (then said below the table)."""
     from tabulate import tabulate
 
     rows = []
     for path, s in summary.items():
-        for measure, speeds, ratios in (("images/s", s["throughput_img_s"], s["ratios"]),
+        for measure, speeds, ratios in (("over epochs", s["throughput_img_s"], s["ratios"]),
                                         ("median step", s.get("median_step_img_s", {}), s.get("step_ratios", {}))):
             for name, r in ratios.items():
                 a, b = name.split("/")
                 ci = f"[{r['low']:.3f}, {r['high']:.3f}]" if r["low"] is not None else "-"
-                met = ("" if r["target"] is None else "-" if r["n"] < 3  # too few pairs to say
-                       else "yes" if r["median"] >= r["target"] else "NO")
+                no_figure = r["n"] < 3 or (measure == "median step" and s.get("turn_problems"))
+                met = "" if r["target"] is None else "-" if no_figure else "yes" if r["median"] >= r["target"] else "NO"
                 rows.append([path, measure, name, f"{speeds[a]:.0f} / {speeds[b]:.0f}", r["n"], f"{r['median']:.3f}", ci,
                              r["target"] or "", met, "yes" if not s["same_work_problems"] else "NO"])
     head = ["data path", "measure", "ratio", "median images/s", "pairs", "median ratio", "95% CI", "target", "met",
             "same work"]
     lines = [tabulate(rows, headers=head)]
     for path, s in summary.items():
-        lines += [f"{path}: {p}" for p in s["same_work_problems"]]
+        lines += [f"{path}: {p}" for p in s["same_work_problems"] + s.get("turn_problems", [])]
     return "\n".join(lines)

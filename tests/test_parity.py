@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.parity_report import ratio_summary, same_work, summarize
+from bench.parity_report import ratio_summary, same_work, summarize, turn_problems
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -73,8 +73,11 @@ def test_one_tiny_round_runs_and_all_sides_do_the_same_work(tmp_path, slice_s):
     proc = subprocess.run([sys.executable, "-m", "bench.parity", "--data", "synthetic", "--preset", "smoke",
                            "--pairs", "1", "--data-paths", "device", "--train-samples", "640", "--test-samples", "200",
                            "--slice-s", slice_s, "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "parity.json").read_text())
+    # on a busy machine a tiny round's steps can be too slow for its turns: said, and exit 3 (no figure)
+    too_short = report["summary"]["device"]["turn_problems"]
+    assert proc.returncode == (3 if too_short else 0), proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not too_short or (slice_s != "0" and "fewer than 50" in proc.stdout)
     runs = report["runs"]["device"]
     assert sorted(r["side"] for r in runs) == ["hand", "lightning", "product"]
     assert {r["optimizer_steps"] for r in runs} == {10}  # 640 images / 64 per step, on every side
@@ -84,19 +87,44 @@ def test_one_tiny_round_runs_and_all_sides_do_the_same_work(tmp_path, slice_s):
     assert "product/hand" in proc.stdout and "product/lightning" in proc.stdout and "median step" in proc.stdout
     assert all(r["median_step_s"] > 0 for r in runs)  # every side timed its steps
     # in turns, a side's epoch clock also ran through the others' turns: no images/s figure, said so
-    images_rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("device") and "images/s" in ln]
+    images_rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("device") and "over epochs" in ln]
     if slice_s == "0":
         assert all(r["throughput_img_s"] > 0 for r in runs) and len(images_rows) == 2
     else:
         assert all(r["throughput_img_s"] is None for r in runs) and images_rows == []
-        assert "images per median step" in proc.stdout and report["slice_s"] == 1.0
+        assert "images/s at the median step" in proc.stdout and report["slice_s"] == 1.0
 
 
-def test_bad_slices_are_refused_before_anything_runs(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bench.parity", "--data", "synthetic", "--slice-s", "-1",
-                           "--out", str(tmp_path / "p")], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert proc.returncode == 2 and "--slice-s >= 0" in proc.stderr
-    assert not (tmp_path / "p").exists()
+@pytest.mark.parametrize("argv, said", [
+    (["--slice-s", "-1"], "argument --slice-s: must be >= 0, got '-1'"),
+    (["--slice-s", "nan"], "argument --slice-s: must be >= 0, got 'nan'"),
+    (["--pairs", "0"], "argument --pairs: must be >= 1, got '0'"),
+    (["--epochs", "0"], "argument --epochs: must be >= 1, got '0'"),
+    (["--accuracy-tolerance", "-1"], "argument --accuracy-tolerance: must be >= 0"),
+    (["--data-paths", ","], "error: --data-paths names no data path"),
+    (["--data-paths", "device,nope"], "error: data_path='nope' is not one of"),
+    (["--train-samples", "-5"], "error: train_samples"),
+    (["--data", "/nonexistent/cifar"], "error: data path /nonexistent/cifar does not exist"),
+])
+def test_bad_input_is_one_line_and_2_before_anything_runs(tmp_path, capsys, argv, said):
+    from bench import parity
+
+    out = tmp_path / "p"
+    try:
+        code = parity.main(["--data", "synthetic", "--out", str(out), *argv])
+    except SystemExit as stop:  # argparse's own refusal
+        code = stop.code
+    assert code == 2 and said in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_turns_too_short_for_the_median_step_are_no_figure():
+    runs = [{"side": "hand", "round": 0, "median_step_s": 0.010}, {"side": "product", "round": 1, "median_step_s": 0.040}]
+    assert turn_problems(runs, slice_s=0) == []  # one after the other: no turns
+    assert turn_problems(runs, slice_s=2.0) == []  # 50 of the slowest steps a turn
+    [problem] = turn_problems(runs, slice_s=1.0)  # 25
+    assert problem.startswith("product (round 1): a median step of 40.0 ms fits 25 steps in a turn of 1 s, fewer than 50")
+    assert problem.endswith("use --slice-s 2.0 or more")
 
 
 def _processes_naming(text: str) -> list[str]:
@@ -112,17 +140,18 @@ def _processes_naming(text: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_stopped_parity_run_says_so_exits_4_and_leaves_no_process(tmp_path, sig):
-    """Ctrl-C (SIGINT to its process group) or SIGTERM to the parity process while the sides run in turns."""
+@pytest.mark.parametrize("sig, slice_s", [(signal.SIGINT, "1"), (signal.SIGTERM, "1"), (signal.SIGTERM, "0")])
+def test_a_stopped_parity_run_says_so_exits_4_and_leaves_no_process(tmp_path, sig, slice_s):
+    """Ctrl-C (SIGINT to its process group) or SIGTERM to the parity process while the sides run in turns,
+    or one after the other (a side's loader workers included)."""
     out = tmp_path / "parity"
     proc = subprocess.Popen([sys.executable, "-m", "bench.parity", "--data", "synthetic", "--preset", "smoke",
-                             "--pairs", "1", "--data-paths", "device", "--train-samples", "6400", "--test-samples", "200",
-                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                             "--pairs", "1", "--data-paths", "uint8", "--train-samples", "6400", "--test-samples", "200",
+                             "--slice-s", slice_s, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             start_new_session=True)
     deadline = time.monotonic() + 120
     while len(_processes_naming(str(out / "round0"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)  # two sides started: one has its turn, one is stopped
+        time.sleep(0.1)  # a side and its loader worker, or (in turns) two sides, one of them stopped
     assert proc.poll() is None, proc.communicate()
     if sig == signal.SIGINT:  # a terminal's Ctrl-C: to the whole foreground group
         os.killpg(proc.pid, sig)
