@@ -165,9 +165,19 @@ def _at_least(low: float, integer: bool = False):
             raise argparse.ArgumentTypeError(f"expected {'an integer' if integer else 'a number'} >= {low:g}, "
                                              f"got {text!r}") from None
         if not math.isfinite(value) or value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low:g}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}, got {text!r}")
         return value
     return parse
+
+
+MIN_SLICE_S = 0.1  # 50 steps of 2 ms: a shorter turn can hold no training step's median
+
+
+def _slice(text: str) -> float:
+    value = _at_least(0)(text)
+    if 0 < value < MIN_SLICE_S:
+        raise argparse.ArgumentTypeError(f"must be 0 (one after the other) or >= {MIN_SLICE_S:g} s, got {text!r}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -181,7 +191,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--test-samples", type=int)
     ap.add_argument("--cache-dir")
     ap.add_argument("--accuracy-tolerance", type=_at_least(0), default=0.03, help="fraction (default 0.03 = 3 points)")
-    ap.add_argument("--slice-s", type=_at_least(0), default=1.0,
+    ap.add_argument("--slice-s", type=_slice, default=1.0,
                     help="run a round's sides together, in turns of this many seconds (default 1; the median step is "
                          "then the measure; a turn must hold 50 median steps); 0 = one after the other, both measures "
                          "(see bench/timeslice.py)")
@@ -208,13 +218,23 @@ def _checked_paths(args: argparse.Namespace, overrides: dict[str, Any]) -> list[
     paths = [p.strip() for p in args.data_paths.split(",") if p.strip()]
     if not paths:
         raise ConfigError("--data-paths names no data path: e.g. --data-paths device,uint8")
+    if len(set(paths)) < len(paths):
+        raise ConfigError(f"--data-paths names a data path twice ({args.data_paths}): name each once")
+    if args.before_tree and not (Path(args.before_tree) / "bench" / "__init__.py").is_file():
+        raise ConfigError(f"--before-tree {args.before_tree} holds no bench/ package: name the root of another checkout")
     configs = [make_config(**{**overrides, "data_path": p}) for p in paths]
     staging.ensure_data(configs[0])
+    if args.out is not None:
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot use --out {args.out} as the folder of the runs: {err.strerror}") from None
     return paths
 
 
 def _report(summary: dict[str, Any], slice_s: float, out: Path) -> int:
     print(format_report(summary))
+    print("(met '-': fewer than 3 pairs, or turns too short as said above; median images/s: the ratio's two sides)")
     if slice_s > 0:
         print(f"(sides run in turns of {slice_s:g} s: images/s over epochs would count the others' turns, so the "
               "measure is images/s at the median step, i.e. batch / median step time; --slice-s 0 gives both)")

@@ -87,9 +87,10 @@ def turn_problems(runs: list[dict[str, Any]], slice_s: float) -> list[str]:
     steps = slice_s / slowest["median_step_s"]
     if steps >= MIN_STEPS_PER_TURN:
         return []
+    need = MIN_STEPS_PER_TURN * slowest["median_step_s"]
     return [f"{slowest['side']} (round {slowest['round']}): a median step of {1000 * slowest['median_step_s']:.1f} ms "
-            f"fits {steps:.0f} steps in a turn of {slice_s:g} s, fewer than {MIN_STEPS_PER_TURN}, so the steps that span "
-            f"other sides' turns move the median; use --slice-s {MIN_STEPS_PER_TURN * slowest['median_step_s']:.1f} or more"]
+            f"fits {steps:.1f} steps in a turn of {slice_s:g} s, fewer than {MIN_STEPS_PER_TURN}, so the steps that span "
+            f"other sides' turns move the median; use --slice-s {need:.1f} or more (make parity SLICE_S={need:.1f})"]
 
 
 def summarize(runs: list[dict[str, Any]], accuracy_tolerance: float, slice_s: float = 0.0) -> dict[str, Any]:

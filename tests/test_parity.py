@@ -96,11 +96,14 @@ def test_one_tiny_round_runs_and_all_sides_do_the_same_work(tmp_path, slice_s):
 
 
 @pytest.mark.parametrize("argv, said", [
-    (["--slice-s", "-1"], "argument --slice-s: must be >= 0, got '-1'"),
-    (["--slice-s", "nan"], "argument --slice-s: must be >= 0, got 'nan'"),
-    (["--pairs", "0"], "argument --pairs: must be >= 1, got '0'"),
-    (["--epochs", "0"], "argument --epochs: must be >= 1, got '0'"),
-    (["--accuracy-tolerance", "-1"], "argument --accuracy-tolerance: must be >= 0"),
+    (["--slice-s", "-1"], "argument --slice-s: must be a finite number >= 0, got '-1'"),
+    (["--slice-s", "nan"], "argument --slice-s: must be a finite number >= 0, got 'nan'"),
+    (["--slice-s", "0.01"], "argument --slice-s: must be 0 (one after the other) or >= 0.1 s, got '0.01'"),
+    (["--pairs", "0"], "argument --pairs: must be a finite number >= 1, got '0'"),
+    (["--epochs", "0"], "argument --epochs: must be a finite number >= 1, got '0'"),
+    (["--accuracy-tolerance", "-1"], "argument --accuracy-tolerance: must be a finite number >= 0"),
+    (["--data-paths", "device,device"], "error: --data-paths names a data path twice (device,device)"),
+    (["--before-tree", "/nonexistent/tree"], "error: --before-tree /nonexistent/tree holds no bench/ package"),
     (["--data-paths", ","], "error: --data-paths names no data path"),
     (["--data-paths", "device,nope"], "error: data_path='nope' is not one of"),
     (["--train-samples", "-5"], "error: train_samples"),
@@ -118,13 +121,21 @@ def test_bad_input_is_one_line_and_2_before_anything_runs(tmp_path, capsys, argv
     assert not out.exists()
 
 
+def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
+    from bench import parity
+
+    (tmp_path / "afile").write_text("")
+    assert parity.main(["--data", "synthetic", "--out", str(tmp_path / "afile")]) == 2
+    assert "error: cannot use --out" in capsys.readouterr().err and (tmp_path / "afile").read_text() == ""
+
+
 def test_turns_too_short_for_the_median_step_are_no_figure():
     runs = [{"side": "hand", "round": 0, "median_step_s": 0.010}, {"side": "product", "round": 1, "median_step_s": 0.040}]
     assert turn_problems(runs, slice_s=0) == []  # one after the other: no turns
     assert turn_problems(runs, slice_s=2.0) == []  # 50 of the slowest steps a turn
     [problem] = turn_problems(runs, slice_s=1.0)  # 25
-    assert problem.startswith("product (round 1): a median step of 40.0 ms fits 25 steps in a turn of 1 s, fewer than 50")
-    assert problem.endswith("use --slice-s 2.0 or more")
+    assert problem.startswith("product (round 1): a median step of 40.0 ms fits 25.0 steps in a turn of 1 s, fewer than 50")
+    assert problem.endswith("use --slice-s 2.0 or more (make parity SLICE_S=2.0)")
 
 
 def _processes_naming(text: str) -> list[str]:
