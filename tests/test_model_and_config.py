@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import dataparallel, ranks, training
@@ -44,9 +46,40 @@ def test_data_parallel_wrapper_on_cpu_computes_the_same():
     x = torch.randn(8, 3, 32, 32)
     assert torch.equal(plain(x), wrapped(x))
     for module in (plain, wrapped):
-        module.training_step((x, torch.arange(8) % 10), 0).backward()
+        module.step_loss((x, torch.arange(8) % 10), 0).backward()
     assert torch.equal(plain.net.features[0].weight.grad, dataparallel.bare_network(wrapped).features[0].weight.grad)
     assert training.trained_parameters(wrapped) == 62_006
+
+
+class _AutomaticModule(CifarModule):
+    """The product's module under Lightning's automatic optimization: the step's loss handed to Lightning."""
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.automatic_optimization = True
+
+    def training_step(self, batch, batch_idx):
+        return self.step_loss(batch, batch_idx)
+
+
+def test_manual_optimization_trains_exactly_as_lightnings_automatic_loop():
+    """The product's training_step (zero_grad, manual_backward, step) gives bit-identical weights and
+    the same optimizer steps as Lightning's automatic loop (closure: forward, zero_grad, backward)."""
+    config = make_config("smoke", data="synthetic")
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (96,)))
+    results = []
+    for cls in (CifarModule, _AutomaticModule):
+        torch.manual_seed(1)
+        module = cls(config)
+        initial = ranks.parameter_digest(module)
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=2, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(module, DataLoader(data, batch_size=32))
+        assert ranks.parameter_digest(module) != initial
+        results.append((ranks.parameter_digest(module), trainer.global_step, module.train_accuracies))
+    assert results[0] == results[1]
+    assert results[0][1] == 6
 
 
 def test_seeded_modules_start_identical():
@@ -56,7 +89,7 @@ def test_seeded_modules_start_identical():
 
 
 def test_loss_scale_gives_global_mean_across_uneven_ranks():
-    """Each rank's training_step loss, averaged over the ranks as DDP averages gradients, is the
+    """Each rank's step_loss, averaged over the ranks as DDP averages gradients, is the
     mean over the global batch, also when the last global batch splits unevenly (4, 3, 3)."""
     torch.manual_seed(0)
     module = CifarModule(make_config("smoke", data="synthetic"))
@@ -67,7 +100,7 @@ def test_loss_scale_gives_global_mean_across_uneven_ranks():
     images, labels = torch.randn(10, 3, 32, 32), torch.randint(0, 10, (10,))
     with torch.no_grad():
         global_mean = torch.nn.functional.cross_entropy(module(images), labels)
-        per_rank = [module.training_step((images[a:b], labels[a:b]), 1) for a, b in shares]
+        per_rank = [module.step_loss((images[a:b], labels[a:b]), 1) for a, b in shares]
     assert torch.allclose(sum(per_rank) / world, global_mean)
 
 
@@ -126,7 +159,7 @@ def test_module_without_trainer_uses_plain_mean():
     module = CifarModule(make_config("smoke", data="synthetic"))
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     expected = torch.nn.functional.cross_entropy(module(x), y)
-    assert torch.allclose(module.training_step((x, y), 0), expected)
+    assert torch.allclose(module.step_loss((x, y), 0), expected)
 
 
 def test_channels_last_network_and_batches():
