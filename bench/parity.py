@@ -209,9 +209,11 @@ def _checked_paths(args: argparse.Namespace, overrides: dict[str, Any]) -> list[
 
     Raises:
         ConfigError: no data set, no data path, or a value no run would accept.
-        bench.sources.DataError: the data set is missing, unreadable or corrupt.
+        bench.sources.DataError: the data set is missing, unreadable or corrupt, or holds fewer images than
+            --train-samples or --test-samples ask for.
     """
     from bench import staging
+    from bench.data import CifarDataModule
 
     if not args.data:
         raise ConfigError(f"no data set: pass --data PATH (or set ${DATA_ENV}), or --data synthetic")
@@ -224,6 +226,7 @@ def _checked_paths(args: argparse.Namespace, overrides: dict[str, Any]) -> list[
         raise ConfigError(f"--before-tree {args.before_tree} holds no bench/ package: name the root of another checkout")
     configs = [make_config(**{**overrides, "data_path": p}) for p in paths]
     staging.ensure_data(configs[0])
+    CifarDataModule(configs[0], num_workers=0).setup("fit")  # the subsets exist (--train-samples, --test-samples)
     if args.out is not None:
         try:
             args.out.mkdir(parents=True, exist_ok=True)

@@ -151,6 +151,16 @@ def _processes_naming(text: str) -> list[str]:
     return found
 
 
+def test_more_images_than_the_data_set_holds_is_refused_before_anything_runs(tmp_path, capsys, cache):
+    from bench import parity
+    from tests.conftest import write_image_tree
+
+    data = write_image_tree(tmp_path / "tiny")  # 6 training images a class: 60
+    code = parity.main(["--data", str(data), "--train-samples", "640", "--out", str(tmp_path / "p")])
+    assert code == 2 and "error: asked for 640 images but the split has only 60" in capsys.readouterr().err
+    assert not (tmp_path / "p" / "round0").exists()
+
+
 @pytest.mark.parametrize("sig, slice_s", [(signal.SIGINT, "1"), (signal.SIGTERM, "1"), (signal.SIGTERM, "0")])
 def test_a_stopped_parity_run_says_so_exits_4_and_leaves_no_process(tmp_path, sig, slice_s):
     """Ctrl-C (SIGINT to its process group) or SIGTERM to the parity process while the sides run in turns,
