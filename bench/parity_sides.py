@@ -6,7 +6,9 @@ path, augmentation, loader workers and pinned memory), the same network and init
 (``L.seed_everything(seed, workers=True)`` then :func:`~bench.model.build_network`), the same
 SGD, the same loss (mean over the global batch = the product's on one device) and the same torch
 threads (:func:`bench.threads.set_cpu_threads`). What they leave out: metrics, logging, the
-per-step breakdown, the epoch barriers, the result JSON.
+per-step breakdown, the epoch barriers, the result JSON. Bare Lightning trains with Lightning's
+default automatic optimization; the product uses manual optimization (the same zero_grad, backward
+and step in its training_step, without the automatic loop's closure; docs/performance.md).
 
 Throughput is timed like the product's ``throughput_img_s``: training images of all epochs /
 sum over epochs of (epoch start to the end of its last step), host clock, the device
