@@ -15,7 +15,8 @@ between two steps, so a fetch hidden behind queued GPU work counts as no wait:
 * ``loop_overhead_s``: the rest of the time between two steps: Lightning's bookkeeping and
   logging and, with several ranks, its per-step broadcast of a SIGTERM flag (a collective: a rank
   ahead waits here for the others).
-* ``forward_s``: ``on_train_batch_start`` to ``on_before_backward``: training_step and zero_grad.
+* ``forward_s``: ``on_train_batch_start`` to ``on_before_backward``: training_step up to its
+  ``manual_backward`` (the forward pass, the loss, the training counts) and zero_grad.
 * ``allreduce_s``: the *exposed* gradient all-reduce of DDP: from the hand-over of the last
   gradient bucket to the DDP communication hook (the backward computation is complete: on GPU
   an event on the compute stream marks it) to ``on_after_backward`` (DDP waited for every bucket).
