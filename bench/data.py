@@ -154,17 +154,19 @@ def load_decoded(config: BenchConfig, path: Path | None = None) -> Decoded:
                    classes=tuple(blob["classes"]))
 
 
-def balanced_subset(labels: torch.Tensor, n: int) -> torch.Tensor:
+def balanced_subset(labels: torch.Tensor, n: int, option: str = "n") -> torch.Tensor:
     """Indices of the first ``n`` images taken evenly over the classes (0 = all), sorted.
 
-    Class c gets n // k images, the first n % k classes one more (k classes).
+    Class c gets n // k images, the first n % k classes one more (k classes). ``option`` names ``n``
+    in the errors (e.g. "--train-samples").
 
     Raises:
-        DataError: a class has fewer images than its share.
+        DataError: more images than the split holds, or a class has fewer images than its share.
     """
     if n == 0 or n >= len(labels):
         if n > len(labels):
-            raise DataError(f"asked for {n} images but the split has only {len(labels)}")
+            raise DataError(f"{option} {n}: this data set's split holds only {len(labels)} images; "
+                            f"ask for at most {len(labels)}, or 0 for all of them")
         return torch.arange(len(labels))
     classes = torch.unique(labels)
     k = len(classes)
@@ -173,7 +175,8 @@ def balanced_subset(labels: torch.Tensor, n: int) -> torch.Tensor:
         share = n // k + (1 if i < n % k else 0)
         idx = torch.nonzero(labels == c).flatten()[:share]
         if len(idx) < share:
-            raise DataError(f"class {c} has only {len(idx)} images, {share} needed for a balanced subset of {n}")
+            raise DataError(f"{option} {n}: class {c} has only {len(idx)} images, {share} needed for a balanced "
+                            f"subset; ask for fewer, or 0 for all of them")
         picked.append(idx)
     return torch.sort(torch.cat(picked)).values
 
@@ -331,8 +334,8 @@ class CifarDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         decoded = load_decoded(self.config, None if self.config.data == "synthetic" else self._cache())
-        train_idx = balanced_subset(decoded.train_labels, self.config.train_samples)
-        test_idx = balanced_subset(decoded.test_labels, self.config.test_samples)
+        train_idx = balanced_subset(decoded.train_labels, self.config.train_samples, "--train-samples")
+        test_idx = balanced_subset(decoded.test_labels, self.config.test_samples, "--test-samples")
         self.global_batch_sizes = global_batch_sizes(len(train_idx), self.config.global_batch_size)
         train = decoded.train_images[train_idx], decoded.train_labels[train_idx]
         self.train_set, self.test_set = self._datasets(train, (decoded.test_images[test_idx],

@@ -180,11 +180,13 @@ def run_case(config: BenchConfig) -> dict | None:
     plan = {"cores_per_rank": threads.cores_per_rank(config), "torch_threads": torch_threads, "loader_workers": workers}
     device_settings = apply_device_settings(config)  # TF32 flags: in every rank, before any GPU work
     staging.ensure_data(config)
+    dm = CifarDataModule(config, num_workers=workers)
+    dm.setup("fit")  # here, not in fit: a subset larger than the data set is bad input (exit 2), before any rank starts
     faults.mark_launcher(config)
     tools, thread_plan = Instruments(config, run_id), threads.ThreadPlan(torch_threads)
     trainer = training.build_trainer(config, run_id, [CallbackGroup(tools.callbacks() + [thread_plan])],
                                  tools.breakdown.actions if config.step_breakdown else None)
-    module, dm = training.build_module(config), CifarDataModule(config, num_workers=workers)
+    module = training.build_module(config)
     for logger in trainer.loggers:  # rank-zero-only inside Lightning's loggers
         logger.log_hyperparams({**config.to_dict(), "run_id": run_id, "test_knobs": str(tools.knobs)})
     base = dict(run_id=run_id, case=config.case, config=config.to_dict(), started_utc=started,

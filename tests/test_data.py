@@ -13,7 +13,7 @@ from bench import data
 from bench.config import make_config
 from bench.data import GlobalBatchSampler, balanced_subset, global_batch_sizes, shard_bounds
 from bench.sources import DataError
-from tests.conftest import write_image_tree
+from tests.conftest import run_cli, write_image_tree
 
 
 def test_global_batch_sizes_keep_the_partial_last_batch():
@@ -110,6 +110,18 @@ def test_balanced_subset_takes_each_class_evenly():
     assert len(balanced_subset(labels, 0)) == 500
     with pytest.raises(DataError, match="only 500"):
         balanced_subset(labels, 501)
+
+
+@pytest.mark.parametrize("case", ["baseline", "ddp"])
+def test_run_refuses_more_samples_than_the_data_set_holds_before_anything_runs(tmp_path, cache, case):
+    tree = write_image_tree(tmp_path / "tree", per_class=(2, 1))  # 20 training images
+    out = tmp_path / "out"
+    proc = run_cli("run", "--case", case, "--preset", "smoke", "--data", str(tree), "--train-samples", "640",
+                   "--out", str(out))
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "--train-samples 640: this data set's split holds only 20 images" in proc.stderr
+    assert "Traceback" not in proc.stderr and "rank 1" not in proc.stdout + proc.stderr
+    assert not list(out.glob("*.json")) if out.exists() else True
 
 
 def test_cache_is_written_atomically_and_reused(tmp_path, monkeypatch):
