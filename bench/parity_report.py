@@ -87,6 +87,10 @@ def turn_problems(runs: list[dict[str, Any]], slice_s: float) -> list[str]:
     steps = slice_s / slowest["median_step_s"]
     if steps >= MIN_STEPS_PER_TURN:
         return []
+    if slowest.get("optimizer_steps", MIN_STEPS_PER_TURN) < MIN_STEPS_PER_TURN:  # no --slice-s can help
+        return [f"{slowest['side']} (round {slowest['round']}): {slowest['optimizer_steps']} steps in all, fewer than "
+                f"{MIN_STEPS_PER_TURN}, so no turn can hold {MIN_STEPS_PER_TURN}; train more steps (--train-samples, "
+                f"--epochs) or run the sides one after the other (--slice-s 0)"]
     need = MIN_STEPS_PER_TURN * slowest["median_step_s"]
     return [f"{slowest['side']} (round {slowest['round']}): a median step of {1000 * slowest['median_step_s']:.1f} ms "
             f"fits {steps:.1f} steps in a turn of {slice_s:g} s, fewer than {MIN_STEPS_PER_TURN}, so the steps that span "

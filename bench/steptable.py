@@ -36,7 +36,9 @@ def format_breakdown(per_rank: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     head = ("rank", "host", "step ms", "data wait", "compute", "all-reduce", "loop overhead", "")
-    return ("Where the time goes (last epoch, median per step; p90 of the step in brackets):\n"
+    # each step's parts add up to that step's time; the medians of the parts need not add up to the median step
+    return ("Where the time goes (last epoch; each part's median over the steps, so they need not add up to the "
+            "median step; p90 of the step in brackets):\n"
             + render(head, rows, fmt="plain", align=("right", "left", *["right"] * 5, "left")))
 
 

@@ -136,6 +136,10 @@ def test_turns_too_short_for_the_median_step_are_no_figure():
     [problem] = turn_problems(runs, slice_s=1.0)  # 25
     assert problem.startswith("product (round 1): a median step of 40.0 ms fits 25.0 steps in a turn of 1 s, fewer than 50")
     assert problem.endswith("use --slice-s 2.0 or more (make parity SLICE_S=2.0)")
+    runs[1]["optimizer_steps"] = 10  # a run too short for any turn: a longer slice cannot help
+    [problem] = turn_problems(runs, slice_s=1.0)
+    assert problem == ("product (round 1): 10 steps in all, fewer than 50, so no turn can hold 50; train more steps "
+                       "(--train-samples, --epochs) or run the sides one after the other (--slice-s 0)")
 
 
 def _processes_naming(text: str) -> list[str]:
@@ -157,7 +161,7 @@ def test_more_images_than_the_data_set_holds_is_refused_before_anything_runs(tmp
 
     data = write_image_tree(tmp_path / "tiny")  # 6 training images a class: 60
     code = parity.main(["--data", str(data), "--train-samples", "640", "--out", str(tmp_path / "p")])
-    assert code == 2 and "error: asked for 640 images but the split has only 60" in capsys.readouterr().err
+    assert code == 2 and "error: --train-samples 640: this data set's split holds only 60 images" in capsys.readouterr().err
     assert not (tmp_path / "p" / "round0").exists()
 
 
