@@ -181,6 +181,24 @@ def balanced_subset(labels: torch.Tensor, n: int, option: str = "n") -> torch.Te
     return torch.sort(torch.cat(picked)).values
 
 
+def _subsets(decoded: Decoded, config: BenchConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and test indices of the configured subsets (:func:`balanced_subset`).
+
+    Raises:
+        DataError: naming every option that asks for more than the data set holds (train and test at once).
+    """
+    picked, problems = [], []
+    for labels, n, option in ((decoded.train_labels, config.train_samples, "--train-samples"),
+                              (decoded.test_labels, config.test_samples, "--test-samples")):
+        try:
+            picked.append(balanced_subset(labels, n, option))
+        except DataError as err:
+            problems.append(str(err))
+    if problems:
+        raise DataError("; and ".join(problems))
+    return picked[0], picked[1]
+
+
 def global_batch_sizes(n: int, global_batch: int) -> list[int]:
     """Images in each global batch of an epoch over ``n`` images (last one partial if any)."""
     sizes = [global_batch] * (n // global_batch)
@@ -334,8 +352,7 @@ class CifarDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         decoded = load_decoded(self.config, None if self.config.data == "synthetic" else self._cache())
-        train_idx = balanced_subset(decoded.train_labels, self.config.train_samples, "--train-samples")
-        test_idx = balanced_subset(decoded.test_labels, self.config.test_samples, "--test-samples")
+        train_idx, test_idx = _subsets(decoded, self.config)
         self.global_batch_sizes = global_batch_sizes(len(train_idx), self.config.global_batch_size)
         train = decoded.train_images[train_idx], decoded.train_labels[train_idx]
         self.train_set, self.test_set = self._datasets(train, (decoded.test_images[test_idx],

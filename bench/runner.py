@@ -167,11 +167,15 @@ def run_case(config: BenchConfig) -> dict | None:
             and stopping the ranks this process started.
     """
     faults.check_srun(config)
+    check_out_dir(config.out_dir)
+    staging.ensure_data(config)
+    workers = threads.loader_workers(config)
+    dm = CifarDataModule(config, num_workers=workers)
+    dm.setup("fit")  # here, not in fit: a subset larger than the data set is bad input (exit 2), before any rank
+    # starts, and also for a dp case that this machine then skips
     if config.case == "dp" and (reason := dataparallel.dp_skip_reason(config)):
         return skipped(config, reason)
     training.check_accelerator(config)
-    check_out_dir(config.out_dir)
-    workers = threads.loader_workers(config)
     check_shared_memory(config, workers)
     started, run_id, user_env = utc_now(), inherited_run_id() or new_run_id(config.case), comm.user_comm_env()
     export_run_id(run_id)  # the ranks Lightning's launcher starts read it back: one id per run
@@ -179,9 +183,6 @@ def run_case(config: BenchConfig) -> dict | None:
     torch_threads = threads.set_cpu_threads(config, workers)
     plan = {"cores_per_rank": threads.cores_per_rank(config), "torch_threads": torch_threads, "loader_workers": workers}
     device_settings = apply_device_settings(config)  # TF32 flags: in every rank, before any GPU work
-    staging.ensure_data(config)
-    dm = CifarDataModule(config, num_workers=workers)
-    dm.setup("fit")  # here, not in fit: a subset larger than the data set is bad input (exit 2), before any rank starts
     faults.mark_launcher(config)
     tools, thread_plan = Instruments(config, run_id), threads.ThreadPlan(torch_threads)
     trainer = training.build_trainer(config, run_id, [CallbackGroup(tools.callbacks() + [thread_plan])],

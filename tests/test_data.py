@@ -112,14 +112,15 @@ def test_balanced_subset_takes_each_class_evenly():
         balanced_subset(labels, 501)
 
 
-@pytest.mark.parametrize("case", ["baseline", "ddp"])
+@pytest.mark.parametrize("case", ["baseline", "ddp", "dp"])  # dp: refused too where this machine would skip it
 def test_run_refuses_more_samples_than_the_data_set_holds_before_anything_runs(tmp_path, cache, case):
-    tree = write_image_tree(tmp_path / "tree", per_class=(2, 1))  # 20 training images
+    tree = write_image_tree(tmp_path / "tree", per_class=(2, 1))  # 20 training images, 10 test images
     out = tmp_path / "out"
     proc = run_cli("run", "--case", case, "--preset", "smoke", "--data", str(tree), "--train-samples", "640",
-                   "--out", str(out))
+                   "--test-samples", "11", "--out", str(out))
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "--train-samples 640: this data set's split holds only 20 images" in proc.stderr
+    assert "; and --test-samples 11: this data set's split holds only 10 images" in proc.stderr  # both at once
     assert "Traceback" not in proc.stderr and "rank 1" not in proc.stdout + proc.stderr
     assert not list(out.glob("*.json")) if out.exists() else True
 
