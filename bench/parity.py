@@ -237,8 +237,8 @@ def _checked_paths(args: argparse.Namespace, overrides: dict[str, Any]) -> list[
 
 def _report(summary: dict[str, Any], slice_s: float, out: Path) -> int:
     print(format_report(summary))
-    print("(met: the median ratio is at or above the target (the 95% CI may reach below it); '-': fewer than 3 pairs, "
-          "or turns too short as said above; median images/s: the ratio's two sides)")
+    print("(met: the median ratio >= the target, though its 95% CI may reach below; '-': fewer than 3 pairs, or a "
+          "problem named above; median images/s: the ratio's two sides)")
     if slice_s > 0:
         print(f"(sides run in turns of {slice_s:g} s: images/s over epochs would count the others' turns, so the "
               "measure is images/s at the median step, i.e. batch / median step time; --slice-s 0 gives both)")

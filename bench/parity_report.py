@@ -7,6 +7,8 @@ A run is ``{"side", "round", "optimizer_steps", "test_accuracy", "throughput_img
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import numpy as np
@@ -78,19 +80,21 @@ def _medians(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
 
 
 def turn_problems(runs: list[dict[str, Any]], slice_s: float) -> list[str]:
-    """Why runs made in turns of ``slice_s`` seconds give no median-step figure: the slowest median step
-    leaves fewer than :data:`MIN_STEPS_PER_TURN` steps a turn ([] = fine, or not in turns; pure)."""
+    """Why the runs give no median-step figure ([] = fine; pure): runs of fewer than
+    :data:`MIN_STEPS_PER_TURN` steps in all (in either mode), or, in turns of ``slice_s`` seconds, a
+    slowest median step that leaves fewer than that many steps a turn."""
     timed = [r for r in runs if r.get("median_step_s")]
-    if slice_s <= 0 or not timed:
+    if not timed:
         return []
+    fewest = min(r.get("optimizer_steps", MIN_STEPS_PER_TURN) for r in timed)
+    if fewest < MIN_STEPS_PER_TURN:  # a median of so few steps is mostly start-up, and no --slice-s can help
+        return [f"the runs have {fewest} steps in all, fewer than {MIN_STEPS_PER_TURN}: too few for a figure; train "
+                f"at least {MIN_STEPS_PER_TURN} steps (--train-samples of at least {MIN_STEPS_PER_TURN} x the global "
+                f"batch, or more --epochs)"]
     slowest = max(timed, key=lambda r: r["median_step_s"])
-    steps = slice_s / slowest["median_step_s"]
+    steps = slice_s / slowest["median_step_s"] if slice_s > 0 else math.inf
     if steps >= MIN_STEPS_PER_TURN:
         return []
-    if slowest.get("optimizer_steps", MIN_STEPS_PER_TURN) < MIN_STEPS_PER_TURN:  # no --slice-s can help
-        return [f"{slowest['side']} (round {slowest['round']}): {slowest['optimizer_steps']} steps in all, fewer than "
-                f"{MIN_STEPS_PER_TURN}, so no turn can hold {MIN_STEPS_PER_TURN}; train more steps (--train-samples, "
-                f"--epochs) or run the sides one after the other (--slice-s 0)"]
     need = MIN_STEPS_PER_TURN * slowest["median_step_s"]
     return [f"{slowest['side']} (round {slowest['round']}): a median step of {1000 * slowest['median_step_s']:.1f} ms "
             f"fits {steps:.1f} steps in a turn of {slice_s:g} s, fewer than {MIN_STEPS_PER_TURN}, so the steps that span "

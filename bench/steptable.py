@@ -37,8 +37,7 @@ def format_breakdown(per_rank: list[dict[str, Any]]) -> str:
         return ""
     head = ("rank", "host", "step ms", "data wait", "compute", "all-reduce", "loop overhead", "")
     # each step's parts add up to that step's time; the medians of the parts need not add up to the median step
-    return ("Where the time goes (last epoch; each part's median over the steps, so they need not add up to the "
-            "median step; p90 of the step in brackets):\n"
+    return ("Where the time goes, last epoch, ms (each part's median, % of the median step; need not sum to it):\n"
             + render(head, rows, fmt="plain", align=("right", "left", *["right"] * 5, "left")))
 
 
