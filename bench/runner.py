@@ -168,6 +168,8 @@ def run_case(config: BenchConfig) -> dict | None:
     """
     faults.check_srun(config)
     check_out_dir(config.out_dir)
+    if config.case != "dp":  # (a dp case is first asked whether this machine can run it at all, below)
+        training.check_accelerator(config)
     staging.ensure_data(config)
     workers = threads.loader_workers(config)
     dm = CifarDataModule(config, num_workers=workers)
@@ -175,7 +177,8 @@ def run_case(config: BenchConfig) -> dict | None:
     # starts, and also for a dp case that this machine then skips
     if config.case == "dp" and (reason := dataparallel.dp_skip_reason(config)):
         return skipped(config, reason)
-    training.check_accelerator(config)
+    if config.case == "dp":
+        training.check_accelerator(config)
     check_shared_memory(config, workers)
     started, run_id, user_env = utc_now(), inherited_run_id() or new_run_id(config.case), comm.user_comm_env()
     export_run_id(run_id)  # the ranks Lightning's launcher starts read it back: one id per run

@@ -125,6 +125,17 @@ def test_run_refuses_more_samples_than_the_data_set_holds_before_anything_runs(t
     assert not list(out.glob("*.json")) if out.exists() else True
 
 
+def test_run_says_a_missing_gpu_before_it_reads_the_data(tmp_path, cache):
+    """--accelerator gpu on this CPU machine: the GPU is refused first (a first run would decode the data)."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --accelerator gpu is not refused here")
+    tree = write_image_tree(tmp_path / "tree", per_class=(2, 1))
+    proc = run_cli("run", "--case", "baseline", "--preset", "smoke", "--accelerator", "gpu", "--data", str(tree),
+                   "--train-samples", "640", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "--accelerator gpu needs 1 usable CUDA device(s)" in proc.stderr, proc.stderr[-2000:]
+    assert "--train-samples" not in proc.stderr and not cache.exists()
+
+
 def test_cache_is_written_atomically_and_reused(tmp_path, monkeypatch):
     tree = write_image_tree(tmp_path / "tree", per_class=(2, 1))
     config = make_config("smoke", data=str(tree), cache_dir=str(tmp_path / "cache"))
