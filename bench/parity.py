@@ -19,8 +19,8 @@ Same work is checked: every run of a data path made the same number of optimizer
 final test accuracy lies within ``--accuracy-tolerance`` of their median.
 
 Exit status (bench.exitcodes): 0 all sides ran and did the same work; 1 a side failed; 2 bad input
-(nothing ran); 3 the sides did different work, or a turn held fewer than 50 median steps (the ratios
-are no figure); 4 stopped by Ctrl-C or SIGTERM (no summary;
+(nothing ran); 3 the sides did different work, the runs had fewer than 50 steps, or a turn held fewer
+than 50 median steps (the ratios are no figure); 4 stopped by Ctrl-C or SIGTERM (no summary;
 no side's process is left). Not a test: targets are printed, not asserted.
 """
 

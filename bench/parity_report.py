@@ -103,7 +103,7 @@ def turn_problems(runs: list[dict[str, Any]], slice_s: float) -> list[str]:
 
 def summarize(runs: list[dict[str, Any]], accuracy_tolerance: float, slice_s: float = 0.0) -> dict[str, Any]:
     """Per-path figures from runs of one data path: throughput medians, ratio summaries, same-work and
-    (for sides in turns of ``slice_s`` seconds) turn checks.
+    step-count checks (:func:`turn_problems`; sides in turns of ``slice_s`` seconds, 0 = one after the other).
 
     Two measures of speed, each paired within rounds: ``ratios`` of the throughput (training images /
     training seconds, the product's ``throughput_img_s``) and ``step_ratios`` of the images per median
@@ -122,7 +122,7 @@ def summarize(runs: list[dict[str, Any]], accuracy_tolerance: float, slice_s: fl
 def format_report(summary: dict[str, dict[str, Any]]) -> str:
     """One table: per data path, measure and ratio, the sides' median speeds (images/s over epochs, or at
     the median step), the ratio's median and 95 % CI and its target; "met" is "-" with fewer than 3 pairs
-    or when the turns were too short for the median step (then said below the table)."""
+    or when :func:`turn_problems` gives no median-step figure (then said below the table)."""
     from tabulate import tabulate
 
     rows = []

@@ -175,9 +175,9 @@ def run_case(config: BenchConfig) -> dict | None:
     dm = CifarDataModule(config, num_workers=workers)
     dm.setup("fit")  # here, not in fit: a subset larger than the data set is bad input (exit 2), before any rank
     # starts, and also for a dp case that this machine then skips
-    if config.case == "dp" and (reason := dataparallel.dp_skip_reason(config)):
-        return skipped(config, reason)
     if config.case == "dp":
+        if reason := dataparallel.dp_skip_reason(config):
+            return skipped(config, reason)
         training.check_accelerator(config)
     check_shared_memory(config, workers)
     started, run_id, user_env = utc_now(), inherited_run_id() or new_run_id(config.case), comm.user_comm_env()
