@@ -40,7 +40,14 @@ def _doc(default: Any, help: str, unit: str | None = None, **extra: Any) -> Any:
 
 
 class ConfigError(ValueError):
-    """A configuration value is invalid; the message says which field and what is allowed."""
+    """A configuration value is invalid; the message names the option (``--field-name``) and what is allowed."""
+
+
+def option_for(name: str) -> str:
+    """The ``cifar-bench run`` option of config field ``name``: its metadata ``option``, else
+    ``--field-name``. Raises KeyError for a name that is not a BenchConfig field."""
+    meta = {f.name: f.metadata for f in dataclasses.fields(BenchConfig)}[name]
+    return meta.get("option", "--" + name.replace("_", "-"))
 
 
 @dataclass(frozen=True)
@@ -163,7 +170,7 @@ def _check_choices(c: BenchConfig) -> None:
                           ("precision", PRECISIONS), ("preset", tuple(PRESETS)), ("data_path", DATA_PATHS),
                           ("scaling", SCALINGS)):
         if getattr(c, name) not in allowed:
-            raise ConfigError(f"{name}={getattr(c, name)!r} is not one of {', '.join(allowed)}")
+            raise ConfigError(f"{option_for(name)} {getattr(c, name)!r} is not one of {', '.join(allowed)}")
     if not c.data:
         raise ConfigError(f"no data set given: pass --data PATH (or 'synthetic'), or set {DATA_ENV}")
     if not str(c.out_dir).strip():  # "" would be the current folder: a slip, not a choice
@@ -174,23 +181,24 @@ def _check_ranges(c: BenchConfig) -> None:
     positive = ("global_batch_size", "eval_batch_size", "devices", "num_nodes")
     for name in positive:
         if getattr(c, name) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(c, name)}")
+            raise ConfigError(f"{option_for(name)} must be >= 1, got {getattr(c, name)}")
     for name in ("train_samples", "test_samples"):
         if 0 < getattr(c, name) < 10:  # (CIFAR-10's classes)
-            raise ConfigError(f"{name} must be 0 (all) or >= 10: a class-balanced subset needs one image per "
+            raise ConfigError(f"{option_for(name)} must be 0 (all) or >= 10: a class-balanced subset needs one image per "
                               f"class, got {getattr(c, name)}")
     for name in ("epochs", "train_samples", "test_samples", "val_every_n_epochs", "seed"):
         if getattr(c, name) < 0:
-            raise ConfigError(f"{name} must be >= 0, got {getattr(c, name)}")
+            raise ConfigError(f"{option_for(name)} must be >= 0, got {getattr(c, name)}")
     if c.num_workers < -1:
-        raise ConfigError(f"num_workers must be >= 0, or -1 for auto; got {c.num_workers}")
+        raise ConfigError(f"--num-workers must be >= 0, or -1 for auto; got {c.num_workers}")
     if not (c.lr > 0 and 0 <= c.momentum < 1 and c.weight_decay >= 0):
-        raise ConfigError("need lr > 0, 0 <= momentum < 1 and weight_decay >= 0")
+        raise ConfigError(f"need --lr > 0, 0 <= --momentum < 1 and --weight-decay >= 0; got {c.lr}, {c.momentum}, "
+                          f"{c.weight_decay}")
     if not 0.0 <= c.accuracy_floor <= 1.0:
-        raise ConfigError(f"accuracy_floor is a fraction in [0, 1], got {c.accuracy_floor}")
+        raise ConfigError(f"--accuracy-floor is a fraction in [0, 1], got {c.accuracy_floor}")
     if c.profile_wait < 0 or c.profile_warmup < 1 or c.profile_active < 1:
-        raise ConfigError("the profiler window needs profile_wait >= 0, profile_warmup >= 1 (tracing start-up "
-                          "costs land in the first traced step) and profile_active >= 1")
+        raise ConfigError("the profiler window needs --profile-wait >= 0, --profile-warmup >= 1 (tracing start-up "
+                          "costs land in the first traced step) and --profile-active >= 1")
     if c.profile and c.epochs == 0:
         raise ConfigError("--profile traces training steps: use --epochs >= 1")
     if c.profile and c.train_samples and -(-c.train_samples // c.global_batch_size) * c.epochs < 2:
@@ -198,14 +206,14 @@ def _check_ranges(c: BenchConfig) -> None:
                           "--train-samples or --epochs, or lower --global-batch-size")
     _check_loader(c)
     if not c.pg_timeout_s > 0:
-        raise ConfigError(f"pg_timeout_s must be > 0 seconds, got {c.pg_timeout_s}")
+        raise ConfigError(f"--pg-timeout-s must be > 0 seconds, got {c.pg_timeout_s}")
     if c.precision != "32-true" and c.accelerator == "cpu" and c.precision == "16-mixed":
         raise ConfigError("precision 16-mixed needs a GPU; use 32-true or bf16-mixed on CPU")
 
 
 def _check_loader(c: BenchConfig) -> None:
     if c.persistent_workers and c.num_workers == 0:
-        raise ConfigError("persistent_workers needs num_workers > 0")
+        raise ConfigError("--persistent-workers needs --num-workers > 0")
     if c.data_path == "device" and c.num_workers > 0:
         raise ConfigError("the device path gathers batches on the device and needs no loader workers; "
                           "use --num-workers 0 or -1")
@@ -223,14 +231,14 @@ def _check_world(c: BenchConfig) -> None:
         if c.accelerator != "gpu":
             raise ConfigError("case dp needs --accelerator gpu (DataParallel splits batches over GPUs)")
         if c.sync_batchnorm:
-            raise ConfigError("sync_batchnorm needs ddp: DataParallel replicas cannot share BatchNorm statistics "
+            raise ConfigError("--sync-batchnorm needs ddp: DataParallel replicas cannot share BatchNorm statistics "
                               "(SyncBatchNorm works only under DistributedDataParallel); use --case ddp or drop it")
     if c.sync_batchnorm and c.accelerator != "gpu":
-        raise ConfigError("sync_batchnorm needs --accelerator gpu: torch's SyncBatchNorm runs only on GPUs; "
+        raise ConfigError("--sync-batchnorm needs --accelerator gpu: torch's SyncBatchNorm runs only on GPUs; "
                           "drop --sync-batchnorm on CPU")
     if c.global_batch_size % c.data_parallel_size:
         raise ConfigError(
-            f"global_batch_size {c.global_batch_size} is not divisible by the {c.data_parallel_size} "
+            f"--global-batch-size {c.global_batch_size} is not divisible by the {c.data_parallel_size} "
             f"data-parallel devices; choose a multiple of {c.data_parallel_size}")
 
 

@@ -255,7 +255,7 @@ class GlobalBatchSampler:
         self.sizes = global_batch_sizes(n, global_batch)
         if self.sizes[-1] < world:
             raise DataError(f"the last global batch of an epoch has {self.sizes[-1]} images, fewer than the "
-                            f"{world} ranks; change train_samples or global_batch_size")
+                            f"{world} ranks; change --train-samples or --global-batch-size")
         self.n, self.global_batch, self.rank, self.world = n, global_batch, rank, world
         self.sampler = EpochPermutation(n, seed)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from bench.config import PRESETS
+from bench.config import PRESETS, option_for
 
 
 def add_field_option(p: argparse.ArgumentParser, f: dataclasses.Field) -> None:
@@ -30,7 +30,7 @@ def add_field_option(p: argparse.ArgumentParser, f: dataclasses.Field) -> None:
         kwargs["choices"] = meta.get("choices")
         if not kwargs["choices"]:
             kwargs["metavar"] = meta.get("metavar") or {int: "N", float: "X"}.get(kwargs["type"], "TEXT")
-    p.add_argument(meta.get("option", "--" + f.name.replace("_", "-")), **kwargs)
+    p.add_argument(option_for(f.name), **kwargs)
 
 
 def _help_line(f: dataclasses.Field) -> str:

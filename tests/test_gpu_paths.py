@@ -115,7 +115,7 @@ def test_sync_batchnorm_reaches_the_trainer_and_is_refused_for_dp(monkeypatch):
     module = training.build_module(config)
     module.net = TorchSyncBatchNorm().apply(module.net)  # what Lightning's DDPStrategy does with it
     assert training.training_settings(module)["sync_batchnorm_layers"] == 20  # ResNet-18's BatchNorm layers
-    with pytest.raises(ConfigError, match="sync_batchnorm needs ddp"):
+    with pytest.raises(ConfigError, match="--sync-batchnorm needs ddp"):
         make_config("full", case="dp", devices=2, data="synthetic", sync_batchnorm=True)
     with pytest.raises(ConfigError, match="runs only on GPUs"):  # torch's SyncBatchNorm refuses CPU tensors
         make_config("smoke", case="ddp", devices=2, data="synthetic", sync_batchnorm=True)

@@ -31,7 +31,7 @@ CASES = {  # name: (make variables, the run's own message)
     "foreign archive": (lambda t: {"BENCH_DATA": str(t / "foreign.tar.gz")},
                         lambda t: f"{t / 'foreign.tar.gz'} holds no images under train/<class>/ and test/<class>/"),
     "bad batch size": (lambda t: {"BENCH_DATA": "synthetic", "BENCH_ARGS": "--global-batch-size 0"},
-                       lambda t: "global_batch_size must be >= 1, got 0"),
+                       lambda t: "--global-batch-size must be >= 1, got 0"),
     # an option the suite sets per case: it ran ddp as "baseline" and wrote where the suite never read
     "suite-owned option": (lambda t: {"BENCH_DATA": "synthetic", "BENCH_ARGS": "--case ddp --out=elsewhere"},
                            lambda t: "--bench-arg (BENCH_ARGS) cannot set --case, --out: the suite sets it per case"),

@@ -108,11 +108,12 @@ def test_loss_scale_gives_global_mean_across_uneven_ranks():
     (dict(case="baseline", devices=2), "exactly one device"),
     (dict(case="ddp", devices=3, global_batch_size=64), "not divisible by the 3"),
     (dict(case="dp", accelerator="gpu", num_nodes=2, devices=2), "cannot span nodes"),
-    (dict(model="vgg"), "model='vgg'"),
-    (dict(global_batch_size=0), "global_batch_size must be >= 1"),
-    (dict(persistent_workers=True, num_workers=0), "persistent_workers needs"),
+    (dict(model="vgg"), "--model 'vgg' is not one of"),
+    (dict(global_batch_size=0), "--global-batch-size must be >= 1"),
+    (dict(persistent_workers=True, num_workers=0), "--persistent-workers needs"),
+    (dict(train_samples=-5), "--train-samples must be >= 0, got -5"),
     (dict(accuracy_floor=48.0), "fraction"),
-    (dict(data_path="dali"), "data_path='dali' is not one of pil, uint8, device"),
+    (dict(data_path="dali"), "--data-path 'dali' is not one of pil, uint8, device"),
     (dict(data_path="device", num_workers=2), "needs no loader workers; use --num-workers 0 or -1"),
     (dict(data_path="device", persistent_workers=True), "drop --pin-memory and --persistent-workers"),
     (dict(data_path="device", pin_memory=True), "drop --pin-memory and --persistent-workers"),
@@ -230,6 +231,6 @@ def test_compile_is_opt_in_in_place_and_a_work_field():
 
 @pytest.mark.parametrize("field", ["train_samples", "test_samples"])
 def test_a_class_balanced_subset_needs_one_image_per_class(field):
-    with pytest.raises(ConfigError, match=f"{field} must be 0 \\(all\\) or >= 10"):
+    with pytest.raises(ConfigError, match=f"--{field.replace('_', '-')} must be 0 \\(all\\) or >= 10"):
         make_config("smoke", data="synthetic", **{field: 5})
     assert getattr(make_config("smoke", data="synthetic", **{field: 10}), field) == 10

@@ -104,8 +104,8 @@ def test_one_tiny_round_runs_and_all_sides_do_the_same_work(tmp_path, slice_s):
     (["--data-paths", "device,device"], "error: --data-paths names a data path twice (device,device)"),
     (["--before-tree", "/nonexistent/tree"], "error: --before-tree /nonexistent/tree holds no bench/ package"),
     (["--data-paths", ","], "error: --data-paths names no data path"),
-    (["--data-paths", "device,nope"], "error: data_path='nope' is not one of"),
-    (["--train-samples", "-5"], "error: train_samples"),
+    (["--data-paths", "device,nope"], "error: --data-path 'nope' is not one of"),
+    (["--train-samples", "-5"], "error: --train-samples must be >= 0, got -5"),
     (["--data", "/nonexistent/cifar"], "error: data path /nonexistent/cifar does not exist"),
 ])
 def test_bad_input_is_one_line_and_2_before_anything_runs(tmp_path, capsys, argv, said):

@@ -89,8 +89,8 @@ def test_short_run_keeps_a_window_and_compare_refuses_profiled_times(tmp_path):
 
 def test_profile_window_is_validated():
     proc = run_cli("run", "--data", "synthetic", "--profile", "--profile-active", "0")
-    assert proc.returncode == 2 and "profile_active >= 1" in proc.stderr
+    assert proc.returncode == 2 and "--profile-active >= 1" in proc.stderr
     proc = run_cli("run", "--data", "synthetic", "--profile", "--profile-warmup", "0")
-    assert proc.returncode == 2 and "profile_warmup >= 1" in proc.stderr
+    assert proc.returncode == 2 and "--profile-warmup >= 1" in proc.stderr
     proc = run_cli("run", "--data", "synthetic", "--profile", "--train-samples", "64")  # 1 step of 64
     assert proc.returncode == 2 and "at least 2 training steps" in proc.stderr and "Traceback" not in proc.stderr
