@@ -268,7 +268,7 @@ def _remove_empty(folders: list[Path]) -> None:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from bench import sources
-    from bench.data import prepare_cache
+    from bench.cache import prepare_cache
 
     if args.data_cmd == "download":
         print(f"downloaded: {sources.download(args.dir)}")

@@ -113,3 +113,11 @@ def writable_folder(path: str | os.PathLike) -> Path:
         pass
     return folder
 
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename onto ``path``
+    (:func:`atomic_open`); readers never see half a file."""
+    import torch  # (here: the rest of this module is needed before torch is imported)
+
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)

@@ -16,8 +16,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from bench import breakdown, comm, dataparallel, environment, faults, profiling, ranks, staging, threads, training
 from bench.config import BenchConfig, ConfigError, make_config
-from bench.data import CifarDataModule, atomic_torch_save, check_shared_memory
-from bench.files import FolderIsAFile, writable_folder
+from bench.data import CifarDataModule, check_shared_memory
+from bench.files import FolderIsAFile, atomic_torch_save, writable_folder
 from bench.instruments import CallbackGroup, Instruments
 from bench.model import apply_device_settings
 from bench.results import (build_result, export_run_id, inherited_run_id, load_result, new_run_id, result_path,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from filelock import FileLock
 
 from bench.config import BenchConfig
-from bench.data import cache_path, prepare_cache
+from bench.cache import cache_path, prepare_cache
 from bench.sources import DataError
 
 

@@ -63,7 +63,7 @@ def build_trainer(config: BenchConfig, run_id: str, callbacks: list[L.Callback],
         logger=TensorBoardLogger(config.out_dir, name="tensorboard", version=run_id, default_hp_metric=False),
         callbacks=callbacks,
         profiler=profiler,
-        use_distributed_sampler=False,  # bench.data's samplers already shard by rank
+        use_distributed_sampler=False,  # bench.sampling's samplers already shard by rank
         check_val_every_n_epoch=config.val_every_n_epochs if validate else None,
         limit_val_batches=1.0 if validate else 0,
         num_sanity_val_steps=0,

@@ -9,9 +9,10 @@ import lightning as L
 import pytest
 import torch
 
-from bench import data
+from bench import cache as data_cache  # (not `cache`: the fixture of that name is the cache folder)
+from bench import data, files
 from bench.config import make_config
-from bench.data import GlobalBatchSampler, balanced_subset, global_batch_sizes, shard_bounds
+from bench.sampling import GlobalBatchSampler, balanced_subset, global_batch_sizes, shard_bounds
 from bench.sources import DataError
 from tests.conftest import run_cli, write_image_tree
 
@@ -139,11 +140,11 @@ def test_run_says_a_missing_gpu_before_it_reads_the_data(tmp_path, cache):
 def test_cache_is_written_atomically_and_reused(tmp_path, monkeypatch):
     tree = write_image_tree(tmp_path / "tree", per_class=(2, 1))
     config = make_config("smoke", data=str(tree), cache_dir=str(tmp_path / "cache"))
-    path = data.prepare_cache(config)
+    path = data_cache.prepare_cache(config)
     assert path.is_file() and not list(path.parent.glob("*.tmp"))
-    monkeypatch.setattr(data, "decode_source", lambda c: pytest.fail("decoded again"))
-    assert data.prepare_cache(config) == path
-    loaded = data.load_decoded(config)
+    monkeypatch.setattr(data_cache, "decode_source", lambda c: pytest.fail("decoded again"))
+    assert data_cache.prepare_cache(config) == path
+    loaded = data_cache.load_decoded(config)
     assert loaded.train_images.shape == (20, 3, 32, 32) and loaded.train_images.dtype == torch.uint8
 
 
@@ -156,17 +157,17 @@ def test_failed_cache_write_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken)
     with pytest.raises(OSError):
-        data.atomic_torch_save({"a": 1}, target)
+        files.atomic_torch_save({"a": 1}, target)
     assert list(target.parent.iterdir()) == []
 
 
 def _prepare(args):
     from bench import staging
 
-    tree, cache = args
-    config = make_config("smoke", data=tree, cache_dir=cache)
+    tree, cache_folder = args
+    config = make_config("smoke", data=tree, cache_dir=cache_folder)
     staging.ensure_data(config)
-    return data.load_decoded(config).train_images.shape[0]
+    return data_cache.load_decoded(config).train_images.shape[0]
 
 
 def test_concurrent_ranks_build_and_read_one_cache(tmp_path):
@@ -180,9 +181,9 @@ def test_concurrent_ranks_build_and_read_one_cache(tmp_path):
 def test_cache_key_changes_when_the_source_changes(tmp_path):
     tree = write_image_tree(tmp_path / "tree", per_class=(1, 1))
     config = make_config("smoke", data=str(tree), cache_dir=str(tmp_path / "cache"))
-    before = data.cache_path(config)
+    before = data_cache.cache_path(config)
     write_image_tree(tmp_path / "tree", per_class=(2, 1))
-    assert data.cache_path(config) != before
+    assert data_cache.cache_path(config) != before
 
 
 def test_train_augmentation_keeps_uint8_and_shape():
@@ -195,9 +196,9 @@ def test_train_augmentation_keeps_uint8_and_shape():
 
 
 def test_synthetic_is_seeded(tmp_path: Path):
-    a = data.synthetic(make_config("smoke", data="synthetic", train_samples=50, test_samples=10))
-    b = data.synthetic(make_config("smoke", data="synthetic", train_samples=50, test_samples=10))
-    c = data.synthetic(make_config("smoke", data="synthetic", train_samples=50, test_samples=10, seed=1))
+    a = data_cache.synthetic(make_config("smoke", data="synthetic", train_samples=50, test_samples=10))
+    b = data_cache.synthetic(make_config("smoke", data="synthetic", train_samples=50, test_samples=10))
+    c = data_cache.synthetic(make_config("smoke", data="synthetic", train_samples=50, test_samples=10, seed=1))
     assert torch.equal(a.train_images, b.train_images) and a.train_images.shape == (50, 3, 32, 32)
     assert torch.equal(a.test_labels, b.test_labels) and a.test_images.shape == (10, 3, 32, 32)
     assert not torch.equal(a.train_images, c.train_images)  # the seed, not a constant, decides
@@ -219,11 +220,11 @@ def test_staged_cache_is_only_read(tmp_path, monkeypatch):
 
     tree = write_image_tree(tmp_path / "tree", per_class=(1, 1))
     config = make_config("smoke", data=str(tree), cache_dir=str(tmp_path / "cache"))
-    data.prepare_cache(config)
+    data_cache.prepare_cache(config)
     (tmp_path / "cache").chmod(0o555)  # a read-only staged cache: no lock file may be needed
     try:
-        monkeypatch.setattr(data, "decode_source", lambda c: pytest.fail("decoded again"))
+        monkeypatch.setattr(data_cache, "decode_source", lambda c: pytest.fail("decoded again"))
         staging.ensure_data(config)
-        assert data.load_decoded(config).train_images.shape == (10, 3, 32, 32)
+        assert data_cache.load_decoded(config).train_images.shape == (10, 3, 32, 32)
     finally:
         (tmp_path / "cache").chmod(0o755)

@@ -12,9 +12,9 @@ from PIL import Image
 
 from bench import data, datapaths, threads
 from bench.config import make_config
-from bench.data import GlobalBatchSampler
 from bench.datapaths import DeviceTrainSet, IndexBatch, PilImages, augment_seed, random_crop_flip
 from bench.results import load_result
+from bench.sampling import GlobalBatchSampler
 from tests.conftest import run_cli
 
 # One 2-channel 3x3 image (non-zero values, so padding is recognisable) and its 1-pixel zero padding.
