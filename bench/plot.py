@@ -11,7 +11,7 @@ def render_png(rows: list[dict]) -> bytes:
     """The two-panel figure (PNG bytes): training time per case, speedup with the ideal (= devices).
 
     Args:
-        rows: :func:`bench.report.case_rows`' rows (``configuration``, ``fit_s`` s, ``stats``,
+        rows: :func:`bench.caserows.case_rows`' rows (``configuration``, ``fit_s`` s, ``stats``,
             ``speedup``, ``devices``), in the order to draw.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
