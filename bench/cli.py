@@ -8,40 +8,24 @@
     cifar-bench baseline record RESULT.json... --name NAME
     cifar-bench report RESULTS... [--baseline NAME] --out DIR
 
-Exit status: the one table of bench/exitcodes.py (docs/exit-codes.md). Each analysis command owns its
-parser and handler in its module (``table``: bench.results, ``compare``: bench.compare, ``baseline``:
-bench.recording, ``report``: bench.report); none of them imports torch or Lightning, so they start fast.
+Exit status: the one table of bench/exitcodes.py (docs/exit-codes.md). Each command but ``data`` owns its
+parser and handler in its module (``run``: bench.runcmd, ``sweep``: bench.sweep, ``table``: bench.results,
+``compare``: bench.compare, ``baseline``: bench.recording, ``report``: bench.report); the analysis
+commands never import torch or Lightning, so they start fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import signal
 import sys
-import traceback
-from pathlib import Path
 
-from bench.config import CASES, DATA_ENV, PRESETS, BenchConfig, ConfigError, make_config
+from bench import runcmd
+from bench.config import CASES, DATA_ENV, PRESETS, make_config
 from bench.exitcodes import ExitCode
 from bench.files import folder_argument
-from bench.options import add_field_option
 
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SANITY = ExitCode.FAILED, ExitCode.BAD_INPUT, ExitCode.SANITY
-
-
-def _add_run_parser(sub) -> None:
-    # Every option is generated from a BenchConfig field and its documentation (bench/options.py),
-    # so the help, its defaults and the config cannot drift apart. "resolve": an option added by
-    # hand below the loop replaces the generated one of the same name.
-    p = sub.add_parser("run", help="run one benchmark case and write its result JSON", conflict_handler="resolve",
-                       description="Run one benchmark case and write its result JSON. Options left out keep "
-                                   "the preset's value (shown per preset where the presets differ).")
-    for f in dataclasses.fields(BenchConfig):
-        add_field_option(p, f)
-    p.add_argument("--repeats", type=int, default=1, metavar="N",
-                   help="run the case N times, each in a fresh process with its own JSON (fit_s samples) "
-                        "(default: 1)")
+EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
 
 def _add_data_parser(sub) -> None:
@@ -131,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="cifar-bench", description=DESCRIPTION, epilog=_epilog(),
                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    _add_run_parser(sub)
+    runcmd.add_parser(sub)
     _add_data_parser(sub)
     results.add_parser(sub)
     compare.add_parser(sub)
@@ -159,111 +143,6 @@ def _add_mark_interrupted_parser(sub) -> None:
     m.add_argument("--reason", required=True, type=_reason, help="what happened, in words (the record's reason)")
     m.add_argument("--status", choices=("interrupted", "failed"), default="interrupted", help="default: interrupted")
     m.set_defaults(func=cmd_mark_interrupted)
-
-
-def _run_config(args: argparse.Namespace):
-    # every field has a generated option (None = not given: the preset's value); the preset chooses
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(BenchConfig) if f.name != "preset"}
-    if args.case == "dp":
-        overrides["accelerator"] = overrides["accelerator"] or "gpu"
-        overrides["devices"] = overrides["devices"] or _visible_gpus() or 2
-    from bench.scaling import weak_overrides
-
-    return make_config(args.preset, **weak_overrides(args.preset, overrides))
-
-
-def _visible_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def cmd_repeats(args: argparse.Namespace, argv: list[str]) -> int:
-    """Run ``args.repeats`` fresh ``python -m bench run`` processes; print their fit_s statistics."""
-    import os
-    import subprocess
-
-    from bench.baselines import summary_stats
-    from bench.results import format_table, inherited_run_id, load_result, new_run_id, result_path
-
-    config = _run_config(args)  # validate once, before anything starts
-    group = inherited_run_id() or new_run_id(config.case)
-    single = [a for i, a in enumerate(argv) if a != "--repeats" and (i == 0 or argv[i - 1] != "--repeats")
-              and not a.startswith("--repeats=")]
-    results, status = [], 0
-    for i in range(args.repeats):
-        env = {**os.environ, "BENCH_RUN_ID": f"{group}-r{i}"}
-        status = subprocess.run([sys.executable, "-m", "bench", *single], env=env).returncode or status
-        path = result_path(config.out_dir, env["BENCH_RUN_ID"])
-        if path.exists():
-            results.append(load_result(path))
-    fit = [r["metrics"]["fit_s"] for r in results if r["status"] == "ok"]
-    if len(fit) >= 1:
-        last = {**results[-1], "metrics": {**results[-1]["metrics"], "fit_s": summary_stats(fit)["median"],
-                                            "fit_s_samples": fit}}
-        print(f"\n{args.repeats} repeats of {config.case}: fit_s {summary_stats(fit)}")
-        print(format_table([last]))
-    return status
-
-
-def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    from bench.faults import check_srun
-    from bench.results import format_table
-
-    if args.repeats < 1:
-        raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
-    if args.repeats > 1:
-        return cmd_repeats(args, argv if argv is not None else sys.argv[1:])
-    config = _run_config(args)
-    missing = [p for p in (Path(config.out_dir), *Path(config.out_dir).parents) if not p.exists()]
-    check_srun(config)  # before torch is imported: a second, not the start-up of a rank
-    from bench.runner import RunFailed, RunInterrupted, run_case
-
-    try:
-        result = run_case(config)
-    except RunInterrupted as err:  # the interrupted result is written (rank 0)
-        print(f"cifar-bench: interrupted: {err}", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-    except RunFailed as err:  # the failed result is written (rank 0)
-        if not err.lost:  # this rank's own error: its traceback is what a bug report needs
-            traceback.print_exception(err.__cause__)
-        print(f"cifar-bench: failed: {err.reason}", file=sys.stderr)
-        if err.path:
-            print(f"result: {err.path}")
-        return ExitCode.FAILED
-    except Exception as err:
-        if _is_bad_input(err):
-            _remove_empty(missing)  # bad input writes nothing: not even the --out folder the run's checks made
-        raise
-    if result is None:  # not global rank 0: rank 0 reports
-        return 0
-    print(format_table([result]))
-    from bench.breakdown import format_breakdown, rank_breakdowns
-
-    if text := format_breakdown(rank_breakdowns(result)):
-        print(text)
-    if result.get("profile"):
-        print(f"profile: {result['profile']['folder']} (traces and top_ops per global rank)")
-    print(f"result: {result['path']}")
-    if result["status"] == "skipped":
-        print(f"skipped: {result['reason']}")
-        return 0
-    if not result["sanity"].get("passed", False):
-        from bench.records import problem_of  # the same words as the tables' "not a figure" note
-
-        print(f"cifar-bench: {problem_of(result, result['metrics'].get('fit_s'))} (exit status {int(EXIT_SANITY)})",
-              file=sys.stderr)
-        return EXIT_SANITY
-    return 0
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove these folders (deepest first) where they are empty; leave any that holds something."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -347,7 +226,7 @@ def _main(argv: list[str] | None) -> int:
 
     try:
         if args.command == "run":
-            return cmd_run(args, argv)
+            return runcmd.cmd_run(args, argv)
         if args.command == "sweep":
             from bench import sweep
 
@@ -357,21 +236,10 @@ def _main(argv: list[str] | None) -> int:
         print(f"cifar-bench: error: {err.strerror}", file=sys.stderr)
         return ExitCode.FAILED
     except Exception as err:
-        if not _is_bad_input(err):
+        if not runcmd.is_bad_input(err):
             raise
         print(f"cifar-bench: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-
-
-def _is_bad_input(err: BaseException) -> bool:
-    """A configuration, data or accelerator error (exit 2). ConfigError is checked first: bad options
-    are answered before torch is imported (the other two classes live in modules that import it)."""
-    if isinstance(err, ConfigError):
-        return True
-    from bench.environment import GPUUnavailableError
-    from bench.sources import DataError
-
-    return isinstance(err, (DataError, GPUUnavailableError))
 
 
 def main_exit() -> None:

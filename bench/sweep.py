@@ -44,11 +44,11 @@ class _Into:
 
 def add_parser(sub) -> None:
     """Register ``sweep`` on the ``cifar-bench`` subparsers: every ``run`` option, plus the sweep's own."""
-    from bench.cli import _add_run_parser
+    from bench.runcmd import add_parser as add_run_parser
 
     p = sub.add_parser("sweep", conflict_handler="resolve",
                        help="run a case over several world sizes (strong or weak scaling) and summarise")
-    _add_run_parser(_Into(p))
+    add_run_parser(_Into(p))
     run_actions = [(a.dest, a.option_strings[0], type(a).__name__) for a in p._actions if a.option_strings
                    and a.dest not in ("help", "devices", "num_nodes", "repeats", "out_dir")]
     p.add_argument("--devices", type=_int_list, help="comma list of devices per point, e.g. 1,2,3 (one node)")
@@ -119,9 +119,9 @@ def points_of(args: argparse.Namespace) -> list[tuple[int, int]]:
 
 
 def _point_config(args: argparse.Namespace, nodes: int, devices: int):
-    from bench.cli import _run_config
+    from bench.runcmd import run_config
 
-    return _run_config(argparse.Namespace(**{**vars(args), "devices": devices, "num_nodes": nodes}))
+    return run_config(argparse.Namespace(**{**vars(args), "devices": devices, "num_nodes": nodes}))
 
 
 def run(args: argparse.Namespace) -> int:

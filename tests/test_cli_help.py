@@ -61,9 +61,9 @@ def test_top_level_help_is_plain_text_with_exit_status(capsys):
     (["--momentum", "0.5"], "momentum", 0.5), ([], "momentum", 0.9), ([], "profile", False),
 ])
 def test_generated_options_reach_the_config(flags, field, value):
-    from bench.cli import _run_config
+    from bench.runcmd import run_config
 
-    config = _run_config(parser().parse_args(["run", "--data", "synthetic", *flags]))
+    config = run_config(parser().parse_args(["run", "--data", "synthetic", *flags]))
     assert getattr(config, field) == value
 
 

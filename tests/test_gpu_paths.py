@@ -96,11 +96,12 @@ def test_cudnn_benchmark_defaults_by_accelerator_and_is_applied(cudnn_benchmark_
 
 
 def test_cli_flags_for_cudnn_benchmark_and_sync_batchnorm():
-    from bench.cli import _run_config, parser
+    from bench.cli import parser
+    from bench.runcmd import run_config
 
     args = parser().parse_args(["run", "--data", "synthetic", "--case", "ddp", "--devices", "2",
                                 "--no-cudnn-benchmark", "--sync-batchnorm", "--preset", "full"])
-    config = _run_config(args)
+    config = run_config(args)
     assert (config.cudnn_benchmark, config.sync_batchnorm) == (False, True)
 
 

@@ -201,10 +201,11 @@ def test_device_settings_are_applied_and_read_back(tf32, precision, torch_tf32_r
 
 
 def test_cli_flags_reach_the_config():
-    from bench.cli import _run_config, parser
+    from bench.cli import parser
+    from bench.runcmd import run_config
 
     def config(*flags):
-        return _run_config(parser().parse_args(["run", "--data", "synthetic", *flags]))
+        return run_config(parser().parse_args(["run", "--data", "synthetic", *flags]))
 
     c = config("--data-path", "pil", "--no-tf32", "--channels-last", "--num-workers", "1", "--persistent-workers")
     assert (c.data_path, c.tf32, c.channels_last, c.persistent_workers) == ("pil", False, True, True)
