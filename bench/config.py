@@ -30,7 +30,8 @@ PRESET_NAMES = ("smoke", "cpu", "full")  # the keys of PRESETS (defined below th
 def _doc(default: Any, help: str, unit: str | None = None, **extra: Any) -> Any:
     """A config field with its documentation, readable at run time (``dataclasses.fields(...)[i].metadata``).
 
-    The ``run`` command's options and their ``--help`` lines are generated from it (bench/runcmd.py, bench/options.py).
+    The ``run`` command's options and their ``--help`` lines are generated from it (bench/runcmd.py,
+    bench/options.py).
     Metadata keys: ``help`` (one line), ``unit`` (or None), and optionally ``choices`` (allowed
     values), ``metavar``, ``option`` (the option's name when not ``--field-name``), ``default_text`` (the
     default as a user sees it, where the field's value is a placeholder) and ``default_note``
