@@ -3,7 +3,8 @@
 Images are decoded once (see :mod:`bench.sources`) into uint8 tensors (N, 3, 32, 32) that stay in
 memory, and cached in a cache folder of their own (the data folder may be read-only and shared).
 Cache files are written to a temporary name and renamed (:func:`bench.files.atomic_torch_save`), so
-concurrent ranks or jobs never read half a file.
+concurrent ranks or jobs never read half a file; :func:`bench.staging.ensure_data` holds the file lock
+under which one process decodes while the others wait.
 """
 
 from __future__ import annotations

@@ -17,11 +17,12 @@ commands never import torch or Lightning, so they start fast.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
 from bench import runcmd
-from bench.config import CASES, DATA_ENV, PRESETS, make_config
+from bench.config import CASES, DATA_ENV, PRESETS, ConfigError, make_config
 from bench.exitcodes import ExitCode
 from bench.files import folder_argument
 
@@ -29,14 +30,22 @@ EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
 
 def _add_data_parser(sub) -> None:
-    p = sub.add_parser("data", help="stage the data set (download or decode into the cache)")
+    p = sub.add_parser("data", help="stage the data set (download or decode into the cache)",
+                       description="Stage the data set ahead of jobs: download the official CIFAR-10, or decode a data "
+                                   "set once into the cache that every run then only reads.")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
-    d = dsub.add_parser("download", help="download the official CIFAR-10 (MD5-checked) into DIR")
-    d.add_argument("dir", type=folder_argument)
-    r = dsub.add_parser("prepare", help="decode a data set into the cache, so jobs only read it")
-    r.add_argument("--data", help=f"data set path (default: ${DATA_ENV})")
-    r.add_argument("--data-checksums")
-    r.add_argument("--cache-dir")
+    d = dsub.add_parser("download", help="download the official CIFAR-10 (MD5-checked) into DIR",
+                        description="Download the official CIFAR-10 python batches (MD5-checked) into DIR; "
+                                    "needs internet.")
+    d.add_argument("dir", type=folder_argument, help="folder to download into (created if needed)")
+    r = dsub.add_parser("prepare", help="decode a data set into the cache, so jobs only read it",
+                        description="Decode a data set into the cache once (under a file lock), so that jobs, and "
+                                    "every rank of a job, only read it. A second call finds the cache and does nothing.")
+    r.add_argument("--data", help="data set: a folder or .tar.gz, official CIFAR-10 or class-per-folder "
+                                  f"(default: ${DATA_ENV})")
+    r.add_argument("--data-checksums", help="MD5 check of the official files: official (default), skip, or a "
+                                            "JSON file {file name: md5}")
+    r.add_argument("--cache-dir", help="cache folder (default: $BENCH_CACHE, else ~/.cache/cifar-bench)")
 
 
 # The top-level --help, as plain text (the module docstring is for developers).
@@ -146,14 +155,20 @@ def _add_mark_interrupted_parser(sub) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from bench import sources
-    from bench.cache import prepare_cache
+    from bench import sources, staging
+    from bench.cache import cache_path
 
     if args.data_cmd == "download":
         print(f"downloaded: {sources.download(args.dir)}")
         return 0
+    if not (args.data or os.environ.get(DATA_ENV)):
+        raise ConfigError(f"data prepare: name the data set with --data PATH (a folder or .tar.gz), or set {DATA_ENV}")
     config = make_config("smoke", data=args.data, data_checksums=args.data_checksums, cache_dir=args.cache_dir)
-    print(f"cache: {prepare_cache(config)}")
+    if config.data == "synthetic":
+        raise ConfigError("data prepare decodes a data set on disk; synthetic data is made by each run in memory: "
+                          "pass --data PATH")
+    staging.ensure_data(config)  # the cache folder checked first, and the lock the ranks of a job use
+    print(f"cache: {cache_path(config)}")
     return 0
 
 

@@ -9,6 +9,7 @@ Every field is recorded in the run's JSON, so two runs can be checked for doing 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ SCALINGS = ("strong", "weak")  # scaling modes of a sweep (docs/scaling.md)
 
 #: Environment variable that gives the data path when ``--data`` is not given.
 DATA_ENV = "BENCH_DATA"
+#: Longest --pg-timeout-s, seconds: a week (torch holds the timeout as int milliseconds; far more overflows).
+MAX_PG_TIMEOUT_S = 7 * 24 * 3600.0
 PRESET_NAMES = ("smoke", "cpu", "full")  # the keys of PRESETS (defined below the class that checks them)
 
 
@@ -86,12 +89,13 @@ class BenchConfig:
                             choices=ACCELERATORS, default_note="dp: gpu")
     devices: int = _doc(1, "devices per node (GPUs, or processes on CPU); dp: GPUs driven by one process",
                         unit="devices", default_note="dp: every GPU torch sees on the node, at least 2")
-    num_nodes: int = _doc(1, "nodes (ddp only)", unit="nodes")
+    num_nodes: int = _doc(1, "nodes (ddp only; above 1 the ranks are started by srun, e.g. sbatch slurm/suite.sh)",
+                          unit="nodes")
     precision: str = _doc("32-true", "Lightning precision", choices=PRECISIONS)
     num_workers: int = _doc(-1, "DataLoader worker processes per rank; -1 = auto (the rank's cores but one, at "
                             "most 4 on GPU)", unit="processes")
     pin_memory: bool = _doc(False, "page-locked host memory for batches (GPU only)", default_note="off on CPU")
-    persistent_workers: bool = _doc(False, "keep loader workers between epochs (needs num_workers > 0)")
+    persistent_workers: bool = _doc(False, "keep loader workers between epochs (needs --num-workers > 0)")
     data_path: str = _doc("uint8", "how training batches are made: pil (PIL transforms per image), uint8 (uint8 "
                           "tensor transforms per image), device (training set on the device, augmented per batch)",
                           choices=DATA_PATHS)
@@ -192,34 +196,59 @@ def _check_ranges(c: BenchConfig) -> None:
             raise ConfigError(f"{option_for(name)} must be >= 0, got {getattr(c, name)}")
     if c.num_workers < -1:
         raise ConfigError(f"--num-workers must be >= 0, or -1 for auto; got {c.num_workers}")
-    if not (c.lr > 0 and 0 <= c.momentum < 1 and c.weight_decay >= 0):
-        raise ConfigError(f"need --lr > 0, 0 <= --momentum < 1 and --weight-decay >= 0; got {c.lr}, {c.momentum}, "
-                          f"{c.weight_decay}")
+    _check_optimizer(c)
     if not 0.0 <= c.accuracy_floor <= 1.0:
         raise ConfigError(f"--accuracy-floor is a fraction in [0, 1], got {c.accuracy_floor}")
+    _check_profile(c)
+    _check_loader(c)
+    _check_files(c)
+    if not 0 < c.pg_timeout_s <= MAX_PG_TIMEOUT_S:  # (nan fails too) torch keeps it as int milliseconds
+        raise ConfigError(f"--pg-timeout-s must be > 0 and <= {MAX_PG_TIMEOUT_S:.0f} seconds (a week), "
+                          f"got {c.pg_timeout_s}")
+    if c.accelerator == "cpu" and c.precision == "16-mixed":
+        raise ConfigError("--precision 16-mixed needs a GPU; use 32-true or bf16-mixed on CPU")
+
+
+def _check_optimizer(c: BenchConfig) -> None:
+    # each value on its own, so that the message names the one that is wrong (nan and inf fail too)
+    if not (math.isfinite(c.lr) and c.lr > 0):
+        raise ConfigError(f"--lr must be a finite number > 0, got {c.lr}")
+    if not 0 <= c.momentum < 1:
+        raise ConfigError(f"--momentum must be >= 0 and < 1, got {c.momentum}")
+    if not (math.isfinite(c.weight_decay) and c.weight_decay >= 0):
+        raise ConfigError(f"--weight-decay must be a finite number >= 0, got {c.weight_decay}")
+
+
+def _check_profile(c: BenchConfig) -> None:
     if c.profile_wait < 0 or c.profile_warmup < 1 or c.profile_active < 1:
-        raise ConfigError("the profiler window needs --profile-wait >= 0, --profile-warmup >= 1 (tracing start-up "
-                          "costs land in the first traced step) and --profile-active >= 1")
+        raise ConfigError(f"the profiler window needs --profile-wait >= 0, --profile-warmup >= 1 (tracing start-up "
+                          f"costs land in the first traced step) and --profile-active >= 1; got {c.profile_wait}, "
+                          f"{c.profile_warmup} and {c.profile_active}")
     if c.profile and c.epochs == 0:
         raise ConfigError("--profile traces training steps: use --epochs >= 1")
     if c.profile and c.train_samples and -(-c.train_samples // c.global_batch_size) * c.epochs < 2:
         raise ConfigError("--profile needs at least 2 training steps (1 warm-up, 1 recorded): raise "
                           "--train-samples or --epochs, or lower --global-batch-size")
-    _check_loader(c)
-    if not c.pg_timeout_s > 0:
-        raise ConfigError(f"--pg-timeout-s must be > 0 seconds, got {c.pg_timeout_s}")
-    if c.precision != "32-true" and c.accelerator == "cpu" and c.precision == "16-mixed":
-        raise ConfigError("precision 16-mixed needs a GPU; use 32-true or bf16-mixed on CPU")
+
+
+def _check_files(c: BenchConfig) -> None:
+    # files named by options, checked before anything starts (not after the Trainer or the data is set up)
+    if c.data_checksums not in ("official", "skip") and not Path(c.data_checksums).expanduser().is_file():
+        raise ConfigError(f"--data-checksums {c.data_checksums!r}: give official, skip, or a JSON file "
+                          "{file name: md5} that exists")
+    if c.init_weights and not Path(c.init_weights).expanduser().is_file():
+        raise ConfigError(f"--init-weights {c.init_weights}: no such file; give a state_dict file written by "
+                          "--save-weights, or leave it out for seeded weights")
 
 
 def _check_loader(c: BenchConfig) -> None:
     if c.persistent_workers and c.num_workers == 0:
         raise ConfigError("--persistent-workers needs --num-workers > 0")
     if c.data_path == "device" and c.num_workers > 0:
-        raise ConfigError("the device path gathers batches on the device and needs no loader workers; "
+        raise ConfigError("--data-path device gathers batches on the device and needs no loader workers; "
                           "use --num-workers 0 or -1")
     if c.data_path == "device" and (c.pin_memory or c.persistent_workers):
-        raise ConfigError("the device path has no loader workers and copies the training set once: drop "
+        raise ConfigError("--data-path device has no loader workers and copies the training set once: drop "
                           "--pin-memory and --persistent-workers")
 
 

@@ -1,4 +1,5 @@
-"""CIFAR-10 for one rank: the LightningDataModule, its transforms and batch normalisation.
+"""CIFAR-10 for one rank: the LightningDataModule, its transforms, the per-channel normalisation of
+batches (:func:`normalize`) and the shared-memory check of loader workers (:func:`check_shared_memory`).
 
 The decoded tensors come from :mod:`bench.cache` (a source's cache, or synthetic data); which
 images each rank sees, from :mod:`bench.sampling` (class-balanced subsets, global batches split

@@ -35,7 +35,8 @@ POLL_S = 0.5  # how often the watchers look (s): the bound on fault-to-record ti
 
 
 def check_srun(config: BenchConfig, env: dict | None = None) -> None:
-    """Refuse a run inside a Slurm allocation of several tasks that ``srun`` did not start.
+    """Refuse a run inside a Slurm allocation of several tasks that ``srun`` did not start, and ddp
+    over several nodes in a process that no launcher started (:func:`_check_node_launcher`).
 
     ``srun`` sets ``SLURM_STEP_ID`` (and ``SLURM_STEPID``) in every task it starts; the batch
     script itself has ``SLURM_JOB_ID`` and ``SLURM_NTASKS`` but no step id. Without this check
@@ -46,6 +47,7 @@ def check_srun(config: BenchConfig, env: dict | None = None) -> None:
         ConfigError: naming the variables seen and the fix (run the command under ``srun``).
     """
     env = os.environ if env is None else env
+    _check_node_launcher(config, env)
     ntasks = env.get("SLURM_NTASKS", "")
     if not env.get("SLURM_JOB_ID") or not ntasks.isdigit() or int(ntasks) < 2:
         return
@@ -57,6 +59,28 @@ def check_srun(config: BenchConfig, env: dict | None = None) -> None:
         f"this job has {ntasks} Slurm tasks ({shown}) but this process was not started by srun (no SLURM_STEP_ID): "
         f"the other ranks would never start and rank 0 would wait for them. Start the ranks with srun, e.g. "
         f"`srun python -m bench run --case {config.case} ...` in the sbatch script (or sbatch -n1 for one process)")
+
+
+#: Variables by which a launcher tells a process its node or rank: srun's step (SLURMEnvironment),
+#: Lightning's own NODE_RANK (LightningEnvironment), torchrun's GROUP_RANK/RANK, LSF, MPI.
+NODE_LAUNCHER_VARS = ("SLURM_STEP_ID", "SLURM_STEPID", "NODE_RANK", "GROUP_RANK", "RANK", "LSB_JOBID",
+                      "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+
+
+def _check_node_launcher(config: BenchConfig, env) -> None:
+    """Refuse ddp over several nodes in a process that no launcher started: nothing would start the
+    other nodes' ranks, and rank 0 would wait --pg-timeout-s (default 300 s) for them.
+
+    Raises:
+        ConfigError: naming --num-nodes and the ways to start the ranks.
+    """
+    if config.case != "ddp" or config.num_nodes < 2 or any(v in env for v in NODE_LAUNCHER_VARS):
+        return
+    raise ConfigError(
+        f"--num-nodes {config.num_nodes}: no launcher started this process (no SLURM_STEP_ID, NODE_RANK or RANK), "
+        f"so nothing would start the other nodes' ranks and rank 0 would wait --pg-timeout-s for them. Start "
+        f"one task per device with srun (`sbatch slurm/suite.sh`, or inside an allocation `srun -N{config.num_nodes} "
+        f"--ntasks-per-node={config.devices} python -m bench run --case ddp ...`), or use --num-nodes 1 here")
 
 
 def is_launched_child(env: dict | None = None) -> bool:
@@ -220,7 +244,7 @@ def explain(err: BaseException, config: BenchConfig) -> str | None:
     """The likely cause and fix of a distributed failure, from the error's text; None when unknown."""
     text = f"{type(err).__name__}: {err}"
     if "waiting for clients" in text or "Timed out" in text or "timed out" in text:
-        return (f"a rank did not join or answer within pg_timeout_s={config.pg_timeout_s:g} s: check that all "
+        return (f"a rank did not join or answer within --pg-timeout-s {config.pg_timeout_s:g} s: check that all "
                 f"{config.world_size} ranks were started (under Slurm: srun with --ntasks-per-node equal to --devices "
                 f"and -N equal to --num-nodes), that they reach MASTER_ADDR:MASTER_PORT, and the logs of the others")
     if "closed by peer" in text or "reset by peer" in text:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.config import DATA_ENV, PRESETS, ConfigError, make_config
+from bench.config import DATA_ENV, DATA_PATHS, PRESETS, ConfigError, make_config
 from bench.exitcodes import ExitCode
 from bench.parity_report import format_report, summarize
 from bench.timeslice import run_sliced
@@ -222,6 +222,8 @@ def _checked_paths(args: argparse.Namespace, overrides: dict[str, Any]) -> list[
         raise ConfigError("--data-paths names no data path: e.g. --data-paths device,uint8")
     if len(set(paths)) < len(paths):
         raise ConfigError(f"--data-paths names a data path twice ({args.data_paths}): name each once")
+    if unknown := [p for p in paths if p not in DATA_PATHS]:
+        raise ConfigError(f"--data-paths: {', '.join(map(repr, unknown))} is not one of {', '.join(DATA_PATHS)}")
     if args.before_tree and not (Path(args.before_tree) / "bench" / "__init__.py").is_file():
         raise ConfigError(f"--before-tree {args.before_tree} holds no bench/ package: name the root of another checkout")
     configs = [make_config(**{**overrides, "data_path": p}) for p in paths]

@@ -112,7 +112,7 @@ def _check_md5(name: str, blob: bytes, md5s: dict[str, str] | None, where: Path)
     if md5s is None:
         return
     if name not in md5s:
-        raise DataError(f"no expected checksum for {name} in {where}; pass data_checksums=skip to read it anyway")
+        raise DataError(f"no expected checksum for {name} in {where}; pass --data-checksums skip to read it anyway")
     actual = hashlib.md5(blob).hexdigest()
     if actual != md5s[name]:
         raise DataError(f"checksum mismatch for {name} in {where}: md5 {actual}, expected {md5s[name]}; "

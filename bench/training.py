@@ -78,7 +78,7 @@ def build_module(config: BenchConfig) -> CifarModule:
     """A seeded CifarModule (or loaded from ``config.init_weights``), wrapped for DP in the dp case.
 
     Raises:
-        ConfigError: init_weights cannot be read or does not fit the network.
+        ConfigError: --init-weights cannot be read or does not fit the network.
     """
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = CifarModule(config)
@@ -86,7 +86,7 @@ def build_module(config: BenchConfig) -> CifarModule:
         try:
             module.net.load_state_dict(torch.load(config.init_weights, map_location="cpu", weights_only=True))
         except (OSError, RuntimeError) as err:
-            raise ConfigError(f"cannot load init_weights {config.init_weights}: {err}") from err
+            raise ConfigError(f"cannot load --init-weights {config.init_weights}: {err}") from err
     if config.case == "dp":
         wrap_data_parallel(module, list(range(config.devices)))
     return module

@@ -228,3 +228,26 @@ def test_staged_cache_is_only_read(tmp_path, monkeypatch):
         assert data_cache.load_decoded(config).train_images.shape == (10, 3, 32, 32)
     finally:
         (tmp_path / "cache").chmod(0o755)
+
+
+def test_data_prepare_decodes_once_and_refuses_what_it_cannot_stage(tmp_path):
+    tree = write_image_tree(tmp_path / "tree", per_class=(1, 1))
+    folder = tmp_path / "c"
+    first = run_cli("data", "prepare", "--data", str(tree), "--cache-dir", str(folder))
+    assert first.returncode == 0 and "decoding" in first.stderr + first.stdout, first.stderr[-2000:]
+    path = Path(first.stdout.split("cache: ")[1].strip())
+    assert path.parent == folder and path.is_file()
+    stamp = path.stat().st_mtime_ns
+    again = run_cli("data", "prepare", "--data", str(tree), "--cache-dir", str(folder))
+    assert again.returncode == 0 and "decoding" not in again.stderr + again.stdout
+    assert path.stat().st_mtime_ns == stamp  # found, not decoded again
+
+    synthetic = run_cli("data", "prepare", "--data", "synthetic")
+    assert synthetic.returncode == 2 and "synthetic data is made by each run" in synthetic.stderr
+    unnamed = run_cli("data", "prepare", env={"BENCH_DATA": ""})
+    assert unnamed.returncode == 2 and "name the data set with --data PATH" in unnamed.stderr
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    refused = run_cli("data", "prepare", "--data", str(tree), "--cache-dir", str(blocked / "cache"))
+    assert refused.returncode == 2 and "cannot use the data cache folder" in refused.stderr
+    assert "decoding" not in refused.stderr + refused.stdout  # the folder is checked before the data is decoded

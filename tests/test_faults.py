@@ -197,6 +197,19 @@ def test_slurm_tasks_without_srun_are_refused_before_launch(tmp_path):
     _assert_nothing_left(out)
 
 
+def test_ddp_over_nodes_that_no_launcher_started_is_refused_at_once(tmp_path):
+    out = tmp_path / "out"
+    env = {k: v for k, v in _env().items() if k not in faults.NODE_LAUNCHER_VARS}
+    t0 = time.monotonic()
+    proc = _start(out, "--case", "ddp", "--devices", "1", "--num-nodes", "2", *SMALL, env=env)
+    _finish(proc, "ddp --num-nodes 2 without srun (from start)", t0)
+    log = _log(out)
+    assert proc.returncode == 2, log[-3000:]  # not a wait of --pg-timeout-s (300 s) for nodes nobody started
+    assert "--num-nodes 2: no launcher started this process" in log and "srun -N2 --ntasks-per-node=1" in log
+    assert "Traceback" not in log and not out.exists()  # bad input: nothing written, not even --out
+    _assert_nothing_left(out)
+
+
 def test_a_rank_that_never_joins_ends_the_run_at_the_timeout(tmp_path):
     out = tmp_path / "out"
     # srun's variables for 2 tasks, but only task 0 exists: rank 0 waits for rank 1 at the rendezvous
@@ -207,7 +220,7 @@ def test_a_rank_that_never_joins_ends_the_run_at_the_timeout(tmp_path):
     assert proc.returncode == 1, _log(out)[-3000:]
     r = _only_result(out)
     assert r["status"] == "failed" and r["config"]["pg_timeout_s"] == 10
-    assert "did not join or answer within pg_timeout_s=10 s" in r["reason"], r["reason"]
+    assert "did not join or answer within --pg-timeout-s 10 s" in r["reason"], r["reason"]
     _assert_nothing_left(out)
 
 
@@ -311,6 +324,15 @@ def test_srun_check_reads_what_srun_sets():
     faults.check_srun(config, {**SLURM_WITHOUT_SRUN, "SLURM_STEP_ID": "0"})  # a task of an srun step
     faults.check_srun(config, {**SLURM_WITHOUT_SRUN, "SLURM_NTASKS": "1"})  # sbatch -n1: one process is fine
     faults.check_srun(config, {})
+
+
+def test_ddp_over_nodes_needs_a_launcher():
+    config = make_config("smoke", case="ddp", devices=2, num_nodes=2, data="synthetic")
+    with pytest.raises(ConfigError, match="--num-nodes 2: no launcher started this process"):
+        faults.check_srun(config, {})
+    for launched in ({"SLURM_STEP_ID": "0"}, {"NODE_RANK": "1"}, {"RANK": "0", "GROUP_RANK": "0"}):
+        faults.check_srun(config, launched)  # srun, Lightning's NODE_RANK, torchrun
+    faults.check_srun(make_config("smoke", case="ddp", devices=2, data="synthetic"), {})  # one node: Lightning starts it
 
 
 def test_cores_are_not_divided_twice_when_slurm_binds_cpus(monkeypatch):

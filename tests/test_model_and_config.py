@@ -119,6 +119,16 @@ def test_loss_scale_gives_global_mean_across_uneven_ranks():
     (dict(data_path="device", pin_memory=True), "drop --pin-memory and --persistent-workers"),
     (dict(profile=True, train_samples=64, global_batch_size=64), "at least 2 training steps"),
     (dict(profile=True, epochs=0), "use --epochs >= 1"),
+    (dict(pg_timeout_s=float("inf")), "--pg-timeout-s must be > 0 and <= 604800 seconds"),  # not torch's OverflowError
+    (dict(pg_timeout_s=1e300), "--pg-timeout-s must be > 0 and <= 604800 seconds"),
+    (dict(lr=float("inf")), "--lr must be a finite number > 0, got inf"),  # not a run that diverges
+    (dict(lr=0.0), "--lr must be a finite number > 0, got 0.0"),
+    (dict(momentum=1.0), "--momentum must be >= 0 and < 1, got 1.0"),
+    (dict(weight_decay=-1.0), "--weight-decay must be a finite number >= 0, got -1.0"),
+    (dict(profile_warmup=0), "--profile-warmup >= 1 .* got 5, 0 and 3"),
+    (dict(data_checksums="bogus"), "--data-checksums 'bogus': give official, skip, or a JSON file"),
+    (dict(init_weights="/nonexistent/w.pt"), "--init-weights /nonexistent/w.pt: no such file"),
+    (dict(accelerator="cpu", precision="16-mixed"), "--precision 16-mixed needs a GPU"),
 ])
 def test_invalid_configs_are_refused_with_the_reason(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -104,7 +104,7 @@ def test_one_tiny_round_runs_and_all_sides_do_the_same_work(tmp_path, slice_s):
     (["--data-paths", "device,device"], "error: --data-paths names a data path twice (device,device)"),
     (["--before-tree", "/nonexistent/tree"], "error: --before-tree /nonexistent/tree holds no bench/ package"),
     (["--data-paths", ","], "error: --data-paths names no data path"),
-    (["--data-paths", "device,nope"], "error: --data-path 'nope' is not one of"),
+    (["--data-paths", "device,nope"], "error: --data-paths: 'nope' is not one of pil, uint8, device"),
     (["--train-samples", "-5"], "error: --train-samples must be >= 0, got -5"),
     (["--data", "/nonexistent/cifar"], "error: data path /nonexistent/cifar does not exist"),
 ])
