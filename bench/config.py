@@ -65,7 +65,8 @@ class BenchConfig:
 
     case: str = _doc("baseline", "benchmark case: baseline (one device), dp (DataParallel), ddp (one process "
                      "per device)", choices=CASES)
-    preset: str = _doc("smoke", "preset the values start from (recorded, not re-applied)", choices=PRESET_NAMES)
+    preset: str = _doc("smoke", "the preset whose values every option left out takes (README 'Cases and presets')",
+                       choices=PRESET_NAMES)
     model: str = _doc("simple_cnn", "network to train", choices=MODELS)
     data: str = _doc("synthetic", "data set: a folder or .tar.gz (official CIFAR-10 or class-per-folder), or "
                      "'synthetic'", default_text=f"${DATA_ENV}",
