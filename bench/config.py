@@ -65,7 +65,7 @@ class BenchConfig:
 
     case: str = _doc("baseline", "benchmark case: baseline (one device), dp (DataParallel), ddp (one process "
                      "per device)", choices=CASES)
-    preset: str = _doc("smoke", "the preset whose values every option left out takes (README 'Cases and presets')",
+    preset: str = _doc("smoke", "values for every option not given (README 'Cases and presets')",
                        choices=PRESET_NAMES)
     model: str = _doc("simple_cnn", "network to train", choices=MODELS)
     data: str = _doc("synthetic", "data set: a folder or .tar.gz (official CIFAR-10 or class-per-folder), or "
@@ -90,8 +90,8 @@ class BenchConfig:
                             choices=ACCELERATORS, default_note="dp: gpu")
     devices: int = _doc(1, "devices per node (GPUs, or processes on CPU); dp: GPUs driven by one process",
                         unit="devices", default_note="dp: every GPU torch sees on the node, at least 2")
-    num_nodes: int = _doc(1, "nodes (ddp only; above 1 the ranks are started by srun, e.g. sbatch slurm/suite.sh)",
-                          unit="nodes")
+    num_nodes: int = _doc(1, "nodes (ddp only; above 1 the ranks are started by srun, e.g. sbatch slurm/suite.sh, "
+                          "or on each node with NODE_RANK, MASTER_ADDR and MASTER_PORT set)", unit="nodes")
     precision: str = _doc("32-true", "Lightning precision", choices=PRECISIONS)
     num_workers: int = _doc(-1, "DataLoader worker processes per rank; -1 = auto (the rank's cores but one, at "
                             "most 4 on GPU)", unit="processes")
@@ -126,7 +126,7 @@ class BenchConfig:
                         "batch, images and lr given are the 1-device point's, scaled by the devices; docs/scaling.md)",
                         choices=SCALINGS)
     pg_timeout_s: float = _doc(300.0, "longest wait for a missing or dead rank in set-up or a collective before the "
-                               "run fails", unit="s")
+                               "run fails (at most a week)", unit="s")
     compile: bool = _doc(False, "torch.compile the network (opt-in; the first steps of the timed fit include "
                          "compiling)")
 

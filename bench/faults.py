@@ -74,13 +74,14 @@ def _check_node_launcher(config: BenchConfig, env) -> None:
     Raises:
         ConfigError: naming --num-nodes and the ways to start the ranks.
     """
-    if config.case != "ddp" or config.num_nodes < 2 or any(v in env for v in NODE_LAUNCHER_VARS):
-        return
+    if config.case != "ddp" or config.num_nodes < 2 or any(env.get(v, "").strip() for v in NODE_LAUNCHER_VARS):
+        return  # (an empty NODE_RANK= is no launcher: Lightning would fail on int(''))
     raise ConfigError(
         f"--num-nodes {config.num_nodes}: no launcher started this process (no SLURM_STEP_ID, NODE_RANK or RANK), "
         f"so nothing would start the other nodes' ranks and rank 0 would wait --pg-timeout-s for them. Start "
         f"one task per device with srun (`sbatch slurm/suite.sh`, or inside an allocation `srun -N{config.num_nodes} "
-        f"--ntasks-per-node={config.devices} python -m bench run --case ddp ...`), or use --num-nodes 1 here")
+        f"--ntasks-per-node={config.devices} python -m bench run --case ddp ...`), or start the command on every node "
+        f"with NODE_RANK (0..{config.num_nodes - 1}), MASTER_ADDR and MASTER_PORT set, or use --num-nodes 1 here")
 
 
 def is_launched_child(env: dict | None = None) -> bool:

@@ -60,10 +60,12 @@ def cmd_repeats(args: argparse.Namespace, argv: list[str]) -> int:
     import os
     import subprocess
 
-    from bench.baselines import summary_stats
     from bench.results import format_table, inherited_run_id, load_result, new_run_id, result_path
 
     config = run_config(args)  # validate once, before anything starts
+    from bench.faults import check_srun
+
+    check_srun(config)  # said once here, not once per repeat
     group = inherited_run_id() or new_run_id(config.case)
     single = [a for i, a in enumerate(argv) if a != "--repeats" and (i == 0 or argv[i - 1] != "--repeats")
               and not a.startswith("--repeats=")]
@@ -74,12 +76,9 @@ def cmd_repeats(args: argparse.Namespace, argv: list[str]) -> int:
         path = result_path(config.out_dir, env["BENCH_RUN_ID"])
         if path.exists():
             results.append(load_result(path))
-    fit = [r["metrics"]["fit_s"] for r in results if r["status"] == "ok"]
-    if len(fit) >= 1:
-        last = {**results[-1], "metrics": {**results[-1]["metrics"], "fit_s": summary_stats(fit)["median"],
-                                            "fit_s_samples": fit}}
-        print(f"\n{args.repeats} repeats of {config.case}: fit_s {summary_stats(fit)}")
-        print(format_table([last]))
+    if results:  # the table `cifar-bench table` prints of these files: medians, CV, runs that are no figure
+        print(f"\n{args.repeats} repeats of {config.case} ({len(results)} results):")
+        print(format_table(results))
     return status
 
 
@@ -104,7 +103,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         print(f"cifar-bench: interrupted: {err}", file=sys.stderr)
         return ExitCode.INTERRUPTED
     except RunFailed as err:  # the failed result is written (rank 0)
-        if not err.lost:  # this rank's own error: its traceback is what a bug report needs
+        if not (err.lost or err.explained):  # this rank's own, unexplained error: a bug report needs its traceback
             traceback.print_exception(err.__cause__)
         print(f"cifar-bench: failed: {err.reason}", file=sys.stderr)
         if err.path:

@@ -150,11 +150,13 @@ class RunFailed(Exception):
         path: the record's path on global rank 0 (read back: a watcher's record may have been first),
             else None.
         lost: another rank of this node was lost: this rank's own error is only the symptom.
+        explained: the error is a known distributed failure whose cause the reason names
+            (:func:`bench.faults.explain`, e.g. a rank that never joined): its traceback adds nothing.
     """
 
-    def __init__(self, reason: str, path: str | None, lost: bool) -> None:
+    def __init__(self, reason: str, path: str | None, lost: bool, explained: bool = False) -> None:
         super().__init__(reason)
-        self.reason, self.path, self.lost = reason, path, lost
+        self.reason, self.path, self.lost, self.explained = reason, path, lost, explained
 
 
 def run_case(config: BenchConfig) -> dict | None:
@@ -243,7 +245,7 @@ def _record_failed_run(config: BenchConfig, trainer, err: Exception, record, bas
     faults.kill_children(trainer)
     _remove_empty_files(Path(config.out_dir) / "tensorboard" / base["run_id"])
     ranks.destroy_process_group()
-    return RunFailed(_recorded_reason(path, reason), path, bool(lost or launcher_lost))
+    return RunFailed(_recorded_reason(path, reason), path, bool(lost or launcher_lost), hint is not None)
 
 
 def _recorded_reason(path: str | None, reason: str) -> str:

@@ -5,11 +5,13 @@ with a clear error instead of leaving ranks waiting in a collective.
 
 from __future__ import annotations
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from bench.config import BenchConfig
 from bench.cache import cache_path, prepare_cache
 from bench.sources import DataError
+
+LOCK_TIMEOUT_S = 3600  # longest wait for another process decoding the same source (s); decoding takes ~20 s
 
 
 def ensure_data(config: BenchConfig) -> None:
@@ -28,11 +30,19 @@ def ensure_data(config: BenchConfig) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(f"{path}.lock", timeout=3600)
+        # filelock takes a lock file it cannot create for one another process holds, and would retry
+        # for the whole timeout (an hour) in a read-only or pseudo folder: try to create it first
+        with open(f"{path}.lock", "a"):
+            pass
+        lock = FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
         lock.acquire()
     except OSError as err:
         raise DataError(f"cannot use the data cache folder {path.parent}: {err.strerror}; set --cache-dir or "
                         "BENCH_CACHE to a writable folder, or stage the cache ahead with `make data`") from err
+    except Timeout as err:
+        raise DataError(f"waited {LOCK_TIMEOUT_S} s for {path}.lock: another process has been decoding into "
+                        f"{path.parent} all that time (or died holding the lock on a shared file system); "
+                        "check for it, or use another --cache-dir") from err
     try:
         prepare_cache(config, path)
     finally:

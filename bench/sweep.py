@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +31,8 @@ from typing import Any
 from bench.config import ConfigError
 from bench.exitcodes import ExitCode, worst
 from bench.files import folder_argument
+
+SWEEP_SCHEMA = "cifar-bench/sweep"  # the schema of sweep.json
 
 
 class _Into:
@@ -124,12 +127,26 @@ def _point_config(args: argparse.Namespace, nodes: int, devices: int):
     return run_config(argparse.Namespace(**{**vars(args), "devices": devices, "num_nodes": nodes}))
 
 
+def _is_sweep_summary(path: Path) -> bool:
+    """True when ``path`` is a sweep.json this command wrote (schema ``cifar-bench/sweep``)."""
+    try:
+        return json.loads(path.read_text()).get("schema") == SWEEP_SCHEMA
+    except (OSError, ValueError, AttributeError):
+        return False  # read_records says what is wrong with it
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``sweep`` command (see the module docstring); returns the exit status."""
     if args.from_results:
         from bench.records import read_records
 
-        results = [r.result for r in read_records(args.from_results)]  # each run once, whatever the globs
+        # the sweep's own summary (sweep.json) is what a glob of its folder also matches: it is an
+        # output of this command, not a run
+        paths = [p for p in args.from_results if not _is_sweep_summary(Path(p))]
+        try:
+            results = [r.result for r in read_records(paths)]  # each run once, whatever the globs
+        except ValueError as err:  # a file that is no result: bad input (exit 2), as in `table`
+            raise ConfigError(str(err)) from None
         return _summarise(results, Path(args.out_dir or Path(args.from_results[0]).parent))
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
@@ -180,7 +197,7 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
 
     points = summarize(results)
     modes = sorted({p["scaling"] for p in points})
-    return {"schema": "cifar-bench/sweep", "schema_version": 1, "created_utc": utc_now(), "scaling_modes": modes,
+    return {"schema": SWEEP_SCHEMA, "schema_version": 1, "created_utc": utc_now(), "scaling_modes": modes,
             "lr_rule": LR_RULE if "weak" in modes else "strong scaling: the same lr at every point",
             "reference": "the 1-device, 1-node point of the same case and scaling mode (T1: its median fit_s)",
             "points": points, "results": [r.get("path") or r.get("run_id") for r in results]}

@@ -85,8 +85,11 @@ def build_module(config: BenchConfig) -> CifarModule:
     if config.init_weights:
         try:
             module.net.load_state_dict(torch.load(config.init_weights, map_location="cpu", weights_only=True))
-        except (OSError, RuntimeError) as err:
-            raise ConfigError(f"cannot load --init-weights {config.init_weights}: {err}") from err
+        except Exception as err:  # a file that is no state_dict fails in many ways (EOFError, KeyError, ...)
+            # the first line only: torch's further advice (weights_only=False) is not what to do here
+            first = (str(err).strip().splitlines() or [""])[0][:160]
+            raise ConfigError(f"cannot load --init-weights {config.init_weights} ({type(err).__name__}: {first}); "
+                              "give a state_dict file written by --save-weights for this --model") from err
     if config.case == "dp":
         wrap_data_parallel(module, list(range(config.devices)))
     return module

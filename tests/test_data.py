@@ -251,3 +251,13 @@ def test_data_prepare_decodes_once_and_refuses_what_it_cannot_stage(tmp_path):
     refused = run_cli("data", "prepare", "--data", str(tree), "--cache-dir", str(blocked / "cache"))
     assert refused.returncode == 2 and "cannot use the data cache folder" in refused.stderr
     assert "decoding" not in refused.stderr + refused.stdout  # the folder is checked before the data is decoded
+
+
+def test_a_cache_folder_where_no_lock_file_can_be_made_fails_at_once(tmp_path):
+    from bench import staging
+
+    tree = write_image_tree(tmp_path / "tree", per_class=(1, 1))
+    # /proc exists, but no file can be made in it: filelock alone would retry for its whole timeout (an hour)
+    config = make_config("smoke", data=str(tree), cache_dir="/proc")
+    with pytest.raises(DataError, match="cannot use the data cache folder /proc"):
+        staging.ensure_data(config)

@@ -208,6 +208,9 @@ def test_ddp_over_nodes_that_no_launcher_started_is_refused_at_once(tmp_path):
     assert "--num-nodes 2: no launcher started this process" in log and "srun -N2 --ntasks-per-node=1" in log
     assert "Traceback" not in log and not out.exists()  # bad input: nothing written, not even --out
     _assert_nothing_left(out)
+    repeated = _start(out, "--case", "ddp", "--devices", "1", "--num-nodes", "2", "--repeats", "2", *SMALL, env=env)
+    _finish(repeated, "the same with --repeats 2", time.monotonic())
+    assert repeated.returncode == 2 and _log(out).count("no launcher started this process") == 1  # said once
 
 
 def test_a_rank_that_never_joins_ends_the_run_at_the_timeout(tmp_path):
@@ -221,6 +224,7 @@ def test_a_rank_that_never_joins_ends_the_run_at_the_timeout(tmp_path):
     r = _only_result(out)
     assert r["status"] == "failed" and r["config"]["pg_timeout_s"] == 10
     assert "did not join or answer within --pg-timeout-s 10 s" in r["reason"], r["reason"]
+    assert "Traceback" not in _log(out)  # a known cause, named: torch's rendezvous traceback adds nothing
     _assert_nothing_left(out)
 
 
@@ -332,6 +336,8 @@ def test_ddp_over_nodes_needs_a_launcher():
         faults.check_srun(config, {})
     for launched in ({"SLURM_STEP_ID": "0"}, {"NODE_RANK": "1"}, {"RANK": "0", "GROUP_RANK": "0"}):
         faults.check_srun(config, launched)  # srun, Lightning's NODE_RANK, torchrun
+    with pytest.raises(ConfigError, match="NODE_RANK \\(0..1\\), MASTER_ADDR and MASTER_PORT"):
+        faults.check_srun(config, {"NODE_RANK": ""})  # set but empty: Lightning would fail on int('')
     faults.check_srun(make_config("smoke", case="ddp", devices=2, data="synthetic"), {})  # one node: Lightning starts it
 
 

@@ -245,3 +245,17 @@ def test_a_class_balanced_subset_needs_one_image_per_class(field):
     with pytest.raises(ConfigError, match=f"--{field.replace('_', '-')} must be 0 \\(all\\) or >= 10"):
         make_config("smoke", data="synthetic", **{field: 5})
     assert getattr(make_config("smoke", data="synthetic", **{field: 10}), field) == 10
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b"", "list"])
+def test_init_weights_that_are_no_state_dict_are_bad_input(tmp_path, content):
+    from bench.training import build_module
+
+    path = tmp_path / "w.pt"
+    if content == "list":
+        torch.save([1, 2, 3], path)  # a valid torch file, but no state_dict
+    else:
+        path.write_bytes(content)
+    config = make_config("smoke", data="synthetic", init_weights=str(path))
+    with pytest.raises(ConfigError, match="cannot load --init-weights .*written by --save-weights"):
+        build_module(config)

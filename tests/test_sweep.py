@@ -85,6 +85,12 @@ def test_marked_interrupted_points_keep_their_geometry_and_are_no_figures(tmp_pa
     points = json.loads((out / "sweep.json").read_text())["points"]
     assert {(p["devices"], p["valid"]) for p in points} == {(1, 0), (4, 0)}
     assert all(p["fit_s"] is None and p["weak_efficiency"] is None for p in points)
+    # a glob of the folder also matches the sweep's own sweep.json: skipped, not an unknown input
+    assert main(["sweep", "--from-results", *map(str, sorted(out.glob("*.json"))), "--out", str(out)]) == 1
+    assert len(json.loads((out / "sweep.json").read_text())["points"]) == 2
+    (out / "notes.json").write_text('{"schema": "something-else"}')
+    assert main(["sweep", "--from-results", str(out / "notes.json"), "--out", str(out)]) == 2  # bad input
+    assert "unknown input" in capsys.readouterr().err
 
 
 def test_every_run_option_reaches_the_runs_once():
