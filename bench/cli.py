@@ -156,7 +156,6 @@ def _add_mark_interrupted_parser(sub) -> None:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from bench import sources, staging
-    from bench.cache import cache_path
 
     if args.data_cmd == "download":
         print(f"downloaded: {sources.download(args.dir)}")
@@ -167,8 +166,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     if config.data == "synthetic":
         raise ConfigError("data prepare decodes a data set on disk; synthetic data is made by each run in memory: "
                           "pass --data PATH")
-    staging.ensure_data(config)  # the cache folder checked first, and the lock the ranks of a job use
-    print(f"cache: {cache_path(config)}")
+    # the cache folder checked first, and the lock the ranks of a job use; the path's fingerprint stats
+    # every file of a folder source, so it is computed once, there
+    print(f"cache: {staging.ensure_data(config)}")
     return 0
 
 

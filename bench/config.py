@@ -190,8 +190,8 @@ def _check_ranges(c: BenchConfig) -> None:
             raise ConfigError(f"{option_for(name)} must be >= 1, got {getattr(c, name)}")
     for name in ("train_samples", "test_samples"):
         if 0 < getattr(c, name) < 10:  # (CIFAR-10's classes)
-            raise ConfigError(f"{option_for(name)} must be 0 (all) or >= 10: a class-balanced subset needs one image per "
-                              f"class, got {getattr(c, name)}")
+            raise ConfigError(f"{option_for(name)} must be 0 (all) or >= 10: a class-balanced subset needs one "
+                              f"image per class, got {getattr(c, name)}")
     for name in ("epochs", "train_samples", "test_samples", "val_every_n_epochs", "seed"):
         if getattr(c, name) < 0:
             raise ConfigError(f"{option_for(name)} must be >= 0, got {getattr(c, name)}")

@@ -5,6 +5,8 @@ with a clear error instead of leaving ranks waiting in a collective.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from filelock import FileLock, Timeout
 
 from bench.config import BenchConfig
@@ -14,8 +16,9 @@ from bench.sources import DataError
 LOCK_TIMEOUT_S = 3600  # longest wait for another process decoding the same source (s); decoding takes ~20 s
 
 
-def ensure_data(config: BenchConfig) -> None:
-    """Decode the data set into the cache once (under a file lock, so concurrent ranks wait).
+def ensure_data(config: BenchConfig) -> Path | None:
+    """Decode the data set into the cache once (under a file lock, so concurrent ranks wait); return the
+    cache file's path (None for synthetic data, which is never cached).
 
     Runs before any process group exists, so a bad data set fails every rank with a clear
     error and never leaves ranks waiting in a collective.
@@ -24,10 +27,10 @@ def ensure_data(config: BenchConfig) -> None:
         bench.sources.DataError: missing, unreadable or corrupt data.
     """
     if config.data == "synthetic":
-        return
+        return None
     path = cache_path(config)
     if path.is_file():  # staged ahead (make data): jobs only read, the folder may be read-only
-        return
+        return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # filelock takes a lock file it cannot create for one another process holds, and would retry
@@ -44,6 +47,6 @@ def ensure_data(config: BenchConfig) -> None:
                         f"{path.parent} all that time (or died holding the lock on a shared file system); "
                         "check for it, or use another --cache-dir") from err
     try:
-        prepare_cache(config, path)
+        return prepare_cache(config, path)
     finally:
         lock.release()

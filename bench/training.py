@@ -22,7 +22,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import nn
 
-from bench import environment
+from bench import environment, faults
 from bench.config import BenchConfig, ConfigError
 from bench.dataparallel import bare_network, replica_autocast, wrap_data_parallel
 from bench.model import CifarModule, count_parameters
@@ -86,9 +86,8 @@ def build_module(config: BenchConfig) -> CifarModule:
         try:
             module.net.load_state_dict(torch.load(config.init_weights, map_location="cpu", weights_only=True))
         except Exception as err:  # a file that is no state_dict fails in many ways (EOFError, KeyError, ...)
-            # the first line only: torch's further advice (weights_only=False) is not what to do here
-            first = (str(err).strip().splitlines() or [""])[0][:160]
-            raise ConfigError(f"cannot load --init-weights {config.init_weights} ({type(err).__name__}: {first}); "
+            # cut short: torch's further advice (weights_only=False) is not what to do here
+            raise ConfigError(f"cannot load --init-weights {config.init_weights} ({faults.error_text(err, 160)}); "
                               "give a state_dict file written by --save-weights for this --model") from err
     if config.case == "dp":
         wrap_data_parallel(module, list(range(config.devices)))
