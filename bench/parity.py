@@ -56,10 +56,16 @@ def side_command(side: str, overrides: dict[str, Any], out: Path, before_tree: s
     module's ``--side`` child, which writes ``out/<side>.json``.
     """
     if side in ("product", "product_before"):
-        args = [sys.executable, "-m", "bench", "run", "--case", "baseline", "--preset", overrides["preset"], "--out", str(out)]
+        # paths absolute: product_before runs in before_tree (python -m puts the working folder first on
+        # sys.path), where relative ones would name other folders (its result, then not found here)
+        args = [sys.executable, "-m", "bench", "run", "--case", "baseline", "--preset", overrides["preset"],
+                "--out", str(out.resolve())]
         for key in ("data", "data_path", "epochs", "train_samples", "test_samples", "cache_dir"):
-            if overrides.get(key) not in (None, ""):
-                args += [f"--{key.replace('_', '-')}", str(overrides[key])]
+            value = overrides.get(key)
+            if value not in (None, ""):
+                if key in ("data", "cache_dir") and value != "synthetic":
+                    value = Path(value).expanduser().resolve()
+                args += [f"--{key.replace('_', '-')}", str(value)]
         tree = before_tree if side == "product_before" else None
         return {"args": args, "env": {**os.environ, "PYTHONPATH": tree} if tree else None, "cwd": tree}
     args = [sys.executable, "-m", "bench.parity", "--side", side, "--overrides", json.dumps(overrides),

@@ -190,3 +190,19 @@ def test_a_stopped_parity_run_says_so_exits_4_and_leaves_no_process(tmp_path, si
     while _processes_naming(str(out)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _processes_naming(str(out)) == []
+
+
+def test_the_before_side_gets_absolute_paths_as_it_runs_in_the_other_tree(tmp_path, monkeypatch):
+    from bench.parity import side_command
+
+    monkeypatch.chdir(tmp_path)
+    overrides = {"preset": "cpu", "data": "data/cifar.tar.gz", "cache_dir": "cache", "data_path": "device"}
+    cmd = side_command("product_before", overrides, Path("runs/p/round0/device/product_before"), "/other/tree")
+    assert cmd["cwd"] == "/other/tree" and cmd["env"]["PYTHONPATH"] == "/other/tree"
+    args = cmd["args"]
+    assert args[args.index("--out") + 1] == str(tmp_path / "runs/p/round0/device/product_before")
+    assert args[args.index("--data") + 1] == str(tmp_path / "data/cifar.tar.gz")
+    assert args[args.index("--cache-dir") + 1] == str(tmp_path / "cache")
+    assert args[args.index("--data-path") + 1] == "device"  # not a path: as given
+    synthetic = side_command("product", {"preset": "smoke", "data": "synthetic"}, tmp_path, None)["args"]
+    assert synthetic[synthetic.index("--data") + 1] == "synthetic"
