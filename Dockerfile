@@ -74,7 +74,7 @@ RUN bash container/install.sh package \
     && mkdir -p /work/runs \
     && chown -R 1000:1000 /work
 
-# Late, so a new commit does not invalidate the layers above. bench/environment.py records
+# Late, so a new commit does not invalidate the layers above. bench/measure/environment.py records
 # BENCH_GIT_COMMIT (there is no .git in the image) and BENCH_IMAGE in every result JSON.
 ARG BENCH_GIT_COMMIT=unknown
 ARG BENCH_IMAGE=cifar-bench

@@ -112,11 +112,11 @@ container-tools:
 PAIRS ?= 5
 SLICE_S ?= 1
 parity: setup
-	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m bench.parity --preset $(PRESET) --pairs $(PAIRS) --slice-s $(SLICE_S) --out runs/parity-$(STAMP)
+	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m bench.selfcheck.parity --preset $(PRESET) --pairs $(PAIRS) --slice-s $(SLICE_S) --out runs/parity-$(STAMP)
 
 # The GPU check runs in the GPU machine's own Python (GPU_PYTHON) from this source tree; the data
 # archive travels in the ignored folder .gpu-check/.
 GPU_PYTHON ?= python3
 gpu-check:
 	@mkdir -p .gpu-check && { test -e .gpu-check/$(notdir $(BENCH_DATA)) || cp "$(BENCH_DATA)" .gpu-check/; }
-	PYTHONPATH="$(CURDIR)" $(GPU_PYTHON) -m bench.gpu_check --data .gpu-check/$(notdir $(BENCH_DATA)) --out runs/gpu-check-$(STAMP)
+	PYTHONPATH="$(CURDIR)" $(GPU_PYTHON) -m bench.selfcheck.gpu_check --data .gpu-check/$(notdir $(BENCH_DATA)) --out runs/gpu-check-$(STAMP)

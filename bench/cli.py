@@ -8,9 +8,9 @@
     cifar-bench baseline record RESULT.json... --name NAME
     cifar-bench report RESULTS... [--baseline NAME] --out DIR
 
-Exit status: the one table of bench/exitcodes.py (docs/exit-codes.md). Each command but ``data`` owns its
-parser and handler in its module (``run``: bench.runcmd, ``sweep``: bench.sweep, ``table``: bench.results,
-``compare``: bench.compare, ``baseline``: bench.recording, ``report``: bench.report); the analysis
+Exit status: the one table of bench/core/exitcodes.py (docs/exit-codes.md). Each command but ``data`` owns its
+parser and handler in its module (``run``: bench.run.command, ``sweep``: bench.scaling.sweep, ``table``: bench.results.resultfile,
+``compare``: bench.results.compare, ``baseline``: bench.results.recording, ``report``: bench.report.report); the analysis
 commands never import torch or Lightning, so they start fast.
 """
 
@@ -21,10 +21,10 @@ import os
 import signal
 import sys
 
-from bench import runcmd
-from bench.config import CASES, DATA_ENV, PRESETS, ConfigError, make_config
-from bench.exitcodes import ExitCode
-from bench.files import folder_argument
+from bench.core.config import CASES, DATA_ENV, PRESETS, ConfigError, make_config
+from bench.core.exitcodes import ExitCode
+from bench.core.files import folder_argument
+from bench.run import command as run_command
 
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
@@ -119,14 +119,16 @@ def _epilog() -> str:
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``cifar-bench``."""
-    from bench import compare, recording, report, results, sweep
+    from bench.report import report
+    from bench.results import compare, recording, resultfile
+    from bench.scaling import sweep
 
     ap = _Parser(prog="cifar-bench", description=DESCRIPTION, epilog=_epilog(),
                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    runcmd.add_parser(sub)
+    run_command.add_parser(sub)
     _add_data_parser(sub)
-    results.add_parser(sub)
+    resultfile.add_parser(sub)
     compare.add_parser(sub)
     recording.add_parser(sub)
     report.add_parser(sub)
@@ -155,7 +157,7 @@ def _add_mark_interrupted_parser(sub) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from bench import sources, staging
+    from bench.data import sources, staging
 
     if args.data_cmd == "download":
         print(f"downloaded: {sources.download(args.dir)}")
@@ -206,7 +208,7 @@ def _quiet_inapplicable_notices() -> None:
 
 
 def cmd_mark_interrupted(args: argparse.Namespace) -> int:
-    from bench.runner import record_lost_case
+    from bench.run.runner import record_lost_case
 
     print(f"result: {record_lost_case(args.preset, args.case, args.data, args.out_dir, args.status, args.reason)['path']}")
     return 0
@@ -237,13 +239,13 @@ def _main(argv: list[str] | None) -> int:
             print(f"cifar-bench: error: cannot write {where}: {err.strerror}; create its folder or choose "
                   "another one", file=sys.stderr)
             return EXIT_BAD_INPUT
-    from bench.files import DiskFullError
+    from bench.core.files import DiskFullError
 
     try:
         if args.command == "run":
-            return runcmd.cmd_run(args, argv)
+            return run_command.cmd_run(args, argv)
         if args.command == "sweep":
-            from bench import sweep
+            from bench.scaling import sweep
 
             return sweep.run(args)
         return cmd_data(args)
@@ -251,7 +253,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"cifar-bench: error: {err.strerror}", file=sys.stderr)
         return ExitCode.FAILED
     except Exception as err:
-        if not runcmd.is_bad_input(err):
+        if not run_command.is_bad_input(err):
             raise
         print(f"cifar-bench: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -2,7 +2,7 @@
 # Sourced by slurm/suite.sh and slurm/scaling.sh (after `cd "$SLURM_SUBMIT_DIR"`, the repository root):
 #   SCRIPT=suite.sh; source slurm/common.sh
 # The job's geometry, the checks before anything launches, and the Python that runs the ranks,
-# kept in one place so the two jobs cannot drift. Exit status 2 (bench/exitcodes.py BAD_INPUT) on a
+# kept in one place so the two jobs cannot drift. Exit status 2 (bench/core/exitcodes.py BAD_INPUT) on a
 # refusal: nothing was launched.
 
 die() { echo "$SCRIPT: error: $*" >&2; exit 2; }
@@ -37,7 +37,7 @@ check_job() {
 }
 
 # choose_runtime: RUN=(the command that runs `python`), the image (CIFAR_SIF) or the host's Python;
-# exports what environment.py records about the code that really runs.
+# exports what bench/measure/environment.py records about the code that really runs.
 choose_runtime() {
     if [ -n "${CIFAR_SIF:-}" ]; then
         [ -f "$CIFAR_SIF" ] || die "CIFAR_SIF=$CIFAR_SIF does not exist; build it with: make image"
@@ -54,7 +54,7 @@ choose_runtime() {
     fi
     # The code that runs is this checkout (bound into the image at $PWD, where `python -m` imports it
     # ahead of the image's installed copy). The image has no git, so its commit is read here and
-    # recorded by bench/environment.py (git_commit_source), never the image's baked-in BENCH_GIT_COMMIT.
+    # recorded by bench/measure/environment.py (git_commit_source), never the image's baked-in BENCH_GIT_COMMIT.
     BENCH_SOURCE_DIR=$PWD
     BENCH_SOURCE_COMMIT=$(git -C "$PWD" rev-parse HEAD 2>/dev/null || true)
     BENCH_SOURCE_DIRTY=""

@@ -23,7 +23,7 @@
 #   EXTRA_RUN_ARGS more `cifar-bench run` options, e.g. "--train-samples 2000 --accelerator cpu"
 # Time limit: Slurm sends SIGUSR1 to this batch shell 120 s before the end (--signal=B:USR1@120);
 # finished runs keep their JSON, the running one is stopped and every run not finished is recorded
-# as `interrupted`; the summary is still written; nothing is requeued. Exit status (bench/exitcodes.py):
+# as `interrupted`; the summary is still written; nothing is requeued. Exit status (bench/core/exitcodes.py):
 # 4 interrupted, 1 a run failed, 3 a sanity check failed, 2 bad input (nothing launched), else 0.
 #
 #SBATCH --job-name=cifar-scaling

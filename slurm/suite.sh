@@ -19,7 +19,7 @@
 # Time limit: Slurm sends SIGUSR1 to this batch shell 120 s before the end (--signal=B:USR1@120);
 # finished cases keep their JSON, the running one is stopped and marked `interrupted`, and nothing
 # is requeued (--no-requeue here, SLURMEnvironment(auto_requeue=False) in the runs).
-# Exit status (bench/exitcodes.py, docs/exit-codes.md): 0 every case ok or skipped, 1 a case failed,
+# Exit status (bench/core/exitcodes.py, docs/exit-codes.md): 0 every case ok or skipped, 1 a case failed,
 # 2 refused before launch, 3 a sanity check failed, 4 interrupted; the worst case's wins.
 #
 #SBATCH --job-name=cifar-bench
@@ -80,7 +80,7 @@ run_case() {
 # gres N: the --gres option of a step using N GPUs per node (none on a job without GPUs)
 gres() { [ "$GPUS_PER_NODE" -gt 0 ] && echo "--gres=gpu:$1" || echo "--gres=none"; }
 
-# Exit codes: bench/exitcodes.py (docs/exit-codes.md). The job's status is the worst case's:
+# Exit codes: bench/core/exitcodes.py (docs/exit-codes.md). The job's status is the worst case's:
 # 4 interrupted > 1 failed > 3 sanity > 0.
 EXIT_FAILED=1 EXIT_SANITY=3 EXIT_INTERRUPTED=4
 worst=0
@@ -160,5 +160,5 @@ if [ "${#results[@]}" -gt 0 ]; then
         || echo "suite.sh: report exit $?"
 fi
 [ "$interrupted" = 1 ] && { echo "suite.sh: interrupted; finished cases are in $RUN_DIR"; exit $EXIT_INTERRUPTED; }
-echo "suite.sh: exit $worst (bench/exitcodes.py: 0 ok, 1 failed, 3 sanity, 4 interrupted)"
+echo "suite.sh: exit $worst (bench/core/exitcodes.py: 0 ok, 1 failed, 3 sanity, 4 interrupted)"
 exit "$worst"

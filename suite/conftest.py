@@ -21,8 +21,8 @@ import warnings
 
 import pytest
 
-from bench import environment
-from bench.results import format_table
+from bench.measure import environment
+from bench.results.resultfile import format_table
 
 RESULTS = pytest.StashKey[list]()  # result dicts of every round run in this session, any status (rank 0)
 CASE_STATUSES = pytest.StashKey[list]()  # exit statuses of the cases' runs that did not end 0
@@ -73,7 +73,7 @@ def check_bench_out(out: str) -> str | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     if problem := check_bench_out(config.getoption("--bench-out")) or check_bench_args(config.getoption("--bench-arg")):
-        from bench.exitcodes import ExitCode
+        from bench.core.exitcodes import ExitCode
 
         sys.stderr.write(f"cifar-bench: error: suite: exit status {int(ExitCode.BAD_INPUT)} (bad input): {problem}; "
                          "nothing was run\n")
@@ -150,7 +150,7 @@ def suite_status(pytest_status: int, case_statuses: list[int], tests_failed: int
     in the project's table, so 4); a failed test that was no case's failing run counts as 1. pytest's
     other statuses (0, usage errors) stay as they are.
     """
-    from bench.exitcodes import ExitCode, worst
+    from bench.core.exitcodes import ExitCode, worst
 
     if pytest_status == pytest.ExitCode.INTERRUPTED:  # the bad-input stop (a case's 2 is listed) or Ctrl-C
         return worst(case_statuses if ExitCode.BAD_INPUT in case_statuses else case_statuses + [ExitCode.INTERRUPTED])
@@ -177,7 +177,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         for r in results:
             if r.get("path"):
                 terminalreporter.write_line(f"{r['case']}: {r['path']}")
-        from bench.breakdown import format_breakdown, rank_breakdowns
+        from bench.measure.breakdown import format_breakdown, rank_breakdowns
 
         last_of_case = {r["case"]: r for r in results}  # one breakdown a case: its last round's
         for case, r in last_of_case.items():

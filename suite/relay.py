@@ -3,7 +3,7 @@ reported once, with the run's own error message and exit status.
 
 The child's output is read line by line (stderr merged into stdout) and written to pytest's
 terminal at once, prefixed with the case, so ``make bench`` shows which case runs and how far it
-is (the run prints one progress line per epoch, bench/progress.py). The run's own one-line error
+is (the run prints one progress line per epoch, bench/measure/progress.py). The run's own one-line error
 (``cifar-bench: error: ...``) is held back from the relay and said once, by :func:`stop_on`.
 
 Why the suite's own exceptions inside ``benchmark.pedantic``: pytest's outcomes (fail, skip,
@@ -21,7 +21,7 @@ import threading
 
 import pytest
 
-from bench.exitcodes import ExitCode
+from bench.core.exitcodes import ExitCode
 from suite.conftest import global_rank
 
 ERROR_PREFIX = "cifar-bench: error:"  # how bench.cli reports bad input (one line, exit status 2)

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import environment
-from bench.baselines import summary_stats
-from bench.results import load_result
-from bench.exitcodes import ExitCode
+from bench.core.exitcodes import ExitCode
+from bench.measure import environment
+from bench.results.baselines import summary_stats
+from bench.results.resultfile import load_result
 from suite.conftest import CASE_STATUSES, RESULTS, WALL_TIME_GROUP, global_rank
 from suite.relay import CaseFailed, CaseSkipped, relay_run, stop_on
 
@@ -48,7 +48,7 @@ def _devices_and_nodes_sourced(config: pytest.Config) -> tuple[int, int, str]:
 
 def _accelerator(config: pytest.Config) -> str:
     """The accelerator the runs use: a --bench-arg --accelerator, else the preset's."""
-    from bench.config import PRESETS
+    from bench.core.config import PRESETS
 
     args = config.getoption("--bench-arg")
     for i, arg in enumerate(args):
@@ -146,7 +146,7 @@ def _keep_for_table(config: pytest.Config, path: Path, must_exist: bool = False)
     Returns None on ranks > 0 and, unless ``must_exist``, when a failed run left no readable result.
 
     Raises:
-        ValueError: ``must_exist`` and the file is missing or damaged (bench.results.load_result).
+        ValueError: ``must_exist`` and the file is missing or damaged (bench.results.resultfile.load_result).
     """
     if global_rank() != 0:
         return None
@@ -186,8 +186,8 @@ def lost_run_reason(returncode: int) -> tuple[str, str]:
 def _record_lost_run(config: pytest.Config, case: str, run_id: str, out: Path, returncode: int) -> None:
     """Write (rank 0) the record of a run that left none, as ``slurm/suite.sh``'s mark-interrupted does,
     and keep it for the end table. Its config is the one asked for (the run recorded nothing of its own)."""
-    from bench.config import ConfigError
-    from bench.runner import record_lost_case
+    from bench.core.config import ConfigError
+    from bench.run.runner import record_lost_case
 
     if global_rank() != 0:
         return
@@ -203,9 +203,9 @@ def _record_lost_run(config: pytest.Config, case: str, run_id: str, out: Path, r
 
 def _skip_dp_without_gpus(config: pytest.Config, out: Path) -> None:
     """Skip the dp case, recording a skipped result JSON with the reason, on < 2 GPUs."""
-    from bench.dataparallel import dp_skip_reason
-    from bench.config import ConfigError, make_config
-    from bench.runner import skipped
+    from bench.core.config import ConfigError, make_config
+    from bench.run.dataparallel import dp_skip_reason
+    from bench.run.runner import skipped
 
     found = torch.cuda.device_count() if torch.cuda.is_available() else 0
     try:

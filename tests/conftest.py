@@ -81,7 +81,7 @@ def run_result(proc: subprocess.CompletedProcess, out: Path | None = None) -> tu
 
     Fails the test, showing the output's tail, when the run failed or printed no result line.
     """
-    from bench.results import load_result
+    from bench.results.resultfile import load_result
 
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     lines = [line.split("result: ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("result: ")]
@@ -95,7 +95,7 @@ def run_result(proc: subprocess.CompletedProcess, out: Path | None = None) -> tu
 @pytest.fixture(autouse=True)
 def no_inherited_run_id(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test starts with, or leaves behind, a $BENCH_RUN_ID: an in-process run exports its id
-    (bench.results.export_run_id), and every later child process (an sbatch job too) would inherit it."""
+    (bench.results.resultfile.export_run_id), and every later child process (an sbatch job too) would inherit it."""
     monkeypatch.setenv("BENCH_RUN_ID", "")  # recorded, so the teardown restores "unset" whatever the test did
     monkeypatch.delenv("BENCH_RUN_ID")
 

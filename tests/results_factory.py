@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.baselines import record_baseline
-from bench.records import from_result
+from bench.results.baselines import record_baseline
+from bench.results.records import from_result
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -48,7 +48,7 @@ def result(case: str, samples: list[float], status: str = "ok", devices: int = 1
 
 
 def records(*results: dict) -> list:
-    """The records of in-memory results (as :func:`bench.records.read_records` gives them)."""
+    """The records of in-memory results (as :func:`bench.results.records.read_records` gives them)."""
     return [rec for r in results for rec in from_result(r, "(test)")]
 
 

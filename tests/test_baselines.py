@@ -1,4 +1,4 @@
-"""Unit tests of bench.baselines: recording (valid runs only), the file format, overwrite rules, atomic writes."""
+"""Unit tests of bench.results.baselines: recording (valid runs only), the file format, overwrite rules, atomic writes."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import os
 
 import pytest
 
-from bench.baselines import (SCHEMA, WORK_FIELDS, load_baseline, record_baseline, target_path,
-                             validate_baseline, work_differences, write_baseline)
-from bench.config import make_config
-from bench.records import devices_used
-from bench.stats import summary_stats
+from bench.core.config import make_config
+from bench.results.baselines import (SCHEMA, WORK_FIELDS, load_baseline, record_baseline, target_path,
+                                     validate_baseline, work_differences, write_baseline)
+from bench.results.records import devices_used
+from bench.results.stats import summary_stats
+from bench.run.runner import recorded_config
 from tests.results_factory import baseline_of, records, result
 
 
@@ -158,7 +159,7 @@ def test_reference_file_is_stored_honestly():
 def test_runs_differing_in_work_are_not_comparable():
     """Every work field names a key of a real result's config (a renamed config field would
     otherwise never be compared), and a difference in exactly that field is reported."""
-    config = make_config("smoke", data="synthetic").to_dict()
+    config = recorded_config(make_config("smoke", data="synthetic"))
     assert set(WORK_FIELDS) <= set(config), set(WORK_FIELDS) - set(config)
     for field in WORK_FIELDS:
         assert work_differences(config, {**config, field: "changed"}) == [field]

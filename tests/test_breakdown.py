@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bench.breakdown import DETAIL, PARTS, DataActionClock, format_breakdown, step_parts, summarize
+from bench.measure.breakdown import DETAIL, PARTS, DataActionClock, format_breakdown, step_parts, summarize
 from tests.conftest import run_cli, run_result
 
 # time stamps of one step, seconds
@@ -104,7 +104,7 @@ def test_baseline_and_ddp_breakdown_in_json_summary_and_tensorboard(tmp_path):
         epoch = r["epochs"][0]
         _check_sums(epoch)
         assert epoch["steps"] == 50 and epoch["allreduce_s"]["sum"] > 0 and epoch["allreduce_s"]["median"] > 0
-    assert ddp["world"]["communication"]["allreduce_hook"].startswith("bench.breakdown.timed_allreduce")
+    assert ddp["world"]["communication"]["allreduce_hook"].startswith("bench.measure.breakdown.timed_allreduce")
     assert ddp["world"]["communication"]["network"] == "TCP (gloo)"
     assert "Where the time goes" in printed and "all-reduce" in printed
     ddp_tb = SummaryReader(str(tmp_path / "runs" / "tensorboard" / ddp["run_id"])).scalars  # rank 0 wrote it
@@ -153,7 +153,7 @@ class _FakeEvent:
 def test_gpu_breakdown_records_events_and_synchronises_once_per_epoch():
     """On GPU the marks are events read after one synchronisation at the epoch's end, never per step;
     the intervals come out of the device timeline exactly as host stamps would."""
-    from bench.breakdown import EventClock, resolve_steps
+    from bench.measure.breakdown import EventClock, resolve_steps
 
     step = [MARKS[k] for k in ("prev_end", "start", "before_backward", "after_backward", "before_optimizer", "end")]
     timeline = step + [t + 0.1 for t in step[1:]] + [10.175]  # two steps; a DDP bucket mark in the second

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from bench.cli import parser
-from bench.config import PRESETS, BenchConfig
+from bench.core.config import PRESETS, BenchConfig
 
 
 def _run_help() -> str:
@@ -21,7 +21,7 @@ def _run_help() -> str:
 
 def test_every_config_field_is_documented_with_a_unit_key():
     for f in dataclasses.fields(BenchConfig):
-        assert f.metadata.get("help"), f"{f.name}: no help in its metadata (bench.config._doc)"
+        assert f.metadata.get("help"), f"{f.name}: no help in its metadata (bench.core.config._doc)"
         assert "unit" in f.metadata, f"{f.name}: no unit key (None where the value has no unit)"
 
 
@@ -61,7 +61,7 @@ def test_top_level_help_is_plain_text_with_exit_status(capsys):
     (["--momentum", "0.5"], "momentum", 0.5), ([], "momentum", 0.9), ([], "profile", False),
 ])
 def test_generated_options_reach_the_config(flags, field, value):
-    from bench.runcmd import run_config
+    from bench.run.command import run_config
 
     config = run_config(parser().parse_args(["run", "--data", "synthetic", *flags]))
     assert getattr(config, field) == value

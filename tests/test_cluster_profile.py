@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import load_result
+from bench.results.resultfile import load_result
 from tests.test_cluster_smoke import CLUSTER, REPO, _explain, cluster_up  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slurm

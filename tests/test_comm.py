@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from bench import comm
-from bench.config import make_config
+from bench.core.config import make_config
+from bench.run import comm
 
 # Lines in the formats of NCCL 2.2x INFO output (src/init.cc "Using network %s", src/transport.cc
 # "Channel %02d/%d : %d[%d] -> %d[%d] via %s"), as written with NCCL_DEBUG_FILE.

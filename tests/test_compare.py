@@ -1,13 +1,13 @@
-"""Unit tests of bench.compare: every verdict with literal numbers, speedups, same-system rules, exit codes."""
+"""Unit tests of bench.results.compare: every verdict with literal numbers, speedups, same-system rules, exit codes."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.baselines import load_baseline
-from bench.compare import compare, exit_code, format_table, hardware_difference
-from bench.exitcodes import ExitCode
-from bench.records import read_records
+from bench.core.exitcodes import ExitCode
+from bench.results.baselines import load_baseline
+from bench.results.compare import compare, exit_code, format_table, hardware_difference
+from bench.results.records import read_records
 from tests.results_factory import A100, CONFIG, CPU, H200, REFERENCE, baseline_of, records, result
 
 

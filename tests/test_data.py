@@ -9,11 +9,12 @@ import lightning as L
 import pytest
 import torch
 
-from bench import cache as data_cache  # (not `cache`: the fixture of that name is the cache folder)
-from bench import data, files
-from bench.config import make_config
-from bench.sampling import GlobalBatchSampler, balanced_subset, global_batch_sizes, shard_bounds
-from bench.sources import DataError
+from bench.core import files
+from bench.core.config import make_config
+from bench.data import cache as data_cache  # (not `cache`: the fixture of that name is the cache folder)
+from bench.data import datamodule
+from bench.data.sampling import GlobalBatchSampler, balanced_subset, global_batch_sizes, shard_bounds
+from bench.data.sources import DataError
 from tests.conftest import run_cli, write_image_tree
 
 
@@ -51,7 +52,7 @@ def test_epochs_permute_differently_but_reproducibly():
 class _Orders(L.Callback):
     """The index batches each epoch of a real fit trained on (device data path: batches are indices)."""
 
-    def __init__(self, dm: data.CifarDataModule) -> None:
+    def __init__(self, dm: datamodule.CifarDataModule) -> None:
         self.orders: list[list[int]] = []
         make_batch = dm.device_batch
 
@@ -68,11 +69,11 @@ class _Orders(L.Callback):
 def test_lightning_gives_each_epoch_its_own_order():
     """Lightning sets the epoch of ``loader.batch_sampler.sampler`` only; before the sampler was held
     there, every epoch of every run trained in epoch 0's order (found by the parity benchmark)."""
-    from bench.model import CifarModule
+    from bench.run.model import CifarModule
 
     config = make_config("smoke", data="synthetic", data_path="device", train_samples=96, test_samples=10, epochs=3,
                          global_batch_size=32)
-    dm = data.CifarDataModule(config, num_workers=0)
+    dm = datamodule.CifarDataModule(config, num_workers=0)
     orders = _Orders(dm)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=3, logger=False, callbacks=[orders],
                         use_distributed_sampler=False, limit_val_batches=0, enable_checkpointing=False,
@@ -88,7 +89,7 @@ def test_lightning_gives_each_epoch_its_own_order():
 
 def test_loader_worker_seeds_do_not_depend_on_the_global_rng():
     config = make_config("smoke", data="synthetic", data_path="uint8", train_samples=64, test_samples=10)
-    dm = data.CifarDataModule(config, num_workers=1)
+    dm = datamodule.CifarDataModule(config, num_workers=1)
     dm.setup("fit")
     seeds = []
     for draws in (0, 5):
@@ -162,7 +163,7 @@ def test_failed_cache_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 def _prepare(args):
-    from bench import staging
+    from bench.data import staging
 
     tree, cache_folder = args
     config = make_config("smoke", data=tree, cache_dir=cache_folder)
@@ -188,10 +189,10 @@ def test_cache_key_changes_when_the_source_changes(tmp_path):
 
 def test_train_augmentation_keeps_uint8_and_shape():
     image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
-    out = data.train_transform()(image)
+    out = datamodule.train_transform()(image)
     assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
-    batch = data.normalize(torch.full((2, 3, 32, 32), 255, dtype=torch.uint8))
-    expected = (1 - torch.tensor(data.CIFAR10_MEAN)) / torch.tensor(data.CIFAR10_STD)
+    batch = datamodule.normalize(torch.full((2, 3, 32, 32), 255, dtype=torch.uint8))
+    expected = (1 - torch.tensor(datamodule.CIFAR10_MEAN)) / torch.tensor(datamodule.CIFAR10_STD)
     assert torch.allclose(batch[0, :, 0, 0], expected)
 
 
@@ -206,7 +207,7 @@ def test_synthetic_is_seeded(tmp_path: Path):
 
 
 def test_unwritable_cache_folder_is_a_clear_error(tmp_path, monkeypatch):
-    from bench import staging
+    from bench.data import staging
 
     tree = write_image_tree(tmp_path / "tree", per_class=(1, 1))
     config = make_config("smoke", data=str(tree), cache_dir=str(tmp_path / "cache"))
@@ -216,7 +217,7 @@ def test_unwritable_cache_folder_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_staged_cache_is_only_read(tmp_path, monkeypatch):
-    from bench import staging
+    from bench.data import staging
 
     tree = write_image_tree(tmp_path / "tree", per_class=(1, 1))
     config = make_config("smoke", data=str(tree), cache_dir=str(tmp_path / "cache"))
@@ -254,7 +255,7 @@ def test_data_prepare_decodes_once_and_refuses_what_it_cannot_stage(tmp_path):
 
 
 def test_a_cache_folder_where_no_lock_file_can_be_made_fails_at_once(tmp_path):
-    from bench import staging
+    from bench.data import staging
 
     tree = write_image_tree(tmp_path / "tree", per_class=(1, 1))
     # /proc exists, but no file can be made in it: filelock alone would retry for its whole timeout (an hour)

@@ -10,12 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import data, datapaths, threads
-from bench.config import make_config
-from bench.datapaths import DeviceTrainSet, IndexBatch, PilImages, augment_seed, random_crop_flip
-from bench.results import load_result
-from bench.sampling import GlobalBatchSampler
+from bench.core.config import make_config
+from bench.data import datamodule, datapaths
+from bench.data.datapaths import DeviceTrainSet, IndexBatch, PilImages, augment_seed, random_crop_flip
+from bench.data.sampling import GlobalBatchSampler
+from bench.results.resultfile import load_result
+from bench.run import threads
 from tests.conftest import run_cli
+
+NORM = (datamodule.CIFAR10_MEAN, datamodule.CIFAR10_STD)  # the normalisation every data path uses
 
 # One 2-channel 3x3 image (non-zero values, so padding is recognisable) and its 1-pixel zero padding.
 IMAGE = torch.tensor([[[1, 2, 3], [4, 5, 6], [7, 8, 9]],
@@ -132,8 +135,8 @@ def test_all_three_paths_draw_the_same_crops_and_flips():
     torch.manual_seed(0)  # the uint8 and pil transforms draw from torch's global generator
     drawn = {"device": random_crop_flip(WHERE.expand(n, 3, 32, 32).contiguous(), datapaths.PADDING,
                                         torch.Generator().manual_seed(0)),
-             "uint8": [data.train_transform()(WHERE) for _ in range(n)]}
-    crop_flip = datapaths.pil_train_transform(data.CIFAR10_MEAN, data.CIFAR10_STD).transforms[:2]  # before ToTensor
+             "uint8": [datamodule.train_transform()(WHERE) for _ in range(n)]}
+    crop_flip = datapaths.pil_train_transform(*NORM).transforms[:2]  # before ToTensor
     image = Image.fromarray(WHERE.permute(1, 2, 0).numpy())
     drawn["pil"] = [torch.from_numpy(np.array(crop_flip[1](crop_flip[0](image)))).permute(2, 0, 1) for _ in range(n)]
     for path, crops in drawn.items():
@@ -146,17 +149,17 @@ def test_all_three_paths_draw_the_same_crops_and_flips():
 def test_pil_item_is_normalised_float32():
     white = torch.full((1, 3, 32, 32), 255, dtype=torch.uint8)
     image, label = PilImages(white, torch.tensor([7]),
-                             datapaths.pil_test_transform(data.CIFAR10_MEAN, data.CIFAR10_STD))[0]
+                             datapaths.pil_test_transform(*NORM))[0]
     assert image.dtype == torch.float32 and image.shape == (3, 32, 32) and int(label) == 7
-    expected = (1 - torch.tensor(data.CIFAR10_MEAN)) / torch.tensor(data.CIFAR10_STD)
+    expected = (1 - torch.tensor(datamodule.CIFAR10_MEAN)) / torch.tensor(datamodule.CIFAR10_STD)
     assert torch.allclose(image[:, 5, 5], expected)
 
 
 def test_pil_test_items_match_the_uint8_paths_normalisation():
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
-    pil = PilImages(images, torch.tensor([0, 1]), datapaths.pil_test_transform(data.CIFAR10_MEAN, data.CIFAR10_STD))
-    assert torch.allclose(pil[1][0], data.normalize(images)[1], atol=1e-6)  # same layout (CHW), same values
-    train = PilImages(images, torch.tensor([0, 1]), datapaths.pil_train_transform(data.CIFAR10_MEAN, data.CIFAR10_STD))
+    pil = PilImages(images, torch.tensor([0, 1]), datapaths.pil_test_transform(*NORM))
+    assert torch.allclose(pil[1][0], datamodule.normalize(images)[1], atol=1e-6)  # same layout (CHW), same values
+    train = PilImages(images, torch.tensor([0, 1]), datapaths.pil_train_transform(*NORM))
     item = train[0][0]
     assert item.dtype == torch.float32 and item.shape == (3, 32, 32) and not torch.allclose(item, pil[0][0])
 
@@ -164,7 +167,7 @@ def test_pil_test_items_match_the_uint8_paths_normalisation():
 def test_datamodule_builds_each_paths_sets():
     kinds = {}
     for path in ("pil", "uint8", "device"):
-        dm = data.CifarDataModule(make_config("smoke", data="synthetic", train_samples=100, test_samples=20,
+        dm = datamodule.CifarDataModule(make_config("smoke", data="synthetic", train_samples=100, test_samples=20,
                                               data_path=path, num_workers=0))
         dm.setup()
         kinds[path] = (type(dm.train_set).__name__, type(next(iter(dm.train_dataloader()))).__name__)

@@ -22,11 +22,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench import faults
-from bench.threads import cores_per_rank
-from bench.config import ConfigError, make_config
-from bench.data import check_shared_memory
-from bench.results import load_result, write_json_atomic
+from bench.core.config import ConfigError, make_config
+from bench.data.datamodule import check_shared_memory
+from bench.results.resultfile import load_result, write_json_atomic
+from bench.run import faults
+from bench.run.threads import cores_per_rank
 from tests.conftest import REPO
 
 SMALL = ("--data", "synthetic", "--preset", "smoke", "--train-samples", "640", "--test-samples", "200")
@@ -271,7 +271,7 @@ def test_full_results_disk_is_a_clear_error_and_leaves_no_file(tmp_path):
 @NEEDS_ROOT
 def test_disk_filling_during_a_write_names_the_folder_and_leaves_nothing(tmp_path):
     folder = tmp_path / "small"
-    code = ("from bench.files import atomic_write_bytes, DiskFullError\n"
+    code = ("from bench.core.files import atomic_write_bytes, DiskFullError\n"
             f"try: atomic_write_bytes('{folder}/cache.pt', bytes(400_000))\n"
             "except DiskFullError as err: print('ERR', err.strerror)\n")
     proc = _in_private_tmpfs(folder, "200k", f"{sys.executable} -c \"{code}\"; echo left:; ls -A {folder}")
@@ -386,7 +386,7 @@ def test_the_script_record_never_replaces_the_runs_own(tmp_path):
 def test_interruption_names_the_signal_lightning_turned_into_an_exception():
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from bench.faults import interruption
+    from bench.run.faults import interruption
 
     assert interruption(SIGTERMException()).startswith("SIGTERM (")
     assert interruption(KeyboardInterrupt()) == "SIGINT (Ctrl-C)"
@@ -401,7 +401,7 @@ def test_interruption_names_the_signal_lightning_turned_into_an_exception():
 
 
 def test_error_text_keeps_the_first_paragraph_and_a_bounded_length():
-    from bench.faults import error_text
+    from bench.run.faults import error_text
 
     gloo = RuntimeError("[pair.cc:561] Connection closed by peer [127.0.0.1]:6070. GLHF!\n\nAt:\n  a.py(1): f\n  b.py(2): g")
     assert error_text(gloo) == "RuntimeError: [pair.cc:561] Connection closed by peer [127.0.0.1]:6070. GLHF!"

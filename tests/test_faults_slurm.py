@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.results import load_result
+from bench.results.resultfile import load_result
 from tests.test_cluster_smoke import _explain, cluster_up, slurm  # noqa: F401 (fixture)
 from tests.test_faults import _assert_nothing_left, _procs
 

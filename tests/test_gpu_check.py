@@ -1,4 +1,4 @@
-"""The prepared GPU check (bench.gpu_check): its plan, and its CPU mode end to end on two cases."""
+"""The prepared GPU check (bench.selfcheck.gpu_check): its plan, and its CPU mode end to end on two cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.gpu_check import PLAN, commands, correctness, suite_ddp_devices
+from bench.selfcheck.gpu_check import PLAN, commands, correctness, suite_ddp_devices
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,7 +29,7 @@ def test_plan_covers_what_the_gpu_check_must_run(tmp_path):
 
 def test_cpu_mode_runs_cases_and_writes_table_and_json(tmp_path):
     out = tmp_path / "check"
-    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--cpu", "--data", "synthetic", "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "bench.selfcheck.gpu_check", "--cpu", "--data", "synthetic", "--out", str(out),
                            "--only", "baseline-uint8,ddp-1"], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())

@@ -17,9 +17,10 @@ import types
 import pytest
 import torch
 
-from bench import comm, dataparallel, environment, timing, training
-from bench.config import ConfigError, make_config
-from bench.model import apply_device_settings
+from bench.core.config import ConfigError, make_config
+from bench.measure import environment, timing
+from bench.run import comm, dataparallel, training
+from bench.run.model import apply_device_settings
 
 
 def _in_replica_thread(module, x, device_type: str = "cpu"):
@@ -97,7 +98,7 @@ def test_cudnn_benchmark_defaults_by_accelerator_and_is_applied(cudnn_benchmark_
 
 def test_cli_flags_for_cudnn_benchmark_and_sync_batchnorm():
     from bench.cli import parser
-    from bench.runcmd import run_config
+    from bench.run.command import run_config
 
     args = parser().parse_args(["run", "--data", "synthetic", "--case", "ddp", "--devices", "2",
                                 "--no-cudnn-benchmark", "--sync-batchnorm", "--preset", "full"])
@@ -240,7 +241,7 @@ def test_steady_state_keeps_start_up_apart():
 
 def test_a_run_records_the_new_fields(tmp_path):
     """One short real run (synthetic data, 2 epochs of 8 steps): the hooks the GPU check script reads."""
-    from bench.runner import run_case
+    from bench.run.runner import run_case
 
     config = make_config("smoke", data="synthetic", train_samples=256, test_samples=64, epochs=2,
                          global_batch_size=32, out_dir=str(tmp_path), num_workers=0)

@@ -1,10 +1,10 @@
-"""The run's instruments as one Lightning callback (bench.instruments.CallbackGroup)."""
+"""The run's instruments as one Lightning callback (bench.run.instruments.CallbackGroup)."""
 
 from __future__ import annotations
 
 import lightning as L
 
-from bench.instruments import HOOKS, CallbackGroup, overrides
+from bench.run.instruments import HOOKS, CallbackGroup, overrides
 
 
 class _Start(L.Callback):

@@ -11,9 +11,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import dataparallel, ranks, training
-from bench.config import ConfigError, make_config
-from bench.model import CifarModule, build_network, count_parameters
+from bench.core.config import ConfigError, make_config
+from bench.run import dataparallel, ranks, training
+from bench.run.model import CifarModule, build_network, count_parameters
 
 
 def test_simple_cnn_has_the_classic_62k_parameters():
@@ -159,7 +159,7 @@ def test_data_comes_from_the_environment(monkeypatch):
 
 
 def test_gpu_request_without_gpu_is_an_error(monkeypatch):
-    from bench.environment import GPUUnavailableError, check_gpu_usable
+    from bench.measure.environment import GPUUnavailableError, check_gpu_usable
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(GPUUnavailableError, match="--accelerator cpu"):
@@ -202,7 +202,7 @@ def torch_tf32_restored():
 
 @pytest.mark.parametrize("tf32, precision", [(True, "high"), (False, "highest")])
 def test_device_settings_are_applied_and_read_back(tf32, precision, torch_tf32_restored):
-    from bench.model import apply_device_settings
+    from bench.run.model import apply_device_settings
 
     settings = apply_device_settings(make_config("smoke", data="synthetic", tf32=tf32))
     assert settings == {"matmul_allow_tf32": tf32, "cudnn_allow_tf32": tf32, "float32_matmul_precision": precision,
@@ -212,7 +212,7 @@ def test_device_settings_are_applied_and_read_back(tf32, precision, torch_tf32_r
 
 def test_cli_flags_reach_the_config():
     from bench.cli import parser
-    from bench.runcmd import run_config
+    from bench.run.command import run_config
 
     def config(*flags):
         return run_config(parser().parse_args(["run", "--data", "synthetic", *flags]))
@@ -229,7 +229,7 @@ def test_cli_flags_reach_the_config():
 def test_compile_is_opt_in_in_place_and_a_work_field():
     """--compile compiles the network in place (same parameter names, same outputs) and makes runs
     that differ in it not comparable."""
-    from bench.baselines import work_differences
+    from bench.results.baselines import work_differences
 
     plain = training.build_module(make_config("smoke", data="synthetic"))
     compiled = training.build_module(make_config("smoke", data="synthetic", compile=True))
@@ -249,7 +249,7 @@ def test_a_class_balanced_subset_needs_one_image_per_class(field):
 
 @pytest.mark.parametrize("content", [b"not a checkpoint", b"", "list"])
 def test_init_weights_that_are_no_state_dict_are_bad_input(tmp_path, content):
-    from bench.training import build_module
+    from bench.run.training import build_module
 
     path = tmp_path / "w.pt"
     if content == "list":

@@ -1,4 +1,4 @@
-"""The parity benchmark (bench.parity): its statistics with literal numbers, and one tiny round end to end.
+"""The parity benchmark (bench.selfcheck.parity): its statistics with literal numbers, and one tiny round end to end.
 
 Only that it runs and that all sides did the same work is checked here; its ratios are a benchmark's
 figures (docs/performance.md), never asserted in a test.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.parity_report import ratio_summary, same_work, summarize, turn_problems
+from bench.selfcheck.parity_report import ratio_summary, same_work, summarize, turn_problems
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ def test_summarize_pairs_ratios_within_rounds():
 
 
 def test_median_step_is_the_median_of_per_epoch_medians():
-    from bench.parity_sides import median_step_s
+    from bench.selfcheck.parity_sides import median_step_s
 
     # epoch 0: start 0, steps end at 1, 3, 4 -> steps 1, 2, 1 (median 1); epoch 1: steps 3, 5 (median 4)
     assert median_step_s([[0.0, 1.0, 3.0, 4.0], [10.0, 13.0, 18.0]]) == pytest.approx(2.5)
@@ -70,7 +70,7 @@ def test_summarize_pairs_median_step_ratios_too():
 @pytest.mark.parametrize("slice_s", ["1", "0"])  # the sides in turns (default), one after the other
 def test_one_tiny_round_runs_and_all_sides_do_the_same_work(tmp_path, slice_s):
     out = tmp_path / "parity"
-    proc = subprocess.run([sys.executable, "-m", "bench.parity", "--data", "synthetic", "--preset", "smoke",
+    proc = subprocess.run([sys.executable, "-m", "bench.selfcheck.parity", "--data", "synthetic", "--preset", "smoke",
                            "--pairs", "1", "--data-paths", "device", "--train-samples", "640", "--test-samples", "200",
                            "--slice-s", slice_s, "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=REPO)
     report = json.loads((out / "parity.json").read_text())
@@ -109,7 +109,7 @@ def test_one_tiny_round_runs_and_all_sides_do_the_same_work(tmp_path, slice_s):
     (["--data", "/nonexistent/cifar"], "error: data path /nonexistent/cifar does not exist"),
 ])
 def test_bad_input_is_one_line_and_2_before_anything_runs(tmp_path, capsys, argv, said):
-    from bench import parity
+    from bench.selfcheck import parity
 
     out = tmp_path / "p"
     try:
@@ -121,7 +121,7 @@ def test_bad_input_is_one_line_and_2_before_anything_runs(tmp_path, capsys, argv
 
 
 def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
-    from bench import parity
+    from bench.selfcheck import parity
 
     (tmp_path / "afile").write_text("")
     assert parity.main(["--data", "synthetic", "--out", str(tmp_path / "afile")]) == 2
@@ -157,7 +157,7 @@ def _processes_naming(text: str) -> list[str]:
 
 
 def test_more_images_than_the_data_set_holds_is_refused_before_anything_runs(tmp_path, capsys, cache):
-    from bench import parity
+    from bench.selfcheck import parity
     from tests.conftest import write_image_tree
 
     data = write_image_tree(tmp_path / "tiny")  # 6 training images a class: 60
@@ -171,7 +171,7 @@ def test_a_stopped_parity_run_says_so_exits_4_and_leaves_no_process(tmp_path, si
     """Ctrl-C (SIGINT to its process group) or SIGTERM to the parity process while the sides run in turns,
     or one after the other (a side's loader workers included)."""
     out = tmp_path / "parity"
-    proc = subprocess.Popen([sys.executable, "-m", "bench.parity", "--data", "synthetic", "--preset", "smoke",
+    proc = subprocess.Popen([sys.executable, "-m", "bench.selfcheck.parity", "--data", "synthetic", "--preset", "smoke",
                              "--pairs", "1", "--data-paths", "uint8", "--train-samples", "6400", "--test-samples", "200",
                              "--slice-s", slice_s, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             start_new_session=True)
@@ -193,7 +193,7 @@ def test_a_stopped_parity_run_says_so_exits_4_and_leaves_no_process(tmp_path, si
 
 
 def test_the_before_side_gets_absolute_paths_as_it_runs_in_the_other_tree(tmp_path, monkeypatch):
-    from bench.parity import side_command
+    from bench.selfcheck.parity import side_command
 
     monkeypatch.chdir(tmp_path)
     overrides = {"preset": "cpu", "data": "data/cifar.tar.gz", "cache_dir": "cache", "data_path": "device"}

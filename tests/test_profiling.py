@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.profiling import fit_window
+from bench.measure.profiling import fit_window
 from tests.conftest import REPO, run_cli, run_result
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import lightning as L
 
-from bench.progress import EpochProgress
+from bench.measure.progress import EpochProgress
 from tests.conftest import run_cli, tar_gz, write_image_tree
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.records import problem_of, read_records
+from bench.results.records import problem_of, read_records
 from tests.conftest import run_cli
 from tests.results_factory import FIXTURES, REPO
 
@@ -191,7 +191,7 @@ def test_6_commands_that_do_not_train_do_not_import_torch(folder, tmp_path, args
 
 
 def test_table_never_pools_runs_that_did_different_work(tmp_path):
-    from bench.results import summary_rows
+    from bench.results.resultfile import summary_rows
     from tests.results_factory import records as recs, result
 
     rows = summary_rows(recs(result("ddp", [5.0], devices=2, train_samples=0),
@@ -201,7 +201,7 @@ def test_table_never_pools_runs_that_did_different_work(tmp_path):
 
 
 def test_a_folder_given_as_a_result_says_so(tmp_path):
-    from bench.records import read_records
+    from bench.results.records import read_records
 
     with pytest.raises(ValueError, match="is a folder: pass the JSON files in it"):
         read_records([tmp_path])

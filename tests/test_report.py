@@ -1,4 +1,4 @@
-"""Tests of bench.report: the publishable table (markdown and terminal), the figure, atomic writing, bad input."""
+"""Tests of bench.report.report: the publishable table (markdown and terminal), the figure, atomic writing, bad input."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import files, report
-from bench.baselines import write_baseline
-from bench.records import read_records
+from bench.core import files
+from bench.report import report
+from bench.results.baselines import write_baseline
+from bench.results.records import read_records
 from tests.results_factory import CPU, REFERENCE, baseline_of, records, result as _result, write
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -57,7 +58,7 @@ def test_reference_baseline_gives_the_three_row_published_table(tmp_path):
     assert column(md, "Configuration") == ["1 GPU (baseline)", "DDP, 2 nodes x 2 GPUs", "DP, 2 GPUs on 1 node"]
     assert column(md, "Training Time") == ["120 s", "65 s", "141 s"]
     assert column(md, "Speedup") == ["1.00x", "1.85x", "0.85x"]
-    assert column(md, "Scaling efficiency") == ["100.0%", "46.2%", "42.6%"]  # as bench.compare formats it
+    assert column(md, "Scaling efficiency") == ["100.0%", "46.2%", "42.6%"]  # as bench.results.compare formats it
     assert column(md, "Devices") == ["1", "4", "2"] and column(md, "Nodes") == ["1", "2", "1"]
     assert "CV of fit_s" not in header(md)  # one sample per case
     assert not any(h.startswith("vs ") for h in header(md))  # no --baseline

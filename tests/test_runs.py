@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import load_result
+from bench.results.resultfile import load_result
 from tests.conftest import run_cli, run_result, write_image_tree, pickle_that_runs_code
 
 SMOKE = ("--preset", "smoke")

@@ -1,13 +1,14 @@
-"""Scaling figures from literal numbers (bench.scaling), the weak-scaling config rule and the chart helpers."""
+"""Scaling figures from literal numbers (bench.scaling.figures), the weak-scaling config rule and the chart helpers."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.config import ConfigError, make_config
-from bench.scaling import LR_RULE, format_table, summarize, weak_overrides
-from bench.exitcodes import worst
-from bench.sweep_plot import doubles, plot_sweep
+from bench.core.config import ConfigError, make_config
+from bench.core.config import weak_overrides
+from bench.core.exitcodes import worst
+from bench.scaling.figures import LR_RULE, format_table, summarize
+from bench.scaling.sweep_plot import doubles, plot_sweep
 
 
 def _step(data: float, compute: float, allreduce: float, loop: float) -> dict:
@@ -118,7 +119,7 @@ def test_chart_is_written(tmp_path):
 def test_report_adds_the_scaling_table_and_chart_for_several_world_sizes(tmp_path):
     import json
 
-    from bench.report import write_report
+    from bench.report.report import write_report
 
     files = []
     for i, r in enumerate([_result(100, 1), _result(50, 2), _result(40, 4, nodes=2)]):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench import sources
-from bench.sources import DataError, detect_kind, read_image_folder, read_official
+from bench.data import sources
+from bench.data.sources import DataError, detect_kind, read_image_folder, read_official
 from tests.conftest import BATCHES, CLASSES, batch_bytes, pickle_that_runs_code, tar_bytes, tar_gz, write_image_tree
 
 
@@ -142,7 +142,7 @@ def test_reading_real_archive_header(real_data: Path):
 
 
 def test_a_failed_download_leaves_no_empty_folder(tmp_path, monkeypatch):
-    from bench import sources
+    from bench.data import sources
 
     def offline(*args, **kwargs):
         raise OSError("<urlopen error [Errno -2] Name or service not known>")  # what an offline node sees

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from bench.cli import main
-from bench.results import load_result
+from bench.results.resultfile import load_result
 from tests.conftest import run_cli
 
 TINY = ("--data", "synthetic", "--preset", "smoke", "--train-samples", "256", "--test-samples", "100",
@@ -95,7 +95,7 @@ def test_marked_interrupted_points_keep_their_geometry_and_are_no_figures(tmp_pa
 
 def test_every_run_option_reaches_the_runs_once():
     from bench.cli import parser
-    from bench.sweep import run_argv
+    from bench.scaling.sweep import run_argv
 
     args = parser().parse_args(["sweep", "--case", "ddp", "--devices", "1,2", "--no-step-breakdown", "--save-weights",
                                 "--lr", "0.1", "--scaling", "weak", "--out", "x", "--repeats", "2", *TINY])

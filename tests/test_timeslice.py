@@ -1,4 +1,4 @@
-"""bench.timeslice: processes take turns (never run together), output and status come back, and a
+"""bench.selfcheck.timeslice: processes take turns (never run together), output and status come back, and a
 timeout or a finished leader leaves no process behind.
 
     .venv/bin/python -m pytest tests/test_timeslice.py
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from bench.timeslice import run_sliced
+from bench.selfcheck.timeslice import run_sliced
 from tests.results_factory import REPO
 
 # Busy for CPU_S seconds of its own CPU time (a stopped process accrues none), printing the
@@ -113,7 +113,7 @@ def test_a_killed_runner_leaves_no_process_behind(tmp_path):
     the stopped one too."""
     a, b = tmp_path / "a", tmp_path / "b"
     family = {n: [sys.executable, "-c", FAMILY.format(pids=str(p), last="time.sleep(60)")] for n, p in (("a", a), ("b", b))}
-    runner = subprocess.Popen([sys.executable, "-c", "import sys; from bench.timeslice import run_sliced; "
+    runner = subprocess.Popen([sys.executable, "-c", "import sys; from bench.selfcheck.timeslice import run_sliced; "
                                f"run_sliced({family!r}, slice_s=0.3, timeout_s=60)"], cwd=REPO)
     deadline = time.monotonic() + 30
     while not (a.exists() and b.exists() and b.read_text()) and time.monotonic() < deadline:

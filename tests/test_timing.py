@@ -7,11 +7,11 @@ import time
 import pytest
 import torch
 
-from bench import training
-from bench.config import make_config
-from bench.data import CifarDataModule
-from bench.model import CifarModule
-from bench.timing import TrainingTimer, process_start_time, wall_seconds
+from bench.core.config import make_config
+from bench.data.datamodule import CifarDataModule
+from bench.measure.timing import TrainingTimer, process_start_time, wall_seconds
+from bench.run import training
+from bench.run.model import CifarModule
 
 SLEEP_S = 1.5  # per validation step: far above the 4 tiny training steps of an epoch
 

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.baselines import record_baseline, write_baseline
-from bench.records import read_records
-from bench.knobs import STEP_SLEEP_ENV
+from bench.results.baselines import record_baseline, write_baseline
+from bench.results.records import read_records
+from bench.run.knobs import STEP_SLEEP_ENV
 from tests.conftest import REPO, run_cli, run_result
 
 RUN = ("run", "--case", "baseline", "--data", "synthetic", "--preset", "smoke",

@@ -1,0 +1,225 @@
+"""Compare benchmark results with a baseline file: one row per configuration, with a verdict.
+
+    cifar-bench compare RESULTS... --baseline NAME|PATH [--tolerance PCT]
+
+The rules (docs/comparison.md explains them for users). Current records are grouped by
+(case, devices, nodes, scaling mode) (:attr:`bench.results.records.Record.group`); each group is set
+against the baseline file's entry of its case. Medians of the fit_s samples, seconds;
+r = fit_s now / fit_s baseline, tolerance t percent:
+
+* ``skipped``: the case did not run on this hardware (with the reason); not an error.
+* ``invalid``: the group has runs but none is a figure (failed, interrupted, sanity check failed,
+  profiled, test knobs; each reason is in the notes). Exit status 5 (NO_VALID_RUN).
+* ``no baseline``: the case is not in the baseline file. ``missing``: in the baseline file,
+  not in the results.
+* ``not comparable``: different work (a :data:`bench.results.baselines.WORK_FIELDS` field differs, named)
+  or a different scale (devices, nodes or scaling mode differ from the baseline's entry).
+* ``no verdict``: the baseline was measured on other or unknown hardware. Same hardware = same
+  GPU model, GPUs per node and nodes (CPU model and cores for CPU runs); software versions do not
+  count. Times and ratios are shown as information, with the reason; exit status 0.
+* otherwise a time verdict (:func:`bench.results.stats.judge`): ``regression`` (r > 1 + t/100 and, with
+  >= 3 samples a side, Welch's t-test p < 0.05; exit status 1), ``faster``, ``slower``, ``unchanged``.
+
+Speedup = fit_s(baseline case) / fit_s(case), from the valid runs of this run's own ``baseline``
+case (``speedup``) and the baseline file's (``ref speedup``); scaling efficiency = speedup / devices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.core.exitcodes import REGRESSION, ExitCode
+from bench.core.tables import fmt, render
+from bench.results.baselines import WORK_FIELDS, load_baseline, validate_baseline, work_differences
+from bench.results.records import Record, by_group, group_label, read_records, records_of
+from bench.results.stats import judge
+
+JUDGED = ("faster", "unchanged", "slower", "regression")
+
+
+@dataclass(frozen=True)
+class CaseComparison:
+    """One group of current runs against the baseline file. Times in seconds, diff in percent.
+
+    ``verdict`` is one of :data:`JUDGED` (``basis == "time"``) or ``skipped``, ``invalid``,
+    ``missing``, ``no baseline``, ``not comparable``, ``no verdict`` (``basis`` None).
+    ``n_now`` counts valid samples, ``n_invalid`` the runs left out. ``None`` = not available.
+    """
+
+    case: str
+    label: str
+    verdict: str
+    fit_s_now: float | None = None
+    fit_s_baseline: float | None = None
+    diff_pct: float | None = None  # (now - baseline) / baseline * 100; > 0 is slower
+    speedup_own: float | None = None
+    ref_speedup: float | None = None
+    efficiency_own: float | None = None  # fraction, speedup_own / devices_now
+    ref_efficiency: float | None = None  # fraction, ref_speedup / devices_baseline
+    devices_now: int | None = None
+    devices_baseline: int | None = None
+    n_now: int = 0
+    n_baseline: int = 0
+    n_invalid: int = 0
+    p_value: float | None = None
+    basis: str | None = None
+    differing_fields: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def system_of(env: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The hardware that defines "same system" (None = unknown): GPU models and GPUs per node, or
+    for a CPU run the CPU model and cores. Software versions are deliberately not part of it."""
+    if not env or "gpu_count" not in env:
+        return None
+    if env.get("gpu_count"):
+        return {"GPU model": sorted(set(env.get("gpu_names") or [])), "GPUs per node": env["gpu_count"]}
+    return {"CPU model": env.get("cpu_model"), "CPU cores": env.get("cpu_count")}
+
+
+def hardware_difference(now_env: dict | None, ref_env: dict | None) -> str | None:
+    """Why two environments are not the same system, or None when they are."""
+    now, ref = system_of(now_env), system_of(ref_env)
+    if ref is None:
+        return "the baseline's hardware is unknown"
+    if now is None:
+        return "this run's hardware is not recorded"
+    diff = [f"{k} {now.get(k)} vs {ref.get(k)}" for k in sorted(set(now) | set(ref)) if now.get(k) != ref.get(k)]
+    return "different hardware (" + "; ".join(diff) + ")" if diff else None
+
+
+def _median(records: list[Record]) -> float | None:
+    return statistics.median(r.fit_s for r in records) if records else None
+
+
+def _reasons(records: list[Record]) -> list[str]:
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.problem or ""] = counts.get(r.problem or "", 0) + 1
+    return [f"{n} run(s) not a figure: {why}" for why, n in counts.items()]
+
+
+def compare(records: list[Record], baseline: dict[str, Any], tolerance_pct: float = 10.0) -> list[CaseComparison]:
+    """Compare current records (:func:`bench.results.records.read_records`) with a baseline dict.
+
+    Rows in group order (baseline, dp, ddp, others; devices, nodes), then missing cases.
+
+    Raises:
+        ValueError: invalid baseline (see :func:`bench.results.baselines.validate_baseline`) or a negative tolerance.
+    """
+    validate_baseline(baseline)
+    if tolerance_pct < 0:
+        raise ValueError(f"--tolerance is a slowdown in percent and must be >= 0, got {tolerance_pct}")
+    ref: dict[str, list[Record]] = {}
+    for r in records_of(baseline, f"baseline {baseline.get('name')}"):
+        ref.setdefault(r.case, []).append(r)
+    groups = by_group(records)
+    own_base = [r for (case, *_), rs in groups.items() if case == "baseline" for r in rs if r.valid]
+    rows = [_compare_group(g, rs, ref.get(g[0]), own_base, ref.get("baseline"), tolerance_pct)
+            for g, rs in groups.items()]
+    present = {g[0] for g in groups}
+    rows += [CaseComparison(case, group_label(rs[0].group), "missing", fit_s_baseline=_median(rs),
+                            n_baseline=len(rs), notes=("case is in the baseline but not in the current results",))
+             for case, rs in ref.items() if case not in present]
+    return rows
+
+
+def _compare_group(group: tuple, runs: list[Record], b: list[Record] | None, own_base: list[Record],
+                   ref_base: list[Record] | None, tol: float) -> CaseComparison:
+    case, label = group[0], group_label(group)
+    valid = [r for r in runs if r.valid]
+    invalid = [r for r in runs if not r.valid and r.status != "skipped"]
+    if not valid and not invalid:
+        return CaseComparison(case, label, "skipped", notes=(f"skipped: {runs[0].reason or 'no reason given'}",))
+    notes = _reasons(invalid)
+    if not valid:
+        return CaseComparison(case, label, "invalid", fit_s_baseline=_median(b or []), n_baseline=len(b or []),
+                              n_invalid=len(invalid), notes=tuple(notes + ["no valid run: nothing to judge"]))
+    if b is None:
+        return CaseComparison(case, label, "no baseline", fit_s_now=_median(valid), n_now=len(valid),
+                              devices_now=valid[0].devices, n_invalid=len(invalid),
+                              notes=tuple(notes + ["case is not in the baseline file"]))
+    mixed = [f for f in WORK_FIELDS if any(f in work_differences(valid[0].config, r.config) for r in valid[1:])]
+    if mixed:  # no pooled figure: a median over different work describes no run
+        return CaseComparison(case, label, "not comparable", fit_s_baseline=_median(b), n_now=len(valid),
+                              n_baseline=len(b), n_invalid=len(invalid), differing_fields=tuple(mixed),
+                              notes=tuple(notes + [f"the current runs did different work ({', '.join(mixed)} differ): "
+                                                   "pass the files of one run folder (runs/bench-STAMP/*.json)"]))
+    figures = _figures(valid, b, own_base, ref_base)
+    fields = dict(case=case, label=label, n_invalid=len(invalid), **figures)
+    differing = [f for f in WORK_FIELDS if f in work_differences(valid[0].config, b[0].config)]
+    if b[0].config is None:
+        notes.append("baseline config unknown: cannot check that the runs did the same work")
+    if differing:
+        notes.append(f"runs did different work: {', '.join(differing)} differ; no timing verdict")
+        return CaseComparison(verdict="not comparable", differing_fields=tuple(differing), notes=tuple(notes), **fields)
+    scale = None if b[0].group == group else f"different scale: {label} now, {group_label(b[0].group)} in the baseline"
+    why = hardware_difference(valid[0].environment, b[0].environment)
+    if why:
+        notes.append(f"{why}{'; ' + scale if scale else ''}: times and ratios are information, not a verdict; "
+                     "record a baseline on this system (cifar-bench baseline record ... --name NAME) and compare "
+                     "against that")
+        return CaseComparison(verdict="no verdict", notes=tuple(notes), **fields)
+    if scale:
+        notes.append(f"{scale}; no timing verdict")
+        return CaseComparison(verdict="not comparable", notes=tuple(notes), **fields)
+    verdict, p_value, time_notes = judge([r.fit_s for r in valid], [r.fit_s for r in b], tol)
+    return CaseComparison(verdict=verdict, p_value=p_value, basis="time", notes=tuple(notes + time_notes), **fields)
+
+
+def _figures(valid: list[Record], b: list[Record], own_base: list[Record], ref_base: list[Record] | None) -> dict:
+    now_t, ref_t = _median(valid), _median(b)
+    same_work = own_base and not any(work_differences(valid[0].config, r.config) for r in valid + own_base)
+    own = _median(own_base) / now_t if same_work else None
+    ref_sp = _median(ref_base) / ref_t if ref_base else None
+    return {"fit_s_now": now_t, "fit_s_baseline": ref_t, "diff_pct": (now_t / ref_t - 1.0) * 100.0,
+            "speedup_own": own, "ref_speedup": ref_sp, "devices_now": valid[0].devices, "devices_baseline": b[0].devices,
+            "efficiency_own": own / valid[0].devices if own is not None else None,
+            "ref_efficiency": ref_sp / b[0].devices if ref_sp is not None else None,
+            "n_now": len(valid), "n_baseline": len(b)}
+
+
+def exit_code(comparisons: list[CaseComparison]) -> int:
+    """1 (REGRESSION) if a row is a regression, else 5 (NO_VALID_RUN) if a row is invalid, else 0."""
+    if any(c.verdict == "regression" for c in comparisons):
+        return int(REGRESSION)
+    if any(c.verdict == "invalid" for c in comparisons):
+        return int(ExitCode.NO_VALID_RUN)
+    return int(ExitCode.OK)
+
+
+def format_table(comparisons: list[CaseComparison]) -> str:
+    """The comparison as a text table (one row per group), then the notes per group."""
+    head = ("case", "verdict", "fit_s now [s]", "fit_s base [s]", "diff %", "n now/base", "speedup", "eff",
+            "ref speedup", "ref eff")
+    rows = [(c.label, c.verdict, fmt(c.fit_s_now, ".1f"), fmt(c.fit_s_baseline, ".1f"), fmt(c.diff_pct, "+.1f"),
+             f"{c.n_now}/{c.n_baseline}", fmt(c.speedup_own, ".2f"), fmt(c.efficiency_own, ".1%"),
+             fmt(c.ref_speedup, ".2f"), fmt(c.ref_efficiency, ".1%")) for c in comparisons]
+    notes = [f"  {c.label}: {note}" for c in comparisons for note in c.notes]
+    return render(head, rows) + "\n" + ("\nnotes:\n" + "\n".join(notes) + "\n" if notes else "")
+
+
+def add_parser(sub) -> None:
+    """``compare RESULTS... --baseline NAME|PATH [--tolerance PCT]``."""
+    c = sub.add_parser("compare", help="compare results with a stored baseline; exit 1 on a regression, "
+                                       "5 when a case has no valid run")
+    c.add_argument("results", nargs="+", type=Path, help="result JSON, pytest-benchmark JSON or baseline files")
+    c.add_argument("--baseline", required=True, help="baseline name (baselines/NAME.json) or path")
+    c.add_argument("--tolerance", type=float, default=10.0, help="allowed slowdown in percent (default 10)")
+    c.add_argument("--accept-test-knobs", action="store_true",
+                   help="tests only: judge runs made with test knobs (BENCH_TEST_*) as if they were real")
+    c.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Print the comparison; return :func:`exit_code`. Bad input raises ValueError (exit 2)."""
+    records = read_records(args.results, accept_test_knobs=args.accept_test_knobs)
+    comparisons = compare(records, load_baseline(args.baseline), tolerance_pct=args.tolerance)
+    print(format_table(comparisons), end="")
+    if args.accept_test_knobs:
+        print("note: --accept-test-knobs: runs with test knobs were judged; not a real benchmark")
+    return exit_code(comparisons)

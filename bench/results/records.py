@@ -1,0 +1,329 @@
+"""The one reader of results: per-run JSON, pytest-benchmark JSON and baseline files -> records.
+
+Every analysis command (``table``, ``compare``, ``report``, ``baseline record``) reads its inputs
+through :func:`read_records` and gets one normalised :class:`Record` per *sample* (one run, or
+one round of the suite), for every status, so no command branches on missing fields:
+
+* a per-run JSON (schema ``cifar-bench/result``) is one sample, identified by its ``run_id``
+  (an in-memory result with several ``metrics.fit_s_samples`` gives one record per sample);
+* a pytest-benchmark entry stands for the rounds it ran: round *i* is the run whose JSON is
+  ``extra_info.result_paths[i]`` (its run id is the file name without ``.json``) with the time
+  ``extra_info.fit_s_samples[i]`` (and ``throughput_img_s_samples[i]``, ``test_accuracy_samples[i]``
+  where the suite wrote them); the suite's ``skipped`` list gives one skipped record per case;
+* a baseline file gives one record per stored sample (``cases.<case>.run_ids`` when recorded,
+  else ``baseline:<name>:<case>:<i>``).
+
+A sample named by several files (the README's glob ``runs/latest/*.json`` matches the per-run
+files and ``suite.json``) is counted once; the same run id with different figures is an error
+naming both files. Validity is derived here, once: a record is a *figure* only if its status is
+``ok``, its sanity check passed, it was not profiled and no test knob was active.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from bench.results.baselines import SCHEMA as BASELINE_SCHEMA, validate_baseline
+
+RESULT_SCHEMA = "cifar-bench/result"  # the per-run result format (written by bench.results.resultfile)
+RESULT_SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "interrupted", "skipped")
+CASE_ORDER = ("baseline", "dp", "ddp")
+PRIORITY = {"run": 0, "suite": 1, "baseline": 2}  # which copy of a sample is kept (the most complete)
+INPUT_HELP = ("pass per-run result JSON files (schema cifar-bench/result), a pytest-benchmark "
+              "--benchmark-json file, or a baseline file (schema cifar-bench/baseline)")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One sample: a run, or one round of a suite benchmark, or one stored baseline sample.
+
+    Times in seconds, throughput images/s, accuracy a fraction. ``devices`` is what splits the
+    global batch (ddp: world size, dp: GPUs, baseline: 1); ``nodes`` the nodes used; ``scaling``
+    the scaling mode (``strong`` when the result does not say). ``problem`` is why the record is
+    not a figure (None for a valid one); ``reason`` is the run's own skip/failure reason.
+    """
+
+    run_id: str
+    case: str
+    status: str
+    source: str  # the file it was read from
+    origin: str  # "run", "suite" or "baseline"
+    fit_s: float | None = None
+    throughput_img_s: float | None = None
+    test_accuracy: float | None = None
+    accuracy_meaningful: bool = True
+    devices: int = 1
+    nodes: int = 1
+    scaling: str = "strong"
+    reason: str | None = None
+    problem: str | None = None
+    test_knobs: dict = field(default_factory=dict)
+    profiled: bool = False
+    config: dict | None = None
+    environment: dict | None = None
+    world: dict = field(default_factory=dict)
+    result: dict = field(default_factory=dict)  # the full result dict (breakdown, ended_utc, ...)
+    baseline_name: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        """True if this record is a benchmark figure."""
+        return self.problem is None
+
+    @property
+    def group(self) -> tuple[str, int, int, str]:
+        """(case, devices, nodes, scaling): records of one group are repeats of one configuration."""
+        return (self.case, self.devices, self.nodes, self.scaling)
+
+    @property
+    def kind(self) -> str:
+        """``valid``, ``skipped`` (not run on this hardware) or ``invalid``."""
+        return "valid" if self.valid else "skipped" if self.status == "skipped" else "invalid"
+
+
+def group_label(group: tuple[str, int, int, str]) -> str:
+    """A group as text: ``ddp (4 devices, 2 nodes)``, ``baseline (1 device)``; ``, weak`` when not strong."""
+    case, devices, nodes, scaling = group
+    text = f"{case} ({devices} device{'s' if devices != 1 else ''}" + (f", {nodes} nodes" if nodes > 1 else "")
+    return text + ("" if scaling == "strong" else f", {scaling}") + ")"
+
+
+def group_key(group: tuple[str, int, int, str]) -> tuple:
+    """Sort key of groups: baseline, dp, ddp, then other cases; then devices, nodes."""
+    case = group[0]
+    return (CASE_ORDER.index(case) if case in CASE_ORDER else len(CASE_ORDER), case, group[1], group[2], group[3])
+
+
+def by_group(records: Iterable[Record]) -> dict[tuple, list[Record]]:
+    """Records grouped by :attr:`Record.group`, groups in :func:`group_key` order."""
+    out: dict[tuple, list[Record]] = {}
+    for r in records:
+        out.setdefault(r.group, []).append(r)
+    return dict(sorted(out.items(), key=lambda item: group_key(item[0])))
+
+
+def devices_used(result: dict[str, Any]) -> int:
+    """Devices that split the global batch in a result dict: ddp world size, dp devices, else 1."""
+    case, world, config = result.get("case"), result.get("world") or {}, result.get("config") or {}
+    if case == "ddp":
+        return int(world.get("world_size") or (config.get("devices") or 1) * (config.get("num_nodes") or 1))
+    if case == "dp":
+        return int(config.get("devices") or world.get("devices_per_node") or 1)
+    return 1
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def problem_of(result: dict[str, Any], fit_s: float | None, accept_test_knobs: bool = False) -> str | None:
+    """Why a result dict is not a benchmark figure, or None when it is one (the validity rule)."""
+    status = result.get("status")
+    if status != "ok":
+        return f"{status}: {result.get('reason') or 'no reason given'}"
+    sanity = result.get("sanity") or {}
+    if sanity.get("passed") is not True:
+        if not sanity:
+            return "no sanity record: cannot tell that training converged"
+        acc, floor = (result.get("metrics") or {}).get("test_accuracy"), sanity.get("accuracy_floor")
+        return (f"sanity check failed (loss finite: {sanity.get('loss_finite')}, test accuracy "
+                f"{'-' if acc is None else f'{acc:.3f}'} vs floor {floor})")
+    if result.get("profiled"):
+        return "profiled: its times include the profiler's overhead"
+    knobs = result.get("test_knobs") or {}
+    if knobs and not accept_test_knobs:
+        return "test knobs active (" + ", ".join(f"{k}={v}" for k, v in knobs.items()) + "): not a real run"
+    if fit_s is None and (result.get("metrics") or {}).get("optimizer_steps") == 0:
+        return "no training step ran (--epochs 0 tests the initial weights): no time to compare"
+    if fit_s is None or fit_s <= 0:
+        return "no finite fit_s: the result is damaged, re-run the case"
+    return None
+
+
+def _round_figure(metrics: dict, rounds: dict | None, key: str, i: int, n: int) -> float | None:
+    """Round ``i`` of ``n``'s ``key`` (throughput, accuracy): from the suite's per-round list when it has
+    one of length ``n``, else the result's own figure, which is the last round's."""
+    per_round = (rounds or {}).get(key)
+    if isinstance(per_round, list) and len(per_round) == n:
+        return _finite(per_round[i])
+    return _finite(metrics.get(key)) if i == n - 1 else None
+
+
+def from_result(result: dict[str, Any], source: str, origin: str = "run", accept_test_knobs: bool = False,
+                samples: list | None = None, run_ids: list[str] | None = None,
+                rounds: dict | None = None) -> list[Record]:
+    """Records of one result dict: one per fit_s sample (``samples``, else ``metrics.fit_s_samples``,
+    else ``[metrics.fit_s]``; none for a result that did not time anything: then one record).
+
+    ``rounds``: a suite entry's per-round figures (``{"throughput_img_s": [...], "test_accuracy": [...]}``,
+    one per sample); without them only the last sample has a throughput and an accuracy."""
+    metrics, config = result.get("metrics") or {}, result.get("config") or None
+    samples = samples or metrics.get("fit_s_samples") or [metrics.get("fit_s")]
+    run_id = str(result.get("run_id") or f"{result.get('case')}@{source}")
+    ids = run_ids or ([run_id] if len(samples) == 1 else [f"{run_id}/sample{i}" for i in range(len(samples))])
+    world = result.get("world") or {}
+    out = []
+    for i, (rid, sample) in enumerate(zip(ids, samples)):
+        fit = _finite(sample)
+        out.append(Record(
+            run_id=rid, case=str(result["case"]), status=str(result["status"]), source=source, origin=origin,
+            fit_s=fit, throughput_img_s=_round_figure(metrics, rounds, "throughput_img_s", i, len(samples)),
+            test_accuracy=_round_figure(metrics, rounds, "test_accuracy", i, len(samples)),
+            accuracy_meaningful=bool(metrics.get("accuracy_meaningful", True)),
+            devices=devices_used(result),
+            nodes=int(world.get("num_nodes") or (config or {}).get("num_nodes") or 1),
+            scaling=str((config or {}).get("scaling") or "strong"), reason=result.get("reason"),
+            problem=problem_of(result, fit, accept_test_knobs), test_knobs=dict(result.get("test_knobs") or {}),
+            profiled=bool(result.get("profiled")), config=config, environment=result.get("environment"),
+            world=world, result=result))
+    return out
+
+
+def check_result(obj: Any, where: str) -> dict[str, Any]:
+    """``obj`` if it is a result dict of the supported schema.
+
+    Raises:
+        ValueError: not a cifar-bench result, another schema_version, or no case/known status.
+    """
+    if not isinstance(obj, dict) or obj.get("schema") != RESULT_SCHEMA:
+        raise ValueError(f"{where}: not a cifar-bench result; {INPUT_HELP}")
+    if obj.get("schema_version") != RESULT_SCHEMA_VERSION:
+        raise ValueError(f"{where}: result schema_version {obj.get('schema_version')!r} is not supported "
+                         f"(this tool reads {RESULT_SCHEMA_VERSION}); upgrade cifar-bench")
+    if obj.get("case") is None or obj.get("status") not in STATUSES:
+        raise ValueError(f"{where}: result lacks 'case' or a known 'status'; the file is damaged, re-run the case")
+    return obj
+
+
+def _from_suite(obj: dict[str, Any], where: str, accept: bool) -> list[Record]:
+    out = []
+    for bench in obj["benchmarks"]:
+        info = bench.get("extra_info") or {}
+        if info.get("result") is None:
+            raise ValueError(f"{where}: benchmark {bench.get('name')!r} has no extra_info.result; "
+                             "it was not written by cifar-bench's suite - " + INPUT_HELP)
+        result = check_result(info["result"], where)
+        samples = info.get("fit_s_samples") or (result.get("metrics") or {}).get("fit_s_samples")
+        paths = info.get("result_paths") or []
+        ids = [Path(p).stem for p in paths] if samples and len(paths) == len(samples) else None
+        rounds = {k: info.get(f"{k}_samples") for k in ("throughput_img_s", "test_accuracy")}
+        out += from_result(result, where, "suite", accept, samples=samples, run_ids=ids, rounds=rounds)
+    for skip in obj.get("skipped") or []:
+        if isinstance(skip.get("result"), dict):  # the skipped result the run wrote: its devices and run id
+            out += from_result(check_result(skip["result"], where), where, "suite")
+            continue
+        fake = {"case": skip.get("case"), "status": "skipped", "reason": skip.get("reason"),
+                "run_id": f"skipped:{skip.get('case')}@{where}"}
+        out += from_result(fake, where, "suite")
+    return out
+
+
+def _from_baseline(base: dict[str, Any], where: str) -> list[Record]:
+    out = []
+    for case, e in base["cases"].items():
+        devices, nodes = int(e.get("devices") or 1), int(e.get("nodes") or 1)
+        samples = [float(s) for s in e["fit_s_samples"]]
+        ids = e.get("run_ids") if len(e.get("run_ids") or []) == len(samples) else None
+        ids = ids or [f"baseline:{base.get('name')}:{case}:{i}" for i in range(len(samples))]
+        for rid, sample in zip(ids, samples):
+            out.append(Record(run_id=rid, case=case, status="ok", source=where, origin="baseline", fit_s=sample,
+                              throughput_img_s=e.get("throughput_img_s"), test_accuracy=e.get("test_accuracy"),
+                              devices=devices, nodes=nodes, scaling=e.get("scaling") or "strong",
+                              config=e.get("config"), environment=e.get("environment"),
+                              world={"world_size": devices if case == "ddp" else 1, "num_nodes": nodes,
+                                     "devices_per_node": devices // nodes},
+                              baseline_name=base.get("name")))
+    return out
+
+
+def records_of(obj: Any, where: str, accept_test_knobs: bool = False) -> list[Record]:
+    """Records of one parsed JSON document (any of the three inputs), not yet deduplicated.
+
+    Raises:
+        ValueError: unknown input or a damaged result/baseline; the message names ``where``.
+    """
+    if isinstance(obj, dict) and obj.get("schema") == RESULT_SCHEMA:
+        return from_result(check_result(obj, where), where, "run", accept_test_knobs)
+    if isinstance(obj, dict) and obj.get("schema") == BASELINE_SCHEMA:
+        return _from_baseline(validate_baseline(obj, where), where)
+    if isinstance(obj, dict) and isinstance(obj.get("benchmarks"), list):
+        return _from_suite(obj, where, accept_test_knobs)
+    schema = obj.get("schema") if isinstance(obj, dict) else type(obj).__name__
+    raise ValueError(f"{where}: unknown input (schema {schema!r}); {INPUT_HELP}")
+
+
+def dedupe(records: Iterable[Record]) -> list[Record]:
+    """Each sample once: records with one run id are merged (the most complete copy kept).
+
+    A skipped entry of a suite file without a run id is dropped when a per-run skipped record of
+    the same case is present.
+
+    Raises:
+        ValueError: one run id with different figures (status or fit_s) in two files; names both.
+    """
+    kept: dict[str, Record] = {}
+    for r in records:
+        other = kept.get(r.run_id)
+        if other is None:
+            kept[r.run_id] = r
+            continue
+        same = other.status == r.status and (other.fit_s == r.fit_s or (
+            other.fit_s is not None and r.fit_s is not None and math.isclose(other.fit_s, r.fit_s, rel_tol=1e-9)))
+        if not same:
+            raise ValueError(f"run {r.run_id!r} has different figures in {other.source} (status {other.status}, "
+                             f"fit_s {other.fit_s}) and {r.source} (status {r.status}, fit_s {r.fit_s}): "
+                             "one of the files was edited or comes from another run; pass only one of them")
+        if PRIORITY[r.origin] < PRIORITY[other.origin]:
+            kept[r.run_id] = r
+    out = list(kept.values())
+    run_skips = {r.case for r in out if r.status == "skipped" and not r.run_id.startswith("skipped:")}
+    return [r for r in out if not (r.run_id.startswith("skipped:") and r.case in run_skips)]
+
+
+def read_records(paths: Iterable[str | Path], accept_test_knobs: bool = False) -> list[Record]:
+    """Read every file, one record per sample, each sample once (see the module docstring).
+
+    ``accept_test_knobs`` makes test-knob runs figures (only the verdict tests use it).
+
+    Raises:
+        ValueError: a file missing, not JSON, of an unknown schema, damaged, or a conflict between
+            two files (see :func:`dedupe`); the message names the file(s) and what to pass instead.
+    """
+    records: list[Record] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder: pass the JSON files in it (e.g. {path}/*.json); {INPUT_HELP}")
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file; {INPUT_HELP}")
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not valid JSON ({err}); {INPUT_HELP}") from err
+        records += records_of(obj, str(path), accept_test_knobs)
+    return dedupe(records)
+
+
+def split_by_work(records: list[Record]) -> list[tuple[list[Record], str]]:
+    """Records of one group split into sets that did the same work (:data:`bench.results.baselines.WORK_FIELDS`),
+    in the order first seen; each with a label naming its values of the fields that differ between
+    the sets (``""`` when all did the same work). Runs without a config join the first set."""
+    from bench.results.baselines import work_differences
+
+    sets: list[list[Record]] = []
+    for r in records:
+        home = next((s for s in sets if not work_differences(s[0].config, r.config)), None)
+        home.append(r) if home is not None else sets.append([r])
+    if len(sets) < 2:
+        return [(s, "") for s in sets]
+    fields = sorted({f for s in sets[1:] for f in work_differences(sets[0][0].config, s[0].config)})
+    return [(s, "[" + ", ".join(f"{f}={(s[0].config or {}).get(f)}" for f in fields) + "]") for s in sets]
+
+
+def with_problem(record: Record, problem: str) -> Record:
+    """A copy of ``record`` marked as not a figure for ``problem``."""
+    return replace(record, problem=problem)
