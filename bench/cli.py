@@ -185,6 +185,10 @@ _QUIET = (
 )
 
 
+# Lightning's info lines that say nothing a run's result does not (prefixes of the message).
+_NOT_ABOUT_THIS_RUN = ("\N{ELECTRIC LIGHT BULB} Tip:", "GPU available: ", "TPU available: ", "HPU available: ")
+
+
 def _quiet_inapplicable_notices() -> None:
     """Silence, at their source, Lightning's notices that do not apply to a benchmark run."""
     import logging
@@ -200,8 +204,10 @@ def _quiet_inapplicable_notices() -> None:
         warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
     advert = logging.Filter()
     # Lightning 2.6 advertises its cloud logging product (LitLogger/litmodels) at every Trainer start:
-    # an advert, not a notice about this run. Its other messages (GPU available, ...) stay.
-    advert.filter = lambda record: not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+    # an advert, not a notice about this run. "GPU/TPU/HPU available: ..., used: ..." is printed at every
+    # Trainer start too: the result records the accelerator and devices that ran (config, environment).
+    # Lightning's warnings ("GPU available but not used", ...) stay: they are about this run.
+    advert.filter = lambda record: not str(record.msg).startswith(_NOT_ABOUT_THIS_RUN)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                  "lightning_utilities.core.rank_zero"):
         logging.getLogger(name).addFilter(advert)

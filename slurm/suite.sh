@@ -160,5 +160,5 @@ if [ "${#results[@]}" -gt 0 ]; then
         || echo "suite.sh: report exit $?"
 fi
 [ "$interrupted" = 1 ] && { echo "suite.sh: interrupted; finished cases are in $RUN_DIR"; exit $EXIT_INTERRUPTED; }
-echo "suite.sh: exit $worst (bench/core/exitcodes.py: 0 ok, 1 failed, 3 sanity, 4 interrupted)"
+echo "suite.sh: exit $worst (bench/core/exitcodes.py: 0 ok, 1 failed, 2 bad input, 3 sanity, 4 interrupted, 5 no valid run)"
 exit "$worst"

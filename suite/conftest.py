@@ -87,6 +87,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.benchmark_save = None
         # ...and only its call is timed and shown: a job's output had one table per rank otherwise
         config.option.benchmark_disable = True
+        # ...and only its pytest summary ("1 passed, 2 deselected in ..."): a job's output had one per rank.
+        # Its relayed run lines ([case rank R] ...) and failures stay.
+        config.option.verbose = min(config.option.verbose, -2)
     # A session whose only case was skipped (the dp step on a node without 2 GPUs) has nothing to
     # save; pytest-benchmark warns about it although the skip and its reason are reported.
     warnings.filterwarnings("ignore", message="Not saving anything, no benchmarks have been run")

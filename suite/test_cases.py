@@ -120,6 +120,12 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
         benchmark.pedantic(once, rounds=config.getoption("--bench-rounds"), iterations=1, warmup_rounds=0)
     except (CaseSkipped, CaseFailed) as outcome:
         stopped = outcome
+    except KeyboardInterrupt:
+        stopped = KeyboardInterrupt()
+    if isinstance(stopped, KeyboardInterrupt):  # pytest's own would print "!!! KeyboardInterrupt !!!" and a
+        # traceback into this file: the run's own line said what happened, the table below says the rest
+        pytest.exit("suite interrupted (Ctrl-C): the run's line above and the table below say what was recorded",
+                    returncode=int(pytest.ExitCode.INTERRUPTED))
     if stopped is not None:  # outside the except block: pytest's outcome without a chained traceback
         stop_on(config, stopped)
     if global_rank() != 0:

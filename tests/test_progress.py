@@ -34,6 +34,7 @@ def test_run_prints_decode_and_epoch_lines_and_no_inapplicable_notices(tmp_path:
     assert "baseline: epoch 1/2 done: 3 steps" in out and "baseline: epoch 2/2 done: 3 steps" in out
     everything = out + proc.stderr
     assert "Tip:" not in everything and "litlogger" not in everything  # the logging-product advert
+    assert "GPU available:" not in everything and "TPU available:" not in everything  # facts the result records
     assert "is available on your system but is not used" not in everything  # no Slurm job: not applicable
 
 
