@@ -27,8 +27,12 @@ Skipped, failed and interrupted cases are listed with their reasons below the ta
 environment summary (GPUs, driver, nodes, versions, image, git commit; ``unknown`` where the
 results do not say), and where runs have a per-step breakdown, "Where the time goes": each case's
 median step split into data wait, compute, all-reduce and loop overhead
-(:func:`bench.measure.breakdown.markdown_breakdown`). The figure (:mod:`bench.report.plot`) has two panels:
-training time per case, and speedup per case with the ideal speedup (= devices) marked. Where a
+(:func:`bench.measure.breakdown.markdown_breakdown`) of one real run per row, the median one, named below
+the table (:func:`bench.report.facts.shown_run`). "What ran" (:func:`bench.report.facts.what_ran`) gives preset,
+model, data, epochs, global and per-device batch, precision, data path, devices x nodes, usable cores,
+image and versions as the results recorded them. The figure (:mod:`bench.report.plot`) has two panels:
+training time per case (min-max error bars; with ``--baseline`` the baseline file's time beside it and
+the verdict above), and speedup per case with the ideal speedup (= devices) marked. Where a
 case ran at several world sizes, a "Scaling" section adds the sweep's table and ``scaling.png``
 (:func:`bench.scaling.sweep.report_section`).
 """
@@ -45,6 +49,7 @@ from bench.core.files import FolderIsAFile, atomic_write_bytes, folder_argument,
 from bench.core.tables import fmt as _fmt, fmt_seconds, render
 from bench.measure.steptable import markdown_breakdown
 from bench.report.caserows import case_rows
+from bench.report.facts import cores, shown_run, title_line, what_ran
 from bench.report.plot import render_png
 from bench.results import compare as cmp
 from bench.results.baselines import load_baseline
@@ -126,7 +131,7 @@ def _environment(records: list[Record]) -> list[tuple[str, str]]:
                 counts[n] = counts.get(n, 0) + 1
             return ", ".join(f"{c} x {n}" for n, c in counts.items()) + " per node"
         if env.get("gpu_count") == 0:
-            return "none (CPU: " + (env.get("cpu_model") or "model unknown") + f", {env.get('cpu_count') or '?'} cores)"
+            return "none (CPU: " + (env.get("cpu_model") or "model unknown") + f", {cores(env) or '?'} cores)"
         return None
 
     def commit(env: dict, _r: dict) -> str | None:
@@ -176,13 +181,31 @@ def build_report(results: list[Record], comparisons: list | None, baseline: dict
         out += ["", "**Notes:**", ""] + [f"- {n}" for n in notes]
     if cells:
         out += ["", "![Training time and speedup per case](report.png)"]
-    steps = markdown_breakdown([row["runs"][-1].result for row in case_rows(results)[0] if row["runs"][-1].result])
-    if steps:
-        out += ["", "## Where the time goes", "",
-                "Median training step of the last epoch, averaged over the ranks (see `bench/measure/breakdown.py`).", ""]
-        out += steps
+    out += _what_ran_section(results)
+    out += _where_the_time_goes(results)
     out += ["", "## Environment", ""] + [f"- {label}: {value}" for label, value in _environment(results)]
     return "\n".join(out) + "\n"
+
+
+def _what_ran_section(results: list[Record]) -> list[str]:
+    """"What ran": the facts of the table's runs as they recorded them (:func:`bench.report.facts.what_ran`)."""
+    rows = case_rows(results)[0]
+    if not rows:
+        return []
+    return (["", "## What ran", "", "As the results recorded them (valid runs only); a value that differs "
+             "between rows names its rows.", ""] + [f"- {label}: {value}" for label, value in what_ran(rows)])
+
+
+def _where_the_time_goes(results: list[Record]) -> list[str]:
+    """Each row's per-step breakdown, from one real run (the median one, said below the table)."""
+    shown = [shown_run(row) for row in case_rows(results)[0]]
+    steps = markdown_breakdown([run.result for run, _ in shown if run.result])
+    if not steps:
+        return []
+    return (["", "## Where the time goes", "",
+             "Median training step of the last epoch, averaged over the ranks (see `bench/measure/breakdown.py`), "
+             "of one run per row:", ""] + steps + [""]
+            + [f"- {run.case}: {words}" for run, words in shown if run.result and run.result.get("status") == "ok"])
 
 
 def _align(align: list[str]) -> list[str]:
@@ -236,7 +259,8 @@ def write_report(paths: list[str | Path], out_dir: str | Path, baseline: str | o
 def _write_files(results: list[Record], comparisons: list | None, base: dict | None,
                  out_dir: str | Path) -> tuple[Path, Path]:
     markdown = build_report(results, comparisons, base)  # both built before anything is written
-    png = render_png(case_rows(results)[0])
+    rows = case_rows(results)[0]
+    png = render_png(rows, comparisons, (base or {}).get("name"), title_line(rows))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     from bench.scaling.sweep import report_section  # (a case at several world sizes: the sweep's table and chart)
