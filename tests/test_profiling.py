@@ -65,6 +65,11 @@ def test_two_rank_profile_writes_one_trace_per_global_rank(tmp_path):
         names = _check_rank_files(entry, rank)
         assert any("convolution" in n for n in names), names  # conv layers
         assert any(n in ("aten::addmm", "aten::linear", "aten::mm") for n in names), names  # fully connected
+    text = Path(per_rank[0]["tables"]["txt"]).read_text()
+    assert text.startswith("rank 0: totals over the 3 recorded training step(s) 7..9 of 20")
+    assert "enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__" in text  # whole names, not cut at 55
+    chart = Path(per_rank[0]["chart"])  # top operators by self time per rank, drawn by rank 0 from both traces
+    assert chart == tmp_path / "runs" / "profiles" / r["run_id"] / "top_ops.png" and chart.read_bytes()[:4] == b"\x89PNG"
     texts = SummaryReader(str(tmp_path / "runs" / "tensorboard" / r["run_id"])).text
     assert sorted(texts.tag) == ["profiler/rank0", "profiler/rank1"]
     assert all("Self CPU" in value for value in texts.value)

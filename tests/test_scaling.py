@@ -8,7 +8,7 @@ from bench.core.config import ConfigError, make_config
 from bench.core.config import weak_overrides
 from bench.core.exitcodes import worst
 from bench.scaling.figures import LR_RULE, format_table, summarize
-from bench.scaling.sweep_plot import doubles, plot_sweep
+from bench.scaling.sweep_plot import ERROR_BAR_LABEL, doubles, plot_sweep, spread, sweep_figure, sweep_title
 
 
 def _step(data: float, compute: float, allreduce: float, loop: float) -> dict:
@@ -114,6 +114,29 @@ def test_chart_is_written(tmp_path):
     path = plot_sweep(points, tmp_path / "sweep.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_sweep([], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
+def test_chart_has_error_bars_from_the_repeats_a_title_of_what_ran_and_legends_off_the_data():
+    runs = [_result(100, 1), _result(120, 1), _result(80, 1), _result(60, 2), _result(40, 2), _result(50, 2)]
+    for r in runs:
+        r["config"]["preset"] = "smoke"
+        r["environment"] = {"gpu_names": [], "cpu_model": "AMD EPYC", "cpu_count": 2, "cpus_usable": 1}
+    points = summarize(runs)
+    two = next(p for p in points if p["devices"] == 2)  # T1 = 100 (median), TN 40..60 around 50: speedup 2
+    assert spread(two, "speedup") == (pytest.approx(2 - 100 / 60), pytest.approx(100 / 40 - 2))
+    title = sweep_title(points, runs)
+    assert title == "Strong scaling of ddp, preset smoke, on CPU AMD EPYC, 1 usable cores (hosts: node1)"
+    fig = sweep_figure(points, title)
+    curve, bars = fig.axes
+    assert fig.get_suptitle() == title
+    assert ERROR_BAR_LABEL in curve.get_legend_handles_labels()[1]
+    for ax in (curve, bars):  # legends under the axes: outside the data area, so they cover no bar or point
+        anchor = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+        assert anchor.y0 < 0
+    labels = [t for t in curve.texts if t.get_gid() == "efficiency"]
+    assert [t.get_text() for t in labels] == ["1x1: 100 %", "1x2: 100 %"]
+    assert all(t.get_position() == (8, -14) for t in labels)  # offset right and below the rising line
+    assert spread(summarize([_result(100, 1)])[0], "speedup") == (0.0, 0.0)  # one run: no bar invented
 
 
 def test_report_adds_the_scaling_table_and_chart_for_several_world_sizes(tmp_path):

@@ -11,7 +11,12 @@ fewer steps, and the files of global rank R go to ``<out>/profiles/<run_id>/rank
 * ``rank<R>.<ns>.pt.trace.json``: Chrome trace (``torch.profiler.tensorboard_trace_handler``);
   opens in Perfetto (ui.perfetto.dev) and chrome://tracing, and TensorBoard's profile plugin reads
   the folder ``<out>/profiles/<run_id>`` (one run per rank).
-* ``top_ops.txt`` / ``top_ops.json``: operators by self CPU time (and by self device time on GPU).
+* ``top_ops.txt`` / ``top_ops.json``: operators by self CPU time (and by self device time on GPU), whole
+  names, totals over the recorded window (its steps are said in the first line: divide by them for
+  a per-step time).
+* ``<out>/profiles/<run_id>/top_ops.png`` (rank 0, from every rank's trace): top operators by self time
+  per rank (:mod:`bench.measure.profile_chart`). docs/profiling.md says how the profiler's all-reduce
+  time relates to the step breakdown's exposed all-reduce.
 
 Files are written at the end of training, after the fit clock stopped. Shapes, stacks and memory
 are not recorded, which keeps a trace to a few MB per rank at the default schedule. A profiled
@@ -65,6 +70,14 @@ def top_operators(events, sort_key: str, rows: int = TOP_ROWS) -> list[dict[str,
     ranked = sorted(events, key=lambda e: getattr(e, sort_key), reverse=True)[:rows]
     return [{"name": e.key, "calls": e.count, "self_cpu_us": e.self_cpu_time_total, "cpu_us": e.cpu_time_total,
              "self_device_us": e.self_device_time_total, "device_us": e.device_time_total} for e in ranked]
+
+
+def window_line(rank: int, window: dict[str, int]) -> str:
+    """The first line of ``top_ops.txt``: which steps its totals cover (0-based training steps)."""
+    first = window["wait"] + window["warmup"]
+    return (f"rank {rank}: totals over the {window['active']} recorded training step(s) {first}.."
+            f"{first + window['active'] - 1} of {window['total_steps']} (skipped {window['wait']}, warm-up "
+            f"{window['warmup']}); per step = total / {window['active']}\n")
 
 
 class StepProfiler(L.Callback):
@@ -126,11 +139,13 @@ class StepProfiler(L.Callback):
         tensorboard_trace_handler(str(folder), worker_name=f"rank{rank}")(self._prof)  # (makes the folder)
         trace = max(folder.glob(f"rank{rank}.*.pt.trace.json"), key=lambda p: p.stat().st_mtime_ns)
         events = self._prof.key_averages()
-        text = events.table(sort_by="self_cpu_time_total", row_limit=TOP_ROWS)
+        width = max((len(e.key) for e in events), default=10)  # whole names: torch cuts them at 55 characters
+        text = window_line(rank, self.facts["schedule"]) + events.table(
+            sort_by="self_cpu_time_total", row_limit=TOP_ROWS, max_name_column_width=width)
         tables = {"self_cpu": top_operators(events, "self_cpu_time_total")}
         if self._cuda:
             tables["self_device"] = top_operators(events, "self_device_time_total")
-            text += "\n" + events.table(sort_by="self_cuda_time_total", row_limit=TOP_ROWS)
+            text += "\n" + events.table(sort_by="self_cuda_time_total", row_limit=TOP_ROWS, max_name_column_width=width)
         with atomic_open(folder / "top_ops.txt", "w") as f:
             f.write(text)
         with atomic_open(folder / "top_ops.json", "w") as f:
@@ -138,6 +153,29 @@ class StepProfiler(L.Callback):
         self.facts.update(trace=str(trace), trace_bytes=trace.stat().st_size, table_text=text,
                           tables={"txt": str(folder / "top_ops.txt"), "json": str(folder / "top_ops.json")},
                           top_self_cpu=[row["name"] for row in tables["self_cpu"][:10]])
+
+
+def publish(trainer: L.Trainer, per_rank: list[dict[str, Any]], folder: Path) -> None:
+    """After training, with every rank's facts: the tables to TensorBoard (:func:`log_tables`) and, on
+    global rank 0, ``folder/top_ops.png`` from every rank's trace (:mod:`bench.measure.profile_chart`).
+    A trace rank 0 cannot read (another node's local disk) leaves the picture out, said in one line."""
+    log_tables(trainer, per_rank)
+    if trainer.global_rank != 0:
+        return
+    from bench.measure.profile_chart import write_chart
+
+    traces = [(f["rank"], Path(f["trace"])) for f in per_rank if f.get("trace")]
+    window = (per_rank[0].get("schedule") or {}) if per_rank else {}
+    title = f"{folder.name}: {len(traces)} rank(s), {window.get('active', '?')} recorded step(s)"
+    try:
+        chart = write_chart(traces, folder / "top_ops.png", title) if traces else None
+    except (OSError, ValueError, KeyError) as err:
+        print(f"profile: no top_ops.png ({err}): the traces are in {folder}", flush=True)
+        return
+    for f in per_rank:
+        f["chart"] = str(chart) if chart else None
+    if chart:
+        print(f"profile: top operators by self time per rank: {chart}", flush=True)
 
 
 def log_tables(trainer: L.Trainer, per_rank: list[dict[str, Any]]) -> None:

@@ -292,7 +292,7 @@ def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, t
         trainer.fit(module, datamodule=dm)
         if tools.profiler is not None:  # gathered before test: the TensorBoard writer is still open
             profile_facts = ranks.all_gather(tools.profiler.facts)
-            profiling.log_tables(trainer, profile_facts)
+            profiling.publish(trainer, profile_facts, tools.profiler.folder)
     trainer.test(module, datamodule=dm, verbose=False)
     facts = ranks.gather_rank_facts(module, {"breakdown": tools.breakdown.epochs, "nccl": comm.own_nccl_facts(),
                                              "comm_hook": tools.breakdown.comm_hook,

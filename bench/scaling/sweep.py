@@ -212,7 +212,7 @@ def _summarise(results: list[dict[str, Any]], out: Path) -> int:
     record = summary(results)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(record, out / "sweep.json")
-    chart = plot_sweep(record["points"], out / "sweep.png")
+    chart = plot_sweep(record["points"], out / "sweep.png", results)
     with atomic_open(out / "sweep.md", "w") as f:
         f.write(markdown(record, chart.name if chart else None))
     print(format_table(record["points"], "simple"))
@@ -252,7 +252,7 @@ def report_section(results: list[dict[str, Any]], out: Path) -> list[str]:
     if not points:
         return []
     mode = points[0]["scaling"]
-    chart = plot_sweep([p for p in points if p["scaling"] == mode], out / "scaling.png")
+    chart = plot_sweep([p for p in points if p["scaling"] == mode], out / "scaling.png", results)
     return ["", "## Scaling", "", format_table(points), "",
             f"{mode.capitalize()} scaling against the 1-device point of the same case "
             "(strong: speedup T1/TN and efficiency speedup/N; weak: efficiency T1/TN), see docs/scaling.md.",
