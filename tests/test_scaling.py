@@ -125,7 +125,7 @@ def test_chart_has_error_bars_from_the_repeats_a_title_of_what_ran_and_legends_o
     two = next(p for p in points if p["devices"] == 2)  # T1 = 100 (median), TN 40..60 around 50: speedup 2
     assert spread(two, "speedup") == (pytest.approx(2 - 100 / 60), pytest.approx(100 / 40 - 2))
     title = sweep_title(points, runs)
-    assert title == "Strong scaling of ddp, preset smoke, on CPU AMD EPYC, 1 usable cores (hosts: node1)"
+    assert title == "Strong scaling of ddp, preset smoke, on CPU AMD EPYC, usable cores: 1 (hosts: node1)"
     fig = sweep_figure(points, title)
     curve, bars = fig.axes
     assert fig.get_suptitle() == title

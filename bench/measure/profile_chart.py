@@ -8,7 +8,7 @@ total over the profiled window / the window's ``ProfilerStep#`` count). Host ope
 (``cpu_op``, and ``user_annotation``: Lightning's and the DataLoader's named regions) come from the
 host threads; on GPU a second row of panels gives device time per kernel (``kernel``, ``gpu_memcpy``,
 ``gpu_memset``; kernels do not nest). Collective operators (all-reduce, broadcast, ...) are drawn
-in red: see docs/profiling.md for how their time relates to the breakdown's exposed all-reduce.
+in red: see docs/report.md for how their time relates to the breakdown's exposed all-reduce.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ fewer steps, and the files of global rank R go to ``<out>/profiles/<run_id>/rank
   names, totals over the recorded window (its steps are said in the first line: divide by them for
   a per-step time).
 * ``<out>/profiles/<run_id>/top_ops.png`` (rank 0, from every rank's trace): top operators by self time
-  per rank (:mod:`bench.measure.profile_chart`). docs/profiling.md says how the profiler's all-reduce
+  per rank (:mod:`bench.measure.profile_chart`). docs/report.md says how the profiler's all-reduce
   time relates to the step breakdown's exposed all-reduce.
 
 Files are written at the end of training, after the fit clock stopped. Shapes, stacks and memory

@@ -40,7 +40,7 @@ def _curve(ax, points: list[dict[str, Any]]) -> None:
     weak = points[0]["scaling"] == "weak"
     key, eff = ("per_device_img_s", "weak_efficiency") if weak else ("speedup", "efficiency")
     devices = sorted({p["devices"] for p in points})
-    for nodes in sorted({p["num_nodes"] for p in points}):
+    for i, nodes in enumerate(sorted({p["num_nodes"] for p in points})):
         line = [p for p in points if p["num_nodes"] == nodes and p[key] is not None]
         if not line:
             continue
@@ -48,12 +48,14 @@ def _curve(ax, points: list[dict[str, Any]]) -> None:
         errs = [spread(p, key) for p in line]
         ax.plot(xs, ys, marker="o", label=f"{nodes} node{'s' if nodes > 1 else ''}")
         if any(a or b for a, b in errs):
+            shown = ERROR_BAR_LABEL in ax.get_legend_handles_labels()[1]
             ax.errorbar(xs, ys, yerr=[[a for a, _ in errs], [b for _, b in errs]], fmt="none", ecolor="black",
-                        capsize=4, label=ERROR_BAR_LABEL)
+                        capsize=4, label=None if shown else ERROR_BAR_LABEL)
         for p, x, y in zip(line, xs, ys):
-            if p[eff] is not None:  # right of the point and below it: clear of the line, which rises
+            if p[eff] is not None:  # right of the point and below it: clear of the line, which rises; one
+                # line of text lower per node count, so that points at the same devices (1x4, 2x2) do not overlap
                 ax.annotate(f"{p['label']}: {100 * p[eff]:.0f} %", (x, y), textcoords="offset points",
-                            xytext=(8, -14), fontsize=8, gid="efficiency",
+                            xytext=(8, -14 - 13 * i), fontsize=8, gid="efficiency",
                             bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
     one = next((p[key] for p in points if p["devices"] == 1 and p["num_nodes"] == 1 and p[key]), None)
     ideal = [one] * len(devices) if weak and one else devices if not weak else None
@@ -103,7 +105,7 @@ def sweep_title(points: list[dict[str, Any]], results: list[dict[str, Any]] | No
     env, preset = first.get("environment") or {}, first["config"].get("preset")
     gpus = env.get("gpu_names")
     machine = (f"{gpus[0]} GPUs" if gpus else
-               f"CPU {env.get('cpu_model') or 'unknown'}, {env.get('cpus_usable') or env.get('cpu_count') or '?'} usable cores")
+               f"CPU {env.get('cpu_model') or 'unknown'}, usable cores: {env.get('cpus_usable') or env.get('cpu_count') or '?'}")
     hosts = sorted({h for r in results or [] for h in (r.get("world") or {}).get("hostnames") or []})
     return (text + (f", preset {preset}" if preset else "") + f", on {machine}"
             + (f" (hosts: {', '.join(hosts[:4])}{' ...' if len(hosts) > 4 else ''})" if hosts else ""))
