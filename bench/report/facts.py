@@ -1,4 +1,4 @@
-"""What ran, as the results recorded it: the report's "What ran" section and each row's statistic.
+"""What ran, as the results recorded it: the report's "What ran" and "Where the time goes" sections.
 
 Pure functions over :class:`bench.results.records.Record` lists and :func:`bench.report.caserows.case_rows`
 rows. Every fact is read from the results (``config``, ``world``, ``environment``), never from the
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from bench.measure.steptable import markdown_breakdown
 from bench.results.records import Record
 
 UNKNOWN = "unknown"  # a fact the results do not record
@@ -102,3 +103,23 @@ def title_line(rows: list[dict[str, Any]]) -> str:
                 f"CPU {first.get('cpu_model') or ''}, {facts['CPU cores per node']} cores".replace("CPU ,", "CPU,"))
     return (f"preset {facts['Preset']} - {facts['Model']} - {facts['Epochs']} epoch(s) - global batch "
             f"{facts['Global batch (images per step)']} - {hardware}")
+
+
+def what_ran_section(rows: list[dict[str, Any]]) -> list[str]:
+    """"What ran": the facts of the table's runs as they recorded them (:func:`bench.report.facts.what_ran`)."""
+    if not rows:
+        return []
+    return (["", "## What ran", "", "As the results recorded them (valid runs only); a value that differs "
+             "between rows names its rows.", ""] + [f"- {label}: {value}" for label, value in what_ran(rows)])
+
+
+def where_the_time_goes(rows: list[dict[str, Any]]) -> list[str]:
+    """Each row's per-step breakdown, from one real run (the median one, said below the table)."""
+    shown = [shown_run(row) for row in rows]
+    steps = markdown_breakdown([run.result for run, _ in shown if run.result])
+    if not steps:
+        return []
+    return (["", "## Where the time goes", "",
+             "Median training step of the last epoch, averaged over the ranks (see `bench/measure/breakdown.py`), "
+             "of one run per row:", ""] + steps + [""]
+            + [f"- {run.case}: {words}" for run, words in shown if run.result and run.result.get("status") == "ok"])

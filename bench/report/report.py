@@ -47,9 +47,8 @@ from typing import Any
 
 from bench.core.files import FolderIsAFile, atomic_write_bytes, folder_argument, writable_folder
 from bench.core.tables import fmt as _fmt, fmt_seconds, render
-from bench.measure.steptable import markdown_breakdown
 from bench.report.caserows import case_rows
-from bench.report.facts import cores, shown_run, title_line, what_ran
+from bench.report.facts import cores, title_line, what_ran_section, where_the_time_goes
 from bench.report.plot import render_png
 from bench.results import compare as cmp
 from bench.results.baselines import load_baseline
@@ -181,31 +180,11 @@ def build_report(results: list[Record], comparisons: list | None, baseline: dict
         out += ["", "**Notes:**", ""] + [f"- {n}" for n in notes]
     if cells:
         out += ["", "![Training time and speedup per case](report.png)"]
-    out += _what_ran_section(results)
-    out += _where_the_time_goes(results)
+    rows = case_rows(results)[0]
+    out += what_ran_section(rows)
+    out += where_the_time_goes(rows)
     out += ["", "## Environment", ""] + [f"- {label}: {value}" for label, value in _environment(results)]
     return "\n".join(out) + "\n"
-
-
-def _what_ran_section(results: list[Record]) -> list[str]:
-    """"What ran": the facts of the table's runs as they recorded them (:func:`bench.report.facts.what_ran`)."""
-    rows = case_rows(results)[0]
-    if not rows:
-        return []
-    return (["", "## What ran", "", "As the results recorded them (valid runs only); a value that differs "
-             "between rows names its rows.", ""] + [f"- {label}: {value}" for label, value in what_ran(rows)])
-
-
-def _where_the_time_goes(results: list[Record]) -> list[str]:
-    """Each row's per-step breakdown, from one real run (the median one, said below the table)."""
-    shown = [shown_run(row) for row in case_rows(results)[0]]
-    steps = markdown_breakdown([run.result for run, _ in shown if run.result])
-    if not steps:
-        return []
-    return (["", "## Where the time goes", "",
-             "Median training step of the last epoch, averaged over the ranks (see `bench/measure/breakdown.py`), "
-             "of one run per row:", ""] + steps + [""]
-            + [f"- {run.case}: {words}" for run, words in shown if run.result and run.result.get("status") == "ok"])
 
 
 def _align(align: list[str]) -> list[str]:
