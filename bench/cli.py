@@ -186,7 +186,9 @@ _QUIET = (
 
 
 # Lightning's info lines that say nothing a run's result does not (prefixes of the message).
-_NOT_ABOUT_THIS_RUN = ("\N{ELECTRIC LIGHT BULB} Tip:", "GPU available: ", "TPU available: ", "HPU available: ")
+# "Detected KeyboardInterrupt, attempting graceful shutdown": the run's own "interrupted: SIGINT (Ctrl-C)" line says it.
+_NOT_ABOUT_THIS_RUN = ("\N{ELECTRIC LIGHT BULB} Tip:", "GPU available: ", "TPU available: ", "HPU available: ",
+                       "\nDetected KeyboardInterrupt")
 
 
 def _quiet_inapplicable_notices() -> None:

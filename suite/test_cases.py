@@ -123,8 +123,8 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
     except KeyboardInterrupt:
         stopped = KeyboardInterrupt()
     if isinstance(stopped, KeyboardInterrupt):  # pytest's own would print "!!! KeyboardInterrupt !!!" and a
-        # traceback into this file: the run's own line said what happened, the table below says the rest
-        pytest.exit("suite interrupted (Ctrl-C): the run's line above and the table below say what was recorded",
+        # traceback into this file: the run's own line said what happened, the suite's table says the rest
+        pytest.exit("suite interrupted (Ctrl-C): what the run recorded is in its line and the table above",
                     returncode=int(pytest.ExitCode.INTERRUPTED))
     if stopped is not None:  # outside the except block: pytest's outcome without a chained traceback
         stop_on(config, stopped)

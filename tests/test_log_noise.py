@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("line, shown", [("GPU available: False, used: False", False),
                                          ("TPU available: False, using: 0 TPU cores", False),
                                          ("\N{ELECTRIC LIGHT BULB} Tip: try LitLogger", False),
+                                         ("\nDetected KeyboardInterrupt, attempting graceful shutdown ...", False),
                                          ("`Trainer(limit_val_batches=1)` was configured so 1 batch will be used.", True)])
 def test_lightning_info_lines_about_nothing_the_result_lacks_are_dropped(line, shown, caplog):
     cli._quiet_inapplicable_notices()

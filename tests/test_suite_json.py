@@ -144,6 +144,7 @@ def test_ctrl_c_of_the_suite_lets_the_run_record_it_and_exits_4(tmp_path):
     assert "[baseline] cifar-bench: interrupted: SIGINT (Ctrl-C)" in log.read_text()  # the run's own line, relayed
     assert "suite.json not written: the suite was interrupted" in log.read_text()
     assert "KeyboardInterrupt" not in log.read_text() and "Traceback" not in log.read_text()  # no pytest traceback
+    assert "suite interrupted (Ctrl-C): what the run recorded is in its line and the table above" in log.read_text()
     assert _processes_left(tmp_path) == []
 
 
