@@ -38,6 +38,7 @@ def test_report_states_what_ran_as_the_results_recorded_it():
     assert got["CPU cores per node"] == "1 usable of 2"  # the run's affinity, not the machine's count
     assert got["Versions"] == "torch 2.14.1+cu130, lightning 2.6.6, python 3.11.7"
     assert got["Repeats (valid runs per row)"] == "1 process (baseline): 1; DDP, 2 processes on 1 node: 1"
+    assert "medians over its valid repeats" in report.build_report(runs, None, None).split("\n|")[0]  # said above the table
 
 
 def test_environment_gives_the_recorded_usable_cores_not_the_machines():

@@ -168,7 +168,8 @@ def build_report(results: list[Record], comparisons: list | None, baseline: dict
            f"Generated {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} from "
            f"{len(results)} result(s). Training time = median `fit_s` (Lightning's training loop, seconds); "
            "speedup = training time of the baseline case / training time of the case; scaling efficiency = "
-           "speedup / devices.", ""]
+           "speedup / devices. Each row is one configuration: its training time, throughput and test accuracy "
+           "are medians over its valid repeats (how many: \"Repeats\" under What ran).", ""]
     if cells:
         out += render(headers, cells, fmt="pipe", align=_align(align)).splitlines()
     else:
