@@ -70,5 +70,5 @@ def test_release_leaves_a_lock_that_is_no_longer_its_own(tmp_path):
 
 def test_an_unwritable_folder_is_bad_input(tmp_path):
     (tmp_path / "file").write_text("")
-    with pytest.raises(wl.ConfigError, match="cannot create it"):
+    with pytest.raises(wl.FolderUnwritable, match="cannot create it"):
         wl.acquire(tmp_path / "file" / "runs", "x")

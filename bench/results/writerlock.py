@@ -40,6 +40,10 @@ class FolderBusy(ConfigError):
     """Another live writer holds the results folder (bad input: exit 2)."""
 
 
+class FolderUnwritable(ConfigError):
+    """The results folder (or its lock file) cannot be created: a file in its path, read-only, full."""
+
+
 @dataclass(frozen=True)
 class Holder:
     """What a lock file says about its writer; ``age_s``: seconds since its last heartbeat."""
@@ -134,7 +138,7 @@ def acquire(folder: str | Path, command: str) -> WriterLock | None:
 
     Raises:
         FolderBusy: another live writer holds it; the message names it and what to do.
-        ConfigError: the folder cannot be created or written.
+        FolderUnwritable: the folder or its lock file cannot be created.
     """
     if inherited(folder):
         return None
@@ -145,7 +149,7 @@ def acquire(folder: str | Path, command: str) -> WriterLock | None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"results folder {folder}: cannot create it ({err.strerror}); name a writable folder") from err
+        raise FolderUnwritable(f"results folder {folder}: cannot create it ({err.strerror}); name a writable folder") from err
     for _ in range(3):  # a stale lock moved aside, then one more try (a racing taker may win)
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -157,7 +161,7 @@ def acquire(folder: str | Path, command: str) -> WriterLock | None:
                 _move_aside(path, holder, why)
             continue
         except OSError as err:
-            raise ConfigError(f"results folder {folder}: cannot write its lock file ({err.strerror}); "
+            raise FolderUnwritable(f"results folder {folder}: cannot write its lock file ({err.strerror}); "
                               "name a writable folder") from err
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(facts, f)

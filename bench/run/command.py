@@ -118,7 +118,10 @@ def _take_out_folder(out_dir: str, argv: list[str]):
         return None  # srun starts every rank: global rank 0 holds the folder for them
     if os.environ.get("NODE_RANK", "0").strip() not in ("", "0"):
         return None
-    return writerlock.acquire(out_dir, "cifar-bench " + " ".join(argv))
+    try:
+        return writerlock.acquire(out_dir, "cifar-bench " + " ".join(argv))
+    except writerlock.FolderUnwritable:
+        return None  # the run's own check of --out (runner.check_out_dir) says why, in its words
 
 
 def _run_one(config: BenchConfig) -> int:
