@@ -10,7 +10,8 @@ PRESET ?= cpu
 STAMP  := $(shell date -u +%Y%m%dT%H%M%SZ)
 RUNS   ?= runs/bench-$(STAMP)
 BENCH_ARGS ?=
-# Repeats of each case (a fresh process each, one case after the other): 3 or more for a baseline.
+# Repeats of each case (a fresh process each), interleaved: round 1 of every case, then round 2, ...
+# 3 or more for a baseline. RUNS has one writer at a time (a second make bench into it stops, exit 2).
 ROUNDS ?= 1
 
 # Where `make data` stages the data set and its decoded cache.

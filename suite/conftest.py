@@ -18,12 +18,16 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
 from bench.measure import environment
 from bench.results.resultfile import format_table
 
+ORDER = pytest.StashKey[list]()  # "case round r" of each round run, in the order they ran (rank 0)
+WRITER_LOCK = pytest.StashKey[object]()
+CREATED = pytest.StashKey[list]()  # the folders of --bench-out this session created (for its lock)  # the --bench-out writer lock this session holds (or None)
 RESULTS = pytest.StashKey[list]()  # result dicts of every round run in this session, any status (rank 0)
 CASE_STATUSES = pytest.StashKey[list]()  # exit statuses of the cases' runs that did not end 0
 # pytest-benchmark's group name, the title of its table: its figures are not the cases' fit_s
@@ -81,6 +85,8 @@ def pytest_configure(config: pytest.Config) -> None:
                     returncode=int(ExitCode.BAD_INPUT))
     config.stash[RESULTS] = []
     config.stash[CASE_STATUSES] = []
+    config.stash[ORDER] = []
+    _take_out_folder(config)
     if global_rank() != 0 and hasattr(config.option, "benchmark_json"):
         config.option.benchmark_json = None  # only global rank 0 writes the suite's JSON
         config.option.benchmark_autosave = False
@@ -95,11 +101,75 @@ def pytest_configure(config: pytest.Config) -> None:
     warnings.filterwarnings("ignore", message="Not saving anything, no benchmarks have been run")
 
 
+def _take_out_folder(config: pytest.Config) -> None:
+    """Hold --bench-out's writer lock for the session (global rank 0; bench.results.writerlock): a second
+    suite or run into the folder is refused at once, exit 2. The cases' runs inherit it."""
+    from bench.core.exitcodes import ExitCode
+    from bench.results.writerlock import FolderBusy, FolderUnwritable, acquire
+
+    if global_rank() != 0:
+        return
+    out = Path(config.getoption("--bench-out"))
+    config.stash[CREATED] = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+    try:
+        config.stash[WRITER_LOCK] = acquire(config.getoption("--bench-out"),
+                                            "pytest suite (make bench) " + " ".join(config.invocation_params.args))
+    except FolderBusy as busy:
+        sys.stderr.write(f"cifar-bench: error: suite: exit status {int(ExitCode.BAD_INPUT)} (bad input): {busy}; "
+                         "nothing was run\n")
+        pytest.exit(f"suite stopped: bad input (exit status {int(ExitCode.BAD_INPUT)}), said above",
+                    returncode=int(ExitCode.BAD_INPUT))
+    except FolderUnwritable:
+        pass  # the first case's run refuses the folder in its own words (exit 2), which stops the suite
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if (lock := config.stash.get(WRITER_LOCK, None)) is not None:
+        lock.release()
+        for folder in config.stash.get(CREATED, []):  # a session that wrote nothing leaves no new folder
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+@pytest.fixture
+def bench_round(request: pytest.FixtureRequest) -> int:
+    """This case's round, 1-based (1 without --bench-rounds > 1)."""
+    return getattr(request, "param", 1)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """--bench-rounds N > 1: each case becomes N tests, ``test_ddp[round2]``, run in the order of
+    :func:`pytest_collection_modifyitems` (round 1 of every case, then round 2, ...)."""
+    rounds = metafunc.config.getoption("--bench-rounds")
+    if "bench_round" in metafunc.fixturenames and rounds > 1:
+        metafunc.parametrize("bench_round", range(1, rounds + 1), indirect=True, ids=lambda r: f"round{r}")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """Interleave the rounds: all cases' round 1, then all cases' round 2, ... (a stable sort, so the
+    cases keep their order within a round): drift of the machine over the session then spreads over
+    every case instead of landing on one, and the speedups do not absorb it."""
+    def round_of(item) -> int:
+        spec = getattr(item, "callspec", None)
+        return spec.params.get("bench_round", 1) if spec is not None else 0  # (other tests first, as they were)
+
+    items[:] = sorted(items, key=round_of)
+
+
+def case_of(nodeid: str) -> str:
+    """The case a suite test id names: ``suite/test_cases.py::test_ddp[round2]`` -> ``ddp``."""
+    return nodeid.rsplit("test_", 1)[-1].split("[", 1)[0]
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Remember skipped benchmark cases with their reason (they never reach --benchmark-json)."""
+    """Remember skipped benchmark cases with their reason, once a case (they never reach --benchmark-json)."""
     if report.skipped and report.when in ("setup", "call") and "suite/" in report.nodeid.replace("\\", "/"):
+        if any(s["case"] == case_of(report.nodeid) for s in _SKIP_LOG):
+            return  # the same case skipped again in a later round
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        _SKIP_LOG.append({"test": report.nodeid, "case": report.nodeid.rsplit("test_", 1)[-1],
+        _SKIP_LOG.append({"test": report.nodeid, "case": case_of(report.nodeid),
                           "reason": reason.removeprefix("Skipped: ")})
 
 
@@ -177,6 +247,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line("fit_s: the training loop only (the figure compared against baselines); "
                                     "pytest-benchmark's table below times each whole call")
         terminalreporter.write_line(format_table(results))  # every round once, failed ones as not a figure
+        if len(order := config.stash.get(ORDER, [])) > len(set(o.split()[0] for o in order)):
+            terminalreporter.write_line("order of the rounds (interleaved): " + ", ".join(order))
         for r in results:
             if r.get("path"):
                 terminalreporter.write_line(f"{r['case']}: {r['path']}")

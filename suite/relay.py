@@ -64,11 +64,11 @@ def relay_run(config: pytest.Config, case: str, command: list[str], env: dict[st
                 if line.startswith(ERROR_PREFIX):
                     error = line[len(ERROR_PREFIX):].strip()
                     continue
-                _show(config, prefix + line)
+                show(config, prefix + line)
         except KeyboardInterrupt:
             _let_child_stop(proc)
             for line in _rest_of(proc):  # the run's own last words (its interrupted line)
-                _show(config, prefix + line)
+                show(config, prefix + line)
             raise
     if proc.returncode != 0:
         raise CaseFailed(case, proc.returncode, error)
@@ -99,7 +99,7 @@ def _rest_of(proc: subprocess.Popen, timeout_s: float = 5.0) -> list[str]:
     return list(lines)
 
 
-def _show(config: pytest.Config, line: str) -> None:
+def show(config: pytest.Config, line: str) -> None:
     """Write one line to the terminal while the test runs (pytest captures fd 1 and 2 meanwhile)."""
     capture = config.pluginmanager.get_plugin("capturemanager")
     reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -121,7 +121,7 @@ def stop_on(config: pytest.Config, failed: CaseFailed | CaseSkipped) -> None:
     if isinstance(failed, CaseSkipped):
         pytest.skip(str(failed))
     if failed.returncode == ExitCode.BAD_INPUT:
-        _show(config, f"cifar-bench: error: {failed}; nothing was run")
+        show(config, f"cifar-bench: error: {failed}; nothing was run")
         pytest.exit(f"suite stopped: bad input (exit status {int(ExitCode.BAD_INPUT)}), said above",
                     returncode=int(ExitCode.BAD_INPUT))
     pytest.fail(str(failed), pytrace=False)

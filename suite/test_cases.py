@@ -20,8 +20,8 @@ from bench.core.exitcodes import ExitCode
 from bench.measure import environment
 from bench.results.baselines import summary_stats
 from bench.results.resultfile import load_result
-from suite.conftest import CASE_STATUSES, RESULTS, WALL_TIME_GROUP, global_rank
-from suite.relay import CaseFailed, CaseSkipped, relay_run, stop_on
+from suite.conftest import CASE_STATUSES, ORDER, RESULTS, WALL_TIME_GROUP, global_rank
+from suite.relay import CaseFailed, CaseSkipped, relay_run, show, stop_on
 
 
 def _devices_and_nodes(config: pytest.Config) -> tuple[int, int]:
@@ -76,8 +76,9 @@ def _run_id(case: str, round_index: int) -> str:
     return f"{case}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-r{round_index}"
 
 
-def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | None:
-    """Benchmark ``rounds`` runs of ``case``; return the last result (None on ranks > 0).
+def run_case(request: pytest.FixtureRequest, benchmark, case: str, bench_round: int = 1) -> dict | None:
+    """Benchmark round ``bench_round`` of ``case`` (one run; the suite interleaves the rounds of all
+    cases, suite/conftest.py); return its result (None on ranks > 0).
 
     Every round's result, failed ones included, goes to the suite's end table (``RESULTS``).
     Skips (pytest.skip) when the run reports the case as skipped on this hardware.
@@ -85,11 +86,15 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
     config = request.config
     out = Path(config.getoption("--bench-out"))
     results: list[dict] = []
+    rounds = config.getoption("--bench-rounds")
     if case == "dp":
-        _skip_dp_without_gpus(config, out)  # before the benchmark: a skipped one has no timings
+        _skip_dp_without_gpus(config, out, bench_round)  # before the benchmark: a skipped one has no timings
+    config.stash[ORDER].append(f"{case} round {bench_round}")
+    if rounds > 1 and global_rank() == 0:
+        show(config, f"[round {bench_round}/{rounds}] {case} (run {len(config.stash[ORDER])} of the suite)")
 
     def once() -> None:
-        run_id = _run_id(case, len(results))
+        run_id = _run_id(case, bench_round - 1)
         env = {**os.environ, "BENCH_RUN_ID": run_id}
         try:
             relay_run(config, case, _command(config, case, out), env)
@@ -117,7 +122,7 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
     benchmark.group = WALL_TIME_GROUP
     stopped = None
     try:
-        benchmark.pedantic(once, rounds=config.getoption("--bench-rounds"), iterations=1, warmup_rounds=0)
+        benchmark.pedantic(once, rounds=1, iterations=1, warmup_rounds=0)
     except (CaseSkipped, CaseFailed) as outcome:
         stopped = outcome
     except KeyboardInterrupt:
@@ -134,7 +139,8 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str) -> dict | Non
     last = {**results[-1], "metrics": {**results[-1]["metrics"], "fit_s_samples": fit}}
     benchmark.extra_info.update({
         "figure": "stats time the whole `python -m bench run` call; compare extra_info.fit_s (training loop)",
-        "case": case, "fit_s": statistics.median(fit), "fit_s_samples": fit, "fit_s_stats": summary_stats(fit),
+        "case": case, "round": bench_round, "rounds": rounds, "order": len(config.stash[ORDER]),
+        "fit_s": statistics.median(fit), "fit_s_samples": fit, "fit_s_stats": summary_stats(fit),
         # each round's own figures, so that a table of suite.json gives the medians of the per-run files
         **{f"{k}_samples": [r["metrics"].get(k) for r in results] for k in ("throughput_img_s", "test_accuracy")},
         **{k: last["metrics"].get(k) for k in ("throughput_img_s", "epoch_train_s", "optimizer_steps",
@@ -207,7 +213,7 @@ def _record_lost_run(config: pytest.Config, case: str, run_id: str, out: Path, r
     _keep_for_table(config, Path(written["path"]))
 
 
-def _skip_dp_without_gpus(config: pytest.Config, out: Path) -> None:
+def _skip_dp_without_gpus(config: pytest.Config, out: Path, bench_round: int = 1) -> None:
     """Skip the dp case, recording a skipped result JSON with the reason, on < 2 GPUs."""
     from bench.core.config import ConfigError, make_config
     from bench.run.dataparallel import dp_skip_reason
@@ -225,7 +231,7 @@ def _skip_dp_without_gpus(config: pytest.Config, out: Path) -> None:
         pytest.fail(str(err), pytrace=False)
     if reason is None:
         return
-    if global_rank() == 0:
+    if global_rank() == 0 and bench_round == 1:  # one skipped record, not one a round
         config.stash[RESULTS].append(skipped(dp, reason, run_id=_run_id("dp", 0)))
     pytest.skip(reason)
 
@@ -239,16 +245,16 @@ def _check(result: dict | None, case: str) -> None:
     assert result["sanity"]["passed"], result["sanity"]  # correctness, apart from the timing figures
 
 
-def test_baseline(request, benchmark):
-    _check(run_case(request, benchmark, "baseline"), "baseline")
+def test_baseline(request, benchmark, bench_round):
+    _check(run_case(request, benchmark, "baseline", bench_round), "baseline")
 
 
-def test_dp(request, benchmark):
-    _check(run_case(request, benchmark, "dp"), "dp")
+def test_dp(request, benchmark, bench_round):
+    _check(run_case(request, benchmark, "dp", bench_round), "dp")
 
 
-def test_ddp(request, benchmark):
-    result = run_case(request, benchmark, "ddp")
+def test_ddp(request, benchmark, bench_round):
+    result = run_case(request, benchmark, "ddp", bench_round)
     _check(result, "ddp")
     if result is not None:
         assert result["world"]["world_size"] == _world_size(request.config)

@@ -15,6 +15,7 @@ from typing import Any
 from bench.results.baselines import work_differences
 from bench.results.records import Record, by_group, group_label
 from bench.results.stats import summary_stats
+from bench.results.systems import mixed_systems_note, split_by_system
 
 REPORT_CASE_ORDER = ("baseline", "ddp", "dp")
 CASE_LABELS = {"baseline": "Baseline", "ddp": "DDP", "dp": "DP"}
@@ -76,6 +77,21 @@ def case_rows(records: list[Record]) -> tuple[list[dict[str, Any]], list[dict[st
     if not records:
         raise ValueError("no results to report: pass per-run result JSON files, a pytest-benchmark "
                          "--benchmark-json file, or a baseline file")
+    # one system's runs at a time (bench.results.systems): two machines are never pooled into a row,
+    # nor is one's baseline the other's speedup reference; each row of a mixed set names its system
+    rows, not_run, notes = [], [], [note] if (note := mixed_systems_note(records)) else []
+    for same, system in split_by_system(records):
+        more = _system_rows(same)
+        for row in more[0]:
+            row["configuration"] = " ".join(filter(None, (row["configuration"], system)))
+        for entry in more[1]:
+            entry["case"] = " ".join(filter(None, (entry["case"], system)))
+        rows, not_run, notes = rows + more[0], not_run + more[1], notes + [" ".join(filter(None, (system, n))) for n in more[2]]
+    return rows, not_run, notes
+
+
+def _system_rows(records: list[Record]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """:func:`case_rows` of the records of one system."""
     rows, not_run, notes = [], [], []
     for group, runs in sorted(by_group(records).items(), key=lambda item: _case_key(item[0])):
         case, valid = group[0], [r for r in runs if r.valid]

@@ -37,6 +37,7 @@ from bench.core.tables import fmt, render
 from bench.results.records import RESULT_SCHEMA as SCHEMA, RESULT_SCHEMA_VERSION as SCHEMA_VERSION, STATUSES, split_by_work
 from bench.results.records import Record, by_group, from_result, group_label, read_records
 from bench.results.stats import summary_stats
+from bench.results.systems import mixed_systems_note, split_by_system, system_labels
 
 
 def utc_now() -> str:
@@ -152,10 +153,14 @@ def summary_rows(results: list[dict | Record]) -> list[list[str]]:
 
     ``results`` are records (:func:`bench.results.records.read_records`) or result dicts.
     """
-    rows = []
-    for group, recs in by_group(_records(results)).items():
-        # runs that did different work (another preset, data set, ...) are never pooled into one row
-        for valid, work in split_by_work([r for r in recs if r.valid]):
+    rows, records = [], _records(results)
+    labels = system_labels(records)
+    for group, recs in by_group(records).items():
+        # runs of different systems (bench.results.systems), or that did different work (another preset,
+        # data set, ...) are never pooled into one row
+        for valid, work in [(v, " ".join(filter(None, (system, work))))
+                            for same, system in split_by_system([r for r in recs if r.valid], labels)
+                            for v, work in split_by_work(same)]:
             st = summary_stats([r.fit_s for r in valid])
             thr, acc = _median([r.throughput_img_s for r in valid]), _median([r.test_accuracy for r in valid])
             synthetic = not all(r.accuracy_meaningful for r in valid)
@@ -179,8 +184,10 @@ def format_table(results: list[dict | Record]) -> str:
     """A plain-text table of results (see :func:`summary_rows`): fit time (median, seconds), its CV,
     throughput (images/s), accuracy, and why a run is not a figure."""
     headers = ("case", "status", "n", "fit_s [s]", "CV of fit_s", "throughput [img/s]", "test accuracy", "note")
-    return render(headers, summary_rows(results), align=("left", "left", "right", "right", "right", "right",
-                                                         "right", "left"))
+    table = render(headers, summary_rows(results), align=("left", "left", "right", "right", "right", "right",
+                                                          "right", "left"))
+    mixed = mixed_systems_note(_records(results))
+    return table + (f"\nnote: {mixed}" if mixed else "")
 
 
 def add_parser(sub) -> None:

@@ -60,10 +60,7 @@ def cmd_repeats(args: argparse.Namespace, argv: list[str]) -> int:
 
     from bench.results.resultfile import format_table, inherited_run_id, load_result, new_run_id, result_path
 
-    config = run_config(args)  # validate once, before anything starts
-    from bench.run.faults import check_srun
-
-    check_srun(config)  # said once here, not once per repeat
+    config = run_config(args)  # (validated and checked against srun by cmd_run, once for all repeats)
     group = inherited_run_id() or new_run_id(config.case)
     single = [a for i, a in enumerate(argv) if a != "--repeats" and (i == 0 or argv[i - 1] != "--repeats")
               and not a.startswith("--repeats=")]
@@ -83,16 +80,53 @@ def cmd_repeats(args: argparse.Namespace, argv: list[str]) -> int:
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """The ``run`` command: one run (or ``--repeats`` fresh processes); prints its table, breakdown and
     result path. Returns the exit status (bench.core.exitcodes); bad input raises (see :func:`is_bad_input`)."""
-    from bench.results.resultfile import format_table
     from bench.run.faults import check_srun
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
-    if args.repeats > 1:
-        return cmd_repeats(args, argv if argv is not None else sys.argv[1:])
     config = run_config(args)
     missing = [p for p in (Path(config.out_dir), *Path(config.out_dir).parents) if not p.exists()]
     check_srun(config)  # before torch is imported: a second, not the start-up of a rank
+    lock = _take_out_folder(config.out_dir, argv if argv is not None else sys.argv[1:])
+    try:
+        if args.repeats > 1:
+            return cmd_repeats(args, argv if argv is not None else sys.argv[1:])
+        return _run_one(config)
+    except Exception as err:
+        if lock is not None:
+            lock.release()  # first: bad input then leaves no lock, and no new folder
+        if is_bad_input(err):
+            _remove_empty(missing)  # bad input writes nothing: not even the --out folder the run's checks made
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _take_out_folder(out_dir: str, argv: list[str]):
+    """The results folder's writer lock (bench.results.writerlock), held by the launching process only:
+    None in a rank > 0 of an srun step or a launcher's other node, and in processes a holder started.
+
+    Raises:
+        FolderBusy: another live run writes ``out_dir`` (exit 2).
+    """
+    import os
+
+    from bench.results import writerlock
+
+    if "SLURM_STEP_ID" in os.environ and os.environ.get("SLURM_PROCID", "0") != "0":
+        return None  # srun starts every rank: global rank 0 holds the folder for them
+    if os.environ.get("NODE_RANK", "0").strip() not in ("", "0"):
+        return None
+    try:
+        return writerlock.acquire(out_dir, "cifar-bench " + " ".join(argv))
+    except writerlock.FolderUnwritable:
+        return None  # the run's own check of --out (runner.check_out_dir) says why, in its words
+
+
+def _run_one(config: BenchConfig) -> int:
+    """One run of ``config`` in this process (see :func:`cmd_run`)."""
+    from bench.results.resultfile import format_table
     from bench.run.runner import RunFailed, RunInterrupted, run_case
 
     try:
@@ -107,10 +141,6 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         if err.path:
             print(f"result: {err.path}")
         return ExitCode.FAILED
-    except Exception as err:
-        if is_bad_input(err):
-            _remove_empty(missing)  # bad input writes nothing: not even the --out folder the run's checks made
-        raise
     if result is None:  # not global rank 0: rank 0 reports
         return 0
     print(format_table([result]))

@@ -1,0 +1,59 @@
+"""Records split by the system that made them, so that ``table`` and ``report`` never pool two machines.
+
+"Same system" is :func:`bench.results.compare.system_of`'s (the hardware ``compare`` checks before a
+verdict): a glob over the results of two machines (another CPU or GPU model, another count of
+cores or GPUs) gives one row per system, labelled by the fields that differ, and a note saying so.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bench.results.compare import system_of
+from bench.results.records import Record
+
+UNKNOWN = "system unknown"  # records whose environment does not say (e.g. old baseline files)
+
+
+def system_key(record: Record) -> str:
+    """A hashable form of the record's system (``system_of`` of its environment); "" when unknown."""
+    system = system_of(record.environment)
+    return "" if system is None else json.dumps(system, sort_keys=True, default=str)
+
+
+def _text(value: Any) -> str:
+    return "+".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def system_labels(records: list[Record]) -> dict[str, str]:
+    """Each system key among ``records`` (first seen first) -> its label: the fields that differ between
+    the systems, ``[CPU cores=2]``; ``""`` for every key when all records come from one system."""
+    # a run that is no figure and does not say its system (a suite's skip entry) makes no system of its own
+    keys = list(dict.fromkeys(k for r in records if (k := system_key(r)) or r.valid)) or [""]
+    if len(keys) < 2:
+        return {k: "" for k in keys}
+    systems = {k: json.loads(k) if k else None for k in keys}
+    known = [s for s in systems.values() if s]
+    fields = sorted({f for s in known for f in s if len({json.dumps(t.get(f), default=str) for t in known}) > 1})
+    fields = fields or sorted({f for s in known for f in s})  # one known system beside unknown ones: all of it
+    return {k: f"[{UNKNOWN}]" if s is None else "[" + ", ".join(f"{f}={_text(s.get(f))}" for f in fields) + "]"
+            for k, s in systems.items()}
+
+
+def split_by_system(records: list[Record], labels: dict[str, str] | None = None) -> list[tuple[list[Record], str]]:
+    """``records`` in sets of one system each, each with its label (``labels``: :func:`system_labels` of a
+    wider set of records, so that one system has one label everywhere; default: of ``records``)."""
+    labels = system_labels(records) if labels is None else labels
+    first = next(iter(labels))  # where runs of no system go (see system_labels)
+    home = {id(r): k if k in labels else first for r in records for k in [system_key(r)]}
+    return [(subset, label) for k, label in labels.items() if (subset := [r for r in records if home[id(r)] == k])]
+
+
+def mixed_systems_note(records: list[Record]) -> str | None:
+    """The warning for results of several systems (None for one): they are never pooled."""
+    labels = [label for label in system_labels(records).values() if label]
+    if not labels:
+        return None
+    return (f"these results come from {len(labels)} different systems ({', '.join(labels)}): each has rows of "
+            "its own, never pooled; compare runs of one system (pass one machine's files)")
