@@ -38,3 +38,10 @@ def test_an_evaluation_step_reads_nothing_back_to_the_host():
             module.test_step((images, labels), i + 1)
     assert reads.total == 0, reads.by_name
     assert module.eval_seen == 200 and 0 <= int(module.eval_correct) <= 200
+
+
+def test_device_only_leaves_cpu_tensors_reads_out():
+    with HostReadCounter(device_only=True) as reads:
+        bool(torch.tensor(1.0) > 0)
+        int(torch.tensor(3))
+    assert reads.total == 0

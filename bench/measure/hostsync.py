@@ -41,12 +41,17 @@ _COPIES = {Tensor.cpu: "Tensor.cpu", Tensor.to: "Tensor.to(cpu)"}
 class HostReadCounter(TorchFunctionMode):
     """A context manager counting host reads (:data:`HOST_READS`, and copies of device tensors to the CPU).
 
+    Args:
+        device_only: count only reads of tensors off the CPU (on a GPU: the reads that wait for it, not the
+            data loader's host-side work on CPU tensors).
+
     Attributes:
         by_name: Counter of reads per function name; total: their sum (int).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, device_only: bool = False) -> None:
         super().__init__()
+        self.device_only = device_only
         self.by_name: Counter[str] = Counter()
 
     @property
@@ -56,11 +61,19 @@ class HostReadCounter(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = HOST_READS.get(func)
+        if name is not None and self.device_only and _on_cpu(args):
+            name = None
         if name is None and func in _COPIES and args and isinstance(args[0], Tensor) and args[0].device.type != "cpu":
             name = _COPIES[func] if func is Tensor.cpu or _to_cpu(args[1:], kwargs) else None
         if name is not None:
             self.by_name[name] += 1
         return func(*args, **kwargs)
+
+
+def _on_cpu(args: tuple) -> bool:
+    """Whether the call's first tensor argument lives on the CPU (True without a tensor argument)."""
+    first = next((a for a in args if isinstance(a, Tensor)), None)
+    return first is None or first.device.type == "cpu"
 
 
 def _to_cpu(args: tuple, kwargs: dict) -> bool:
