@@ -166,3 +166,14 @@ def test_a_failed_run_makes_the_check_fail(tmp_path):
                        "--data-path", "nonsense", "--out", str(tmp_path)]}
     rows, results = gpu_check.run_plan(plan, {"broken": 300})
     assert rows[0]["status"] == "no result (exit 2)" and results == [None] and rows[0]["reason"]
+
+
+def test_missing_packages_are_named(monkeypatch):
+    import importlib.util
+
+    from bench.selfcheck import gpu_check
+
+    assert gpu_check.missing_packages() == {}
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tabulate" else real(name, *a))
+    assert list(gpu_check.missing_packages()) == ["tabulate"]

@@ -34,6 +34,7 @@ from typing import Any
 from bench.core.exitcodes import ExitCode
 from bench.selfcheck.gpu_plan import (ACCURACY_FLOOR, BUDGET_S, EPOCHS, IMAGE_NOTE, NOT_ON_ONE_GPU, PLAN, SYNC_PROBE,
                                       plan_estimate)
+from bench.selfcheck.gpu_preflight import PRIVATE_IMPORTS, missing_packages, private_imports  # noqa: F401
 
 _CPU_DROP = {"--precision", "bf16-mixed"}  # bf16 on CPU only slows the CPU mode down; the rest runs as planned
 
@@ -196,35 +197,6 @@ def suite_ddp_devices() -> str:
     return f"{'ok' if ok else 'FAIL'}: ddp on {devices} device(s) x {nodes} node(s) from {source}; {visible} visible"
 
 
-#: the non-public torch/Lightning names the project imports (module, name) -> the project module using it, and
-#: what it does without it (each use is guarded there: a lent machine's own torch/Lightning may lack one)
-PRIVATE_IMPORTS = {
-    ("lightning.pytorch.strategies.launchers.subprocess_script", "_launch_process_observer"):
-        "bench.run.faults (Lightning's child observer, replaced; absent: nothing to replace)",
-    ("lightning.pytorch.utilities.exceptions", "SIGTERMException"):
-        "bench.run.faults, bench.run.runner (absent: a SIGTERM is recorded by its SystemExit)",
-    ("torch.distributed.algorithms.ddp_comm_hooks.default_hooks", "allreduce_hook"):
-        "bench.measure.breakdown (absent: DDP's own all-reduce, no last-bucket time stamp)",
-    ("lightning.fabric.utilities.seed", "pl_worker_init_function"):
-        "bench.selfcheck.parity_sides (make parity only: not on the check's path)",
-}
-
-
-def private_imports() -> dict[str, str]:
-    """Each of :data:`PRIVATE_IMPORTS` as ``"module.name": "ok"`` or ``"missing (why); used by ..."``."""
-    import importlib
-
-    found = {}
-    for (module, name), user in PRIVATE_IMPORTS.items():
-        try:
-            present = hasattr(importlib.import_module(module), name)
-            why = f"{module} has no {name}"
-        except ImportError as err:
-            present, why = False, str(err)
-        found[f"{module}.{name}"] = "ok" if present else f"missing ({why}); used by {user}"
-    return found
-
-
 def _accelerator(result: dict[str, Any] | None) -> str | None:
     return ((result or {}).get("config") or {}).get("accelerator")
 
@@ -254,27 +226,33 @@ def main(argv: list[str] | None = None) -> int:
     _print_plan(plan, estimate, args.cpu)
     if args.dry_run:
         return ExitCode.OK
-    from tabulate import tabulate
-
     from bench.results.resultfile import write_json_atomic
 
-    imports = private_imports()
+    imports, missing_pkgs = private_imports(), missing_packages()
+    for name, who in missing_pkgs.items():  # every bench run would fail: say why first
+        print(f"gpu-check: MISSING package {name} (needed by {who}): the runs below cannot start without it")
     # a case may take 3x its estimate before it is cut (the CPU mode: 10 minutes, a busy machine's)
     rows, results = run_plan(plan, {n: 600.0 if args.cpu else max(60.0, 3 * s) for n, s in estimate.items()})
     item3 = "n/a (CPU mode)" if args.cpu else suite_ddp_devices()
     report = {"mode": "cpu" if args.cpu else "gpu", "epochs": args.epochs, "accuracy_floor": ACCURACY_FLOOR,
-              "versions": versions(results), "private_imports": imports, "rows": rows, "commands": plan,
+              "versions": versions(results), "private_imports": imports, "missing_packages": missing_pkgs,
+              "rows": rows, "commands": plan,
               "estimate_s": estimate, "item3_suite_ddp_devices": item3, "not_exercisable_on_one_gpu": NOT_ON_ONE_GPU,
               "image_note": IMAGE_NOTE}
     path = write_json_atomic(report, args.out / "gpu_check.json")
-    print(tabulate([{k: v for k, v in r.items() if k != "reason"} for r in rows], headers="keys", floatfmt=".3g"))
+    try:
+        from tabulate import tabulate
+
+        print(tabulate([{k: v for k, v in r.items() if k != "reason"} for r in rows], headers="keys", floatfmt=".3g"))
+    except ImportError:  # the JSON has it all; one line a row here
+        print("\n".join(json.dumps(r) for r in rows))
     for r in rows:
         if r["status"] != "ok":
             print(f"gpu-check: {r['case']}: {r['status']}: {r.get('reason') or 'no reason recorded'}")
     print(json.dumps(report["versions"]))
     missing = [f"{k}: {v}" for k, v in imports.items() if v != "ok"]
     print("gpu-check: private torch/Lightning imports: " + ("all present" if not missing else "; ".join(missing)))
-    fixes_ok = not any("FAIL" in r.get("checks", "") for r in rows) and not item3.startswith("FAIL")
+    fixes_ok = not missing_pkgs and not any("FAIL" in r.get("checks", "") for r in rows) and not item3.startswith("FAIL")
     runs_ok = all(r["status"] == "ok" for r in rows)
     print(f"gpu-check: item3 (suite's ddp devices): {item3}")
     print("gpu-check: GPU-path fixes " + ("hold" if fixes_ok else "FAIL: see checks") + "; runs "
