@@ -24,7 +24,8 @@ def test_a_compiled_modules_replica_runs_the_originals_forward():
         setattr(replica, key, torch.zeros_like(getattr(original, key)).detach())
     x = torch.ones(1, 2)
     assert float(replica.forward(x).detach()) == 0.0  # the replica's own weights
-    assert float(replica(x).detach()) == pytest.approx(float(original(x).detach())) != 0.0  # its call: the original's weights
+    # its call: the original's weights
+    assert float(replica(x).detach()) == pytest.approx(float(original(x).detach())) != 0.0
 
 
 def test_flatten_unflatten_of_replicate_drops_channels_last():

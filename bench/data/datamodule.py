@@ -38,8 +38,9 @@ def check_shared_memory(config: BenchConfig, workers: int, shm: Path = SHM) -> N
     Each worker hands its batches over in shared memory, PREFETCH_FACTOR in flight per worker;
     the largest batch is a training batch as the loader yields it (per device; dp's single loader
     yields the whole global batch, which DataParallel splits on the GPUs) or a test batch
-    (``eval_batch_size``), of 3 x 32 x 32 values per image (uint8, or float32 on the ``pil`` path). Without the check the run
-    trains and then fails later with a bus error or "unable to allocate shared memory".
+    (``eval_batch_size``), of 3 x 32 x 32 values per image (uint8, or float32 on the ``pil`` path).
+    Without the check the run trains and then fails later with a bus error or "unable to allocate
+    shared memory".
 
     Raises:
         ConfigError: naming /dev/shm, its free and needed size, and the fixes.
