@@ -177,3 +177,12 @@ def test_missing_packages_are_named(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tabulate" else real(name, *a))
     assert list(gpu_check.missing_packages()) == ["tabulate"]
+
+
+@pytest.mark.parametrize("cpu", [True, False])
+def test_sync_probe_runs_past_its_window_in_both_modes(cpu, tmp_path):
+    from bench.selfcheck import syncprobe
+
+    config = syncprobe.probe_config(cpu, str(tmp_path))
+    steps = -(-config.train_samples // config.global_batch_size)
+    assert steps >= syncprobe.FIRST_STEP + syncprobe.TRAIN_STEPS and config.accelerator == ("cpu" if cpu else "gpu")

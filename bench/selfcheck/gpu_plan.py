@@ -38,7 +38,7 @@ NOT_ON_ONE_GPU = {
     "issue 16 item 1 (dp replicas' autocast dtype)": "tests/test_gpu_paths.py (replica threads on CPU)",
     "issue 16 item 4 (NCCL transport across ranks)": "ddp-1 reads one rank's back; tests/test_comm.py",
 }
-IMAGE_NOTE = ("this check ran the lent machine's own Python, torch, Lightning and C compiler from the source tree: "
+IMAGE_NOTE = ("this check runs the lent machine's own Python, torch, Lightning and C compiler from the source tree: "
               "it does not prove the Apptainer image (--compile in the image: issue 29)")
 
 

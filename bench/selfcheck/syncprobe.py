@@ -29,8 +29,18 @@ FIRST_STEP = 12  # after the timing warm-up (5 steps) and away from the loss-log
 TRAIN_STEPS = 6  # steps counted (12..17: no loss logged on these: Lightning's log_every_n_steps is 10)
 
 
+def probe_config(cpu: bool, out_dir: str):
+    """The probe's run: the smoke (CPU) or full (GPU) preset's batch, FIRST_STEP + TRAIN_STEPS + 2 steps."""
+    from bench.core.config import make_config
+
+    preset, batch = ("smoke", 64) if cpu else ("full", 256)
+    return make_config(preset, data="synthetic", train_samples=(FIRST_STEP + TRAIN_STEPS + 2) * batch,
+                       test_samples=2000, epochs=1, global_batch_size=batch,
+                       data_path="uint8" if cpu else "device", num_workers=0, out_dir=out_dir)
+
+
 def probe(cpu: bool, out_dir: str) -> dict:
-    """A 1-epoch fit (20 steps of the full preset's batch, synthetic data) and a test pass; the counts.
+    """A 1-epoch fit (20 steps of the preset's batch, synthetic data) and a test pass; the counts.
 
     Returns:
         ``{"train": {"steps", "host_reads", "cuda_syncs", "by_name"}, "test": {...}}`` (counts per window).
@@ -38,7 +48,6 @@ def probe(cpu: bool, out_dir: str) -> dict:
     import lightning as L
     import torch
 
-    from bench.core.config import make_config
     from bench.data.datamodule import CifarDataModule
     from bench.measure.hostsync import HostReadCounter
     from bench.run import training
@@ -93,10 +102,7 @@ def probe(cpu: bool, out_dir: str) -> dict:
         def on_test_epoch_end(self, trainer, pl_module) -> None:  # (callbacks' before the module's compute)
             self._end(trainer.num_test_batches[0])
 
-    preset = "smoke" if cpu else "full"
-    config = make_config(preset, data="synthetic", train_samples=(FIRST_STEP + TRAIN_STEPS + 2) * 64,
-                         test_samples=2000, epochs=1, global_batch_size=64 if cpu else 256,
-                         data_path="uint8" if cpu else "device", num_workers=0, out_dir=out_dir)
+    config = probe_config(cpu, out_dir)
     apply_device_settings(config)
     counter = SyncCounter()
     trainer = training.build_trainer(config, "syncprobe", [counter])
