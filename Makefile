@@ -119,5 +119,7 @@ parity: setup
 # archive travels in the ignored folder .gpu-check/.
 GPU_PYTHON ?= python3
 gpu-check:
-	@mkdir -p .gpu-check && { test -e .gpu-check/$(notdir $(BENCH_DATA)) || cp "$(BENCH_DATA)" .gpu-check/; }
-	PYTHONPATH="$(CURDIR)" $(GPU_PYTHON) -m bench.selfcheck.gpu_check --data .gpu-check/$(notdir $(BENCH_DATA)) --out runs/gpu-check-$(STAMP)
+	@mkdir -p .gpu-check/site && { test -e .gpu-check/$(notdir $(BENCH_DATA)) || cp "$(BENCH_DATA)" .gpu-check/; }
+	@# tabulate (pure Python, the lock's version) travels too: bench imports it, a lent machine may lack it
+	@test -d .gpu-check/site/tabulate || cp -r $(VENV)/lib/python*/site-packages/tabulate .gpu-check/site/ 2>/dev/null || true
+	PYTHONPATH="$(CURDIR):$(CURDIR)/.gpu-check/site" $(GPU_PYTHON) -m bench.selfcheck.gpu_check --data .gpu-check/$(notdir $(BENCH_DATA)) --out runs/gpu-check-$(STAMP)

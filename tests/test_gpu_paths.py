@@ -236,6 +236,7 @@ def test_steady_state_keeps_start_up_apart():
     assert figures["steady_throughput_img_s"] == pytest.approx(2500 / 6.2)
     short = timing.steady_state([1.0], warmup_s=None, warmup_images=0, images_per_epoch=256)
     assert short == {"first_epoch_s": 1.0, "steady_epoch_s": None, "warmup_steps": None, "warmup_s": None,
+                     "new_shape_s": None,
                      "steady_throughput_img_s": None}
 
 

@@ -250,6 +250,12 @@ def _check_world(c: BenchConfig) -> None:
             raise ConfigError("case dp drives the GPUs of one node: DataParallel cannot span nodes")
         if c.accelerator != "gpu":
             raise ConfigError("case dp needs --accelerator gpu (DataParallel splits batches over GPUs)")
+        if c.compile:  # nn.Module.compile keeps a bound method of the original in __dict__, which replicas copy
+            raise ConfigError("--compile with case dp is refused: DataParallel's replicas would all run the original "
+                              "module's compiled forward (GPU 0's weights); use --case ddp --compile, or dp without it")
+        if c.channels_last:  # replicate()'s broadcast_coalesced flattens the weights: replicas 1..N get NCHW
+            raise ConfigError("--channels-last with case dp is refused: DataParallel's replicas on GPUs 1..N get "
+                              "plain NCHW weights (a layout conversion every step); use --case ddp --channels-last")
         if c.sync_batchnorm:
             raise ConfigError("--sync-batchnorm needs ddp: DataParallel replicas cannot share BatchNorm statistics "
                               "(SyncBatchNorm works only under DistributedDataParallel); use --case ddp or drop it")

@@ -36,9 +36,11 @@ def check_shared_memory(config: BenchConfig, workers: int, shm: Path = SHM) -> N
     """Refuse to start when /dev/shm cannot hold the batches the loader workers keep in flight.
 
     Each worker hands its batches over in shared memory, PREFETCH_FACTOR in flight per worker;
-    the largest batch is a training batch per device or a test batch (``eval_batch_size``), of
-    3 x 32 x 32 values per image (uint8, or float32 on the ``pil`` path). Without the check the run
-    trains and then fails later with a bus error or "unable to allocate shared memory".
+    the largest batch is a training batch as the loader yields it (per device; dp's single loader
+    yields the whole global batch, which DataParallel splits on the GPUs) or a test batch
+    (``eval_batch_size``), of 3 x 32 x 32 values per image (uint8, or float32 on the ``pil`` path).
+    Without the check the run trains and then fails later with a bus error or "unable to allocate
+    shared memory".
 
     Raises:
         ConfigError: naming /dev/shm, its free and needed size, and the fixes.
@@ -46,7 +48,8 @@ def check_shared_memory(config: BenchConfig, workers: int, shm: Path = SHM) -> N
     if workers <= 0 or not shm.is_dir():
         return
     per_image = 3 * 32 * 32 * (4 if config.data_path == "pil" else 1)
-    need = workers * PREFETCH_FACTOR * max(config.per_device_batch_size, config.eval_batch_size) * per_image
+    train_batch = config.global_batch_size if config.case == "dp" else config.per_device_batch_size
+    need = workers * PREFETCH_FACTOR * max(train_batch, config.eval_batch_size) * per_image
     free = os.statvfs(shm).f_bavail * os.statvfs(shm).f_frsize
     if free < need:
         raise ConfigError(

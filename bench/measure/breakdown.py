@@ -43,7 +43,10 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.profilers import Profiler
-from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+try:  # a non-public torch module (the GPU check names it): without it, no all-reduce time stamp, no failure
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+except ImportError:
+    allreduce_hook = None
 from torch.nn.parallel import DistributedDataParallel
 
 from bench.measure.steptable import PARTS, case_breakdown, format_breakdown, markdown_breakdown, rank_breakdowns  # noqa: F401,E402 (its tables, torch-free)
@@ -230,7 +233,7 @@ class StepBreakdown(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._clock = self._allreduce.clock = clock_for(trainer.strategy.root_device)
         model = trainer.strategy.model
-        if isinstance(model, DistributedDataParallel) and self.comm_hook is None:
+        if isinstance(model, DistributedDataParallel) and self.comm_hook is None and allreduce_hook is not None:
             model.register_comm_hook(self._allreduce, timed_allreduce)
             self.comm_hook = "bench.measure.breakdown.timed_allreduce (torch default_hooks.allreduce_hook + time stamp)"
 

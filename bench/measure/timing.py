@@ -19,6 +19,11 @@ What each figure covers (all in seconds, measured on every rank, reported from g
   of the first epoch, and ``steady_throughput_img_s`` the global images/s of all training
   batches after them, so even a one-epoch preset has a steady-state figure. ``fit_s`` keeps
   everything.
+* New batch shapes apart: the first step of each global batch size not seen before (after the
+  warm-up) is kept out of ``steady_throughput_img_s`` too, time and images (``new_shape_steps``,
+  ``new_shape_s``): e.g. the full preset's last, partial batch (50,000 = 195 x 256 + 80) compiles a
+  new graph under ``--compile`` and is autotuned anew by cuDNN, once, in epoch 0. Later batches of
+  that size count; the batch itself is trained as always (dropping it would change the work).
 
 Each time stamp is taken after a barrier over all ranks and, on GPU, a device synchronize, so
 it marks the moment the slowest rank got there with all queued GPU work done.
@@ -65,6 +70,8 @@ class TrainingTimer(L.Callback):
         steps: optimizer steps taken (batches trained) over the whole fit.
         warmup_s: seconds of the first :data:`WARMUP_STEPS` steps (None when the first epoch is not
             longer than that); warmup_images: the global images of those steps.
+        new_shape_steps: ``[(epoch, batch_idx), ...]`` of the steps after the warm-up whose global batch
+            size was new; new_shape_s, new_shape_images: their seconds and global images.
     """
 
     def __init__(self) -> None:
@@ -75,6 +82,11 @@ class TrainingTimer(L.Callback):
         self.warmup_images = 0
         self._fit_start = 0.0
         self._epoch_start = 0.0
+        self.new_shape_steps: list[tuple[int, int]] = []
+        self.new_shape_s = 0.0
+        self.new_shape_images = 0
+        self._sizes_seen: set[int] = set()
+        self._new_shape_start: float | None = None
 
     @staticmethod
     def _synchronized_now(trainer: L.Trainer) -> float:
@@ -90,9 +102,22 @@ class TrainingTimer(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = self._synchronized_now(trainer)
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        sizes = getattr(trainer.datamodule, "global_batch_sizes", None) or []
+        if batch_idx >= len(sizes) or sizes[batch_idx] in self._sizes_seen:
+            return
+        self._sizes_seen.add(sizes[batch_idx])  # (the same sizes on every rank: all reach the barrier)
+        if trainer.current_epoch > 0 or batch_idx >= WARMUP_STEPS:  # the warm-up window has its own clock
+            self._new_shape_start = self._synchronized_now(trainer)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
         self.steps += 1
+        if self._new_shape_start is not None:
+            self.new_shape_s += self._synchronized_now(trainer) - self._new_shape_start
+            self.new_shape_images += trainer.datamodule.global_batch_sizes[batch_idx]
+            self.new_shape_steps.append((trainer.current_epoch, batch_idx))
+            self._new_shape_start = None
         # Every rank has the same number of batches (GlobalBatchSampler), so all reach these barriers.
         if trainer.current_epoch == 0 and batch_idx == WARMUP_STEPS - 1 < trainer.num_training_batches - 1:
             self.warmup_s = self._synchronized_now(trainer) - self._epoch_start
@@ -115,21 +140,34 @@ class TrainingTimer(L.Callback):
 
 
 def steady_state(epoch_train_s: list[float], warmup_s: float | None, warmup_images: int,
-                 images_per_epoch: int) -> dict:
+                 images_per_epoch: int, new_shape_s: float = 0.0, new_shape_images: int = 0) -> dict:
     """Start-up apart from steady-state work (pure; all times in s, throughput in global images/s).
 
     Args:
         epoch_train_s: seconds per epoch; warmup_s, warmup_images: the first :data:`WARMUP_STEPS`
-            steps (None/0 when not measured); images_per_epoch: global training images per epoch.
+            steps (None/0 when not measured); images_per_epoch: global training images per epoch;
+            new_shape_s, new_shape_images: the first steps of new batch sizes after the warm-up
+            (:class:`TrainingTimer`), also kept out of the steady state.
 
     Returns:
-        ``{"first_epoch_s", "steady_epoch_s", "warmup_steps", "warmup_s", "steady_throughput_img_s"}``,
-        None where there is too little training to say.
+        ``{"first_epoch_s", "steady_epoch_s", "warmup_steps", "warmup_s", "new_shape_s",
+        "steady_throughput_img_s"}``, None where there is too little training to say.
     """
     later = epoch_train_s[1:]
-    rest_s = sum(epoch_train_s) - warmup_s if warmup_s is not None else None
-    rest_images = images_per_epoch * len(epoch_train_s) - warmup_images
+    rest_s = sum(epoch_train_s) - warmup_s - new_shape_s if warmup_s is not None else None
+    rest_images = images_per_epoch * len(epoch_train_s) - warmup_images - new_shape_images
     return {"first_epoch_s": epoch_train_s[0] if epoch_train_s else None,
             "steady_epoch_s": sum(later) / len(later) if later else None,
             "warmup_steps": WARMUP_STEPS if warmup_s is not None else None, "warmup_s": warmup_s,
-            "steady_throughput_img_s": rest_images / rest_s if rest_s and images_per_epoch else None}
+            "new_shape_s": new_shape_s if warmup_s is not None else None,
+            "steady_throughput_img_s": rest_images / rest_s if rest_s and rest_images > 0 and images_per_epoch
+            else None}
+
+
+def steady_figures(timer: TrainingTimer, images_per_epoch: int) -> dict:
+    """:func:`steady_state` of a finished timer, plus ``new_shape_steps``: the ``[epoch, batch_idx]``
+    steps kept out of the steady state for being the first of a new batch size (None without a warm-up)."""
+    figures = steady_state(timer.epoch_train_s, timer.warmup_s, timer.warmup_images, images_per_epoch,
+                           timer.new_shape_s, timer.new_shape_images)
+    return {**figures, "new_shape_steps": [list(s) for s in timer.new_shape_steps] if timer.warmup_s is not None
+            else None}

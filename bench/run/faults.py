@@ -106,10 +106,22 @@ def _quiet_lightning_observer() -> None:
     while rank 0 is writing the record of that very failure (or of a SIGTERM all ranks got), so
     the run could end with no record and status 137. child_watch does the same job after the record.
     """
-    from lightning.pytorch.strategies.launchers import subprocess_script
-
+    try:  # a non-public Lightning module (the GPU check names it): without it there is no observer to quiet
+        from lightning.pytorch.strategies.launchers import subprocess_script
+    except ImportError:
+        return
     if hasattr(subprocess_script, "_launch_process_observer"):
         subprocess_script._launch_process_observer = lambda child_processes: None
+
+
+def sigterm_exception() -> type[BaseException]:
+    """Lightning's ``SIGTERMException`` (what its SIGTERM handler raises), or a class nothing raises where this
+    Lightning lacks that non-public module (the GPU check names it)."""
+    try:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+    except ImportError:
+        return type("NoSIGTERMException", (BaseException,), {})
+    return SIGTERMException
 
 
 def interruption(err: BaseException) -> str:
@@ -119,9 +131,7 @@ def interruption(err: BaseException) -> str:
     ``sys.exit(1)`` from inside its handler (``lightning.pytorch.trainer.call._call_and_handle_interrupt``),
     so a ``SystemExit`` whose context is a ``KeyboardInterrupt`` was a SIGINT.
     """
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    if isinstance(err, SIGTERMException):
+    if isinstance(err, sigterm_exception()):
         return "SIGTERM (Slurm's time limit or scancel, or kill)"
     if isinstance(err, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt):
         return "SIGINT (Ctrl-C)"

@@ -137,8 +137,11 @@ class CifarModule(L.LightningModule):
         self.train_correct = torch.zeros((), dtype=torch.int64)  # this rank's right answers this epoch
         self.train_seen = 0  # this rank's training images this epoch
         self.train_accuracies: list[float] = []  # one fraction per epoch, global over all ranks
-        self.test_correct = torchmetrics.SumMetric()
-        self.test_total = torchmetrics.SumMetric()
+        # right answers and images of the current evaluation pass: a device count and a host int, summed over
+        # the ranks once, at its end (torchmetrics' SumMetric ran a NaN check, `nans.any()`, a host read per
+        # update: two per step on a GPU; issue 31 item 4)
+        self.eval_correct = torch.zeros((), dtype=torch.int64)
+        self.eval_seen = 0
         self.loss_sum = torch.zeros(())  # this rank's loss summed over the current epoch's steps
         self.loss_steps = 0
         self.test_results: dict[str, float] = {}
@@ -156,7 +159,7 @@ class CifarModule(L.LightningModule):
     # around each of ~22 hook calls a step) and this module's counters. nn.Module.__setattr__ checks
     # parameters, buffers and submodules first (~1.3 us a call on CPU, ~60 us a step); for these names,
     # never a Parameter, Tensor or Module, object.__setattr__ does the same in a tenth of that.
-    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "loss_steps", "train_seen"})
+    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "loss_steps", "train_seen", "eval_seen"})
 
     def __setattr__(self, name: str, value) -> None:
         if name in CifarModule._PLAIN_ATTRIBUTES:
@@ -260,8 +263,8 @@ class CifarModule(L.LightningModule):
         images, labels = batch
         preds = self(images).argmax(dim=1)
         self.test_accuracy.update(preds, labels)
-        self.test_correct.update((preds == labels).sum())
-        self.test_total.update(torch.tensor(labels.numel(), device=labels.device))
+        self.eval_correct.add_((preds == labels).sum())  # in place, on the device: no host read
+        self.eval_seen += labels.numel()  # a shape, known on the host
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch)
@@ -269,16 +272,23 @@ class CifarModule(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch)
 
+    def _start_evaluation(self) -> None:
+        self.eval_correct, self.eval_seen = torch.zeros((), dtype=torch.int64, device=self.device), 0
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
+
     def _finish_evaluation(self, prefix: str) -> None:
-        # compute() synchronises the states over all ranks (one all-gather each), so the
-        # numbers below are global and identical on every rank.
-        self.test_results = {
-            "test_accuracy": float(self.test_accuracy.compute()),
-            "test_correct": int(self.test_correct.compute()),
-            "test_total": int(self.test_total.compute()),
-        }
-        for metric in (self.test_accuracy, self.test_correct, self.test_total):
-            metric.reset()
+        # compute() synchronises the accuracy's states over all ranks (one all-gather each), and one
+        # all-reduce sums (right answers, images): the numbers below are global and identical on every rank.
+        counts = torch.stack([self.eval_correct, torch.tensor(self.eval_seen, device=self.eval_correct.device)])
+        correct, total = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
+        self.test_results = {"test_accuracy": float(self.test_accuracy.compute()), "test_correct": int(correct),
+                             "test_total": int(total)}
+        self.test_accuracy.reset()
         self.log(f"{prefix}/accuracy", self.test_results["test_accuracy"], rank_zero_only=True)
 
     def on_validation_epoch_end(self) -> None:

@@ -12,14 +12,12 @@ import shutil
 import socket
 from pathlib import Path
 
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-
 from bench.core.config import BenchConfig, ConfigError, make_config
 from bench.core.files import FolderIsAFile, atomic_torch_save, writable_folder
 from bench.data import sources, staging
 from bench.data.datamodule import CifarDataModule, check_shared_memory
 from bench.measure import breakdown, environment, profiling
-from bench.measure.timing import TrainingTimer, steady_state, wall_seconds
+from bench.measure.timing import TrainingTimer, steady_figures, wall_seconds
 from bench.results.resultfile import (build_result, export_run_id, inherited_run_id, load_result, new_run_id,
                                       result_path, utc_now, write_json_atomic)
 from bench.run import comm, dataparallel, faults, ranks, threads, training
@@ -71,7 +69,7 @@ def _metrics(config: BenchConfig, trainer, module, dm: CifarDataModule, timer: T
         "fit_s": timer.fit_s, "epoch_train_s": timer.epoch_train_s,
         "throughput_img_s": images * len(timer.epoch_train_s) / train_s if train_s else None,
         "wall_s": wall_seconds(), "optimizer_steps": trainer.global_step,
-        **steady_state(timer.epoch_train_s, timer.warmup_s, timer.warmup_images, images),  # start-up apart
+        **steady_figures(timer, images),  # start-up and new batch shapes apart
         "steps_per_epoch": len(dm.global_batch_sizes), "train_images_per_epoch": images,
         "train_loss": sum(f["loss_mean"] for f in facts) / len(facts) if config.epochs else None,
         # fraction of the (augmented) training images of the last epoch classified right, all ranks
@@ -210,7 +208,7 @@ def run_case(config: BenchConfig) -> dict | None:
     watch = faults.watch(trainer, record)  # ends this rank when a rank of this node dies (bench.run.faults)
     try:
         facts = _train_and_test(config, trainer, module, dm, tools, thread_plan)
-    except (SIGTERMException, KeyboardInterrupt, SystemExit) as err:  # Slurm time limit, scancel, Ctrl-C
+    except (faults.sigterm_exception(), KeyboardInterrupt, SystemExit) as err:  # Slurm time limit, scancel, Ctrl-C
         watch.stop()
         reason = f"{faults.interruption(err)} during the run"
         _write_on_rank_zero(trainer, config.out_dir, status="interrupted", reason=reason, exclusive=True, **base)
