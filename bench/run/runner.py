@@ -18,7 +18,7 @@ from bench.core.config import BenchConfig, ConfigError, make_config
 from bench.core.files import FolderIsAFile, atomic_torch_save, writable_folder
 from bench.data import sources, staging
 from bench.data.datamodule import CifarDataModule, check_shared_memory
-from bench.measure import breakdown, environment, profiling
+from bench.measure import breakdown, contention, environment, profiling
 from bench.measure.timing import TrainingTimer, steady_state, wall_seconds
 from bench.results.resultfile import (build_result, export_run_id, inherited_run_id, load_result, new_run_id,
                                       result_path, utc_now, write_json_atomic)
@@ -195,6 +195,7 @@ def run_case(config: BenchConfig) -> dict | None:
     comm.request_nccl_log(config, run_id)
     torch_threads = threads.set_cpu_threads(config, workers)
     plan = {"cores_per_rank": threads.cores_per_rank(config), "torch_threads": torch_threads, "loader_workers": workers}
+    cores = contention.cores_given(plan["cores_per_rank"], torch_threads, workers)  # part of "same system"
     device_settings = apply_device_settings(config)  # TF32 flags: in every rank, before any GPU work
     faults.mark_launcher(config)
     tools, thread_plan = Instruments(config, run_id), threads.ThreadPlan(torch_threads)
@@ -223,7 +224,7 @@ def run_case(config: BenchConfig) -> dict | None:
     metrics = _metrics(config, trainer, module, dm, tools.timer, facts)
     result = _write_on_rank_zero(trainer, config.out_dir, status="ok", metrics=metrics, sanity=_sanity(config, metrics),
                                  world=_world(config, trainer, facts, plan, dm.loader_options(), user_env, device_settings),
-                                 profile=_profile_record(config, run_id, facts), **base)
+                                 profile=_profile_record(config, run_id, facts), cores_given=cores, **base)
     ranks.destroy_process_group()
     faults.wait_children(trainer, timeout_s=config.pg_timeout_s)
     if result is None:
@@ -326,7 +327,8 @@ def _write_on_rank_zero(trainer, out_dir: str, exclusive: bool = False, **fields
     a watcher wrote first (bench.run.faults)."""
     if trainer.global_rank != 0:
         return None
-    result = build_result(environment=environment.collect(), **fields)
+    cores = fields.pop("cores_given", None)  # the CPU the run was given (bench.measure.contention)
+    result = build_result(environment={**environment.collect(), **({"cores_given": cores} if cores else {})}, **fields)
     try:
         result["path"] = str(write_json_atomic(result, result_path(out_dir, result["run_id"]), exclusive=exclusive))
     except FileExistsError:
