@@ -66,6 +66,9 @@ def _run(out: Path, env: dict | None = None) -> tuple[Path, dict]:
     assert result["world"]["torch_threads_per_rank"] == 1
     given = result["environment"]["cores_given"]  # what the run was given, part of "same system"
     assert (given["usable_cores"], given["affinity_cores"], given["torch_threads"]) == (1, 1, 1), given
+    # contention is read and classified; the rule is off in the tests (tests/conftest.py), and recorded so
+    assert result["contention"]["rule"] == "off" and result["contention"]["classification"]["state"] in (
+        "clean", "tainted")
     return path, result
 
 

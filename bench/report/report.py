@@ -86,7 +86,7 @@ def _table(results: list[Record], comparisons: list | None,
             line.append(_vs_cell(c))
         cells.append(line)
     for c in comparisons or []:
-        if c.verdict in ("skipped", "invalid"):
+        if c.verdict in ("skipped", "invalid", "tainted"):
             continue  # listed under "not run"
         notes.extend(f"vs baseline, {c.label} ({c.verdict}): {note}" for note in c.notes)
         if c.verdict == "missing":

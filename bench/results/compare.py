@@ -141,8 +141,9 @@ def _compare_group(group: tuple, runs: list[Record], b: list[Record] | None, own
     if not valid and not invalid:
         return CaseComparison(case, label, "skipped", notes=(f"skipped: {runs[0].reason or 'no reason given'}",)), None
     notes = _reasons(invalid)
-    if not valid:
-        return CaseComparison(case, label, "invalid", fit_s_baseline=_median(b or []), n_baseline=len(b or []),
+    if not valid:  # tainted (a contended machine) has its own word; any other problem: invalid
+        word = "tainted" if all((r.problem or "").startswith("tainted") for r in invalid) else "invalid"
+        return CaseComparison(case, label, word, fit_s_baseline=_median(b or []), n_baseline=len(b or []),
                               n_invalid=len(invalid), notes=tuple(notes + ["no valid run: nothing to judge"])), None
     if b is None:
         return CaseComparison(case, label, "no baseline", fit_s_now=_median(valid), n_now=len(valid),
@@ -199,13 +200,13 @@ def _figures(valid: list[Record], b: list[Record], own_base: list[Record], ref_b
 
 
 def exit_code(comparisons: list[CaseComparison]) -> int:
-    """1 (REGRESSION) if a row is a regression, else 5 (NO_VALID_RUN) if a row is invalid, else 6
+    """1 (REGRESSION) if a row is a regression, else 5 (NO_VALID_RUN) if a row is invalid or tainted, else 6
     (NOTHING_JUDGED) if no row got a time verdict or ``no verdict`` while some row is ``not comparable``,
     ``missing`` or ``no baseline`` (e.g. a CI gate pointed at another preset's baseline), else 0."""
     verdicts = {c.verdict for c in comparisons}
     if "regression" in verdicts:
         return int(REGRESSION)
-    if "invalid" in verdicts:
+    if verdicts & {"invalid", "tainted"}:
         return int(ExitCode.NO_VALID_RUN)
     if not verdicts & {*JUDGED, "no verdict"} and verdicts & {"not comparable", "missing", "no baseline"}:
         return int(ExitCode.NOTHING_JUDGED)

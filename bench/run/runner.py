@@ -8,6 +8,7 @@ leaves no result JSON. Failures during training leave a ``failed`` result with t
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -20,6 +21,7 @@ from bench.data import sources, staging
 from bench.data.datamodule import CifarDataModule, check_shared_memory
 from bench.measure import breakdown, contention, environment, profiling
 from bench.measure.timing import TrainingTimer, steady_state, wall_seconds
+from bench.results import taint
 from bench.results.resultfile import (build_result, export_run_id, inherited_run_id, load_result, new_run_id,
                                       result_path, utc_now, write_json_atomic)
 from bench.run import comm, dataparallel, faults, ranks, threads, training
@@ -224,7 +226,8 @@ def run_case(config: BenchConfig) -> dict | None:
     metrics = _metrics(config, trainer, module, dm, tools.timer, facts)
     result = _write_on_rank_zero(trainer, config.out_dir, status="ok", metrics=metrics, sanity=_sanity(config, metrics),
                                  world=_world(config, trainer, facts, plan, dm.loader_options(), user_env, device_settings),
-                                 profile=_profile_record(config, run_id, facts), cores_given=cores, **base)
+                                 profile=_profile_record(config, run_id, facts), cores_given=cores,
+                                 contention=facts[0]["contention"], **base)
     ranks.destroy_process_group()
     faults.wait_children(trainer, timeout_s=config.pg_timeout_s)
     if result is None:
@@ -290,7 +293,9 @@ def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, t
     """Fit (unless epochs is 0) and test; return every rank's facts (collective on all ranks)."""
     profile_facts = None
     if config.epochs > 0:
+        start = contention.reading()  # before and after the fit, outside the timed steps (no sampling thread)
         trainer.fit(module, datamodule=dm)
+        readings = {"start": start, "end": contention.reading()}
         if tools.profiler is not None:  # gathered before test: the TensorBoard writer is still open
             profile_facts = ranks.all_gather(tools.profiler.facts)
             profiling.log_tables(trainer, profile_facts)
@@ -302,6 +307,7 @@ def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, t
                                              "read_back": thread_plan.facts})
     for rank, f in enumerate(facts):
         f["rank"], f["profile"] = rank, profile_facts[rank] if profile_facts else None
+    facts[0]["contention"] = readings if config.epochs > 0 else None  # this process's own (rank 0 writes)
     return facts
 
 
@@ -328,7 +334,11 @@ def _write_on_rank_zero(trainer, out_dir: str, exclusive: bool = False, **fields
     if trainer.global_rank != 0:
         return None
     cores = fields.pop("cores_given", None)  # the CPU the run was given (bench.measure.contention)
+    readings = fields.pop("contention", None)
     result = build_result(environment={**environment.collect(), **({"cores_given": cores} if cores else {})}, **fields)
+    if readings:  # how contended the machine was during the fit, and whether that makes it no figure
+        result["contention"] = {**readings, "classification": taint.classify(readings["start"], readings["end"]),
+                                "rule": "off" if os.environ.get(taint.RULE_ENV) == "off" else "on"}
     try:
         result["path"] = str(write_json_atomic(result, result_path(out_dir, result["run_id"]), exclusive=exclusive))
     except FileExistsError:
