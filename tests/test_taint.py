@@ -83,3 +83,5 @@ def test_the_rule_switched_off_is_recorded_and_the_run_judged():
     base = baseline_of(result("baseline", [10.0, 10.1, 9.9]))
     (c,) = compare(records(_tainted([10.0, 10.1, 9.9], rule="off")), base)
     assert c.verdict == "unchanged"
+    assert any("3 run(s) tainted by a contended machine but judged" in n and "BENCH_CONTENTION_RULE=off" in n
+               for n in c.notes)

@@ -39,11 +39,12 @@ from typing import Any
 from bench.core.exitcodes import REGRESSION, ExitCode
 from bench.core.tables import fmt, render
 from bench.results.baselines import WORK_FIELDS, load_baseline, validate_baseline, work_differences
-from bench.results.records import Record, by_group, group_label, read_records, records_of
 from bench.results.envdiff import what_changed
 from bench.results.power import holm
+from bench.results.records import Record, by_group, group_label, read_records, records_of
 from bench.results.stats import MIN_SAMPLES_FOR_TEST, judge, welch_log_p
 from bench.results.system import hardware_difference, system_of, unchecked
+from bench.results.taint import RULE_ENV, overridden
 
 JUDGED = ("faster", "unchanged", "slower", "regression", "inconclusive")
 
@@ -162,6 +163,9 @@ def _compare_group(group: tuple, runs: list[Record], b: list[Record] | None, own
         return CaseComparison(case, label, "not comparable", fit_s_baseline=_median(b), n_now=len(valid),
                               n_baseline=len(b), n_invalid=len(invalid),
                               notes=tuple(notes + [f"the current runs ran on different systems ({why}): not pooled"])), None
+    if n_off := sum(overridden(r.result or {}) for r in valid):
+        notes.append(f"{n_off} run(s) tainted by a contended machine but judged: their contention rule was off "
+                     f"({RULE_ENV}=off)")
     figures = _figures(valid, b, own_base, ref_base)
     fields = dict(case=case, label=label, n_invalid=len(invalid), **figures)
     differing = [f for f in WORK_FIELDS if f in work_differences(valid[0].config, b[0].config)]

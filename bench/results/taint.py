@@ -89,3 +89,9 @@ def taint_problem(result: dict[str, Any]) -> str | None:
     if verdict.get("state") != "tainted" or c.get("rule") == "off":
         return None
     return "tainted: " + "; ".join(verdict.get("reasons") or ["contended"])
+
+
+def overridden(result: dict[str, Any]) -> bool:
+    """Whether a result was tainted but judged anyway: its contention rule was switched off."""
+    c = result.get("contention") or {}
+    return c.get("rule") == "off" and (c.get("classification") or {}).get("state") == "tainted"
