@@ -53,7 +53,7 @@ JUDGED = ("faster", "unchanged", "slower", "regression", "inconclusive")
 class CaseComparison:
     """One group of current runs against the baseline file. Times in seconds, diff in percent.
 
-    ``verdict`` is one of :data:`JUDGED` (``basis == "time"``) or ``skipped``, ``invalid``,
+    ``verdict`` is one of :data:`JUDGED` (``basis == "time"``) or ``skipped``, ``invalid``, ``tainted``,
     ``missing``, ``no baseline``, ``not comparable``, ``no verdict`` (``basis`` None).
     ``n_now`` counts valid samples, ``n_invalid`` the runs left out. ``None`` = not available.
     """

@@ -239,7 +239,8 @@ def _from_baseline(base: dict[str, Any], where: str) -> list[Record]:
                               devices=devices, nodes=nodes, scaling=e.get("scaling") or "strong",
                               config=e.get("config"), environment=e.get("environment"),
                               world={"world_size": devices if case == "ddp" else 1, "num_nodes": nodes,
-                                     "devices_per_node": devices // nodes},
+                                     "devices_per_node": devices // nodes,
+                                     "hostnames": (base.get("system") or {}).get("hostnames")},
                               baseline_name=base.get("name")))
     return out
 
