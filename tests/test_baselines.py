@@ -168,3 +168,44 @@ def test_runs_differing_in_work_are_not_comparable():
     for field in ("seed", "out_dir", "cache_dir", "save_weights"):  # same work, other bookkeeping
         assert work_differences(config, {**config, field: "changed"}) == []
     assert not math.isnan(summary_stats([1.0, 1.0])["cv"])
+
+
+# --- noise qualification of `baseline record` (issue 27, item 3) -----------------------------------
+
+def _record_cli(tmp_path, monkeypatch, samples, *extra, name="mine"):
+    import argparse
+
+    from bench.results import recording
+    from tests.results_factory import write
+
+    monkeypatch.setenv("BENCH_BASELINES", str(tmp_path / "baselines"))
+    (tmp_path / "baselines").mkdir(exist_ok=True)
+    paths = write(tmp_path / "runs", *[result("baseline", [s]) for s in samples])
+    ap = argparse.ArgumentParser()
+    recording.add_parser(ap.add_subparsers())
+    args = ap.parse_args(["baseline", "record", *map(str, paths), "--name", name, *extra])
+    return args.func(args), tmp_path / "baselines" / f"{name}.json"
+
+
+def test_record_refuses_a_case_too_noisy_for_the_tolerance(tmp_path, monkeypatch):
+    # the issue's samples 26.9, 15.9, 15.9 s (CV 32.5 %): sd of log times 0.3037, so 3 against 3 detect
+    # exp((2.1318 + 0.9410) * 0.3037 * sqrt(2/3)) - 1 = 114 %; 10 % needs ~126 a side
+    with pytest.raises(ValueError, match=r"case 'baseline': with 3 repeats .*CV 32\.5%.* slowdowns of 114\.2% "
+                                         r"or more, above the 10% tolerance; 127 repeats a side would be needed"):
+        _record_cli(tmp_path, monkeypatch, [26.9, 15.9, 15.9])
+    assert not (tmp_path / "baselines" / "mine.json").exists()
+
+
+def test_record_with_force_keeps_the_warning_in_the_file(tmp_path, monkeypatch, capsys):
+    code, path = _record_cli(tmp_path, monkeypatch, [26.9, 15.9, 15.9], "--force")
+    entry = json.loads(path.read_text())["cases"]["baseline"]
+    assert code == 0 and len(entry["warnings"]) == 1 and "repeats a side would be needed" in entry["warnings"][0]
+    assert "warning: case 'baseline'" in capsys.readouterr().out
+
+
+def test_record_accepts_tight_samples_and_its_tolerance_option(tmp_path, monkeypatch):
+    code, path = _record_cli(tmp_path, monkeypatch, [10.0, 10.1, 9.9])
+    assert code == 0 and "warnings" not in json.loads(path.read_text())["cases"]["baseline"]
+    # CV 1 %: 3 a side detect ~2.5 %, so a 2 % tolerance is refused
+    with pytest.raises(ValueError, match="above the 2% tolerance"):
+        _record_cli(tmp_path, monkeypatch, [10.0, 10.1, 9.9], "--tolerance", "2", name="strict")

@@ -70,10 +70,11 @@ def test_slower_within_tolerance_and_significant():
     assert c.verdict == "slower" and c.diff_pct == pytest.approx(5.0) and c.p_value < 0.05
 
 
-def test_small_insignificant_slowdown_is_unchanged():
+def test_small_slowdown_with_too_little_power_is_inconclusive():
     c = one(compare_runs([result("baseline", [103.0, 90.0, 115.0])],
                     baseline_of(result("baseline", [100.0, 88.0, 112.0]))), "baseline")
-    assert c.verdict == "unchanged" and c.p_value > 0.05
+    assert c.verdict == "inconclusive" and c.p_value > 0.05 and c.detectable_pct > 10.0
+    assert c.repeats_needed > 3 and any(f"{c.repeats_needed} repeats a side" in n for n in c.notes)
 
 
 def test_regression_tight_samples_30_percent_slower():
@@ -84,13 +85,13 @@ def test_regression_tight_samples_30_percent_slower():
     assert exit_code(comps) == 1
 
 
-def test_12_percent_slower_with_huge_variance_is_not_a_regression():
+def test_12_percent_slower_with_huge_variance_is_inconclusive_not_a_regression():
     comps = compare_runs([result("baseline", [112.0, 50.0, 180.0])],
                     baseline_of(result("baseline", [100.0, 60.0, 140.0])))
     c = one(comps, "baseline")
     assert c.diff_pct == pytest.approx(12.0) and c.p_value > 0.05
-    assert c.verdict == "slower" and exit_code(comps) == 0
-    assert any("not significant" in n for n in c.notes)
+    assert c.verdict == "inconclusive" and exit_code(comps) == 0
+    assert any("not confirmed" in n for n in c.notes)
 
 
 def test_constant_samples_use_exact_difference():
@@ -128,7 +129,8 @@ def test_not_comparable_names_fields_and_gives_no_timing_verdict():
                     baseline_of(result("baseline", [100.0, 101.0, 99.0])))
     c = one(comps, "baseline")
     assert c.verdict == "not comparable" and c.differing_fields == ("model", "epochs")
-    assert c.basis is None and c.p_value is None and exit_code(comps) == 0
+    assert c.basis is None and c.p_value is None and c.diff_pct is None
+    assert exit_code(comps) == ExitCode.NOTHING_JUDGED == 6
     assert any("model, epochs differ" in n for n in c.notes)
 
 
@@ -289,3 +291,45 @@ def test_no_row_verdict_contradicts_its_notes():
         judged = c.verdict in ("faster", "unchanged", "slower", "regression")
         assert judged == (c.basis == "time")
         assert not judged or not any("not a verdict" in n or "no timing verdict" in n for n in c.notes)
+
+
+# --- detectable change, Holm over rows, a comparison that judged nothing (issue 27) ---------------
+
+def test_every_time_row_states_its_detectable_change():
+    comps = compare_runs([result("baseline", [100.5, 99.5, 100.0])],
+                         baseline_of(result("baseline", [100.0, 101.0, 99.0])))
+    c = one(comps, "baseline")
+    assert c.verdict == "unchanged" and 0.0 < c.detectable_pct < 10.0
+    table = format_table(comps)
+    assert "det %" in table and f"{c.detectable_pct:.1f}" in table and "drift:" in table
+
+
+def test_several_rows_share_the_false_alarm_rate_by_holm():
+    # each row alone: one-sided Welch p ~0.01-0.04; three rows together: Holm multiplies the smallest by 3
+    base = baseline_of(result("baseline", [100.0, 104.0, 96.0]), result("dp", [100.0, 104.0, 96.0], devices=2),
+                       result("ddp", [100.0, 104.0, 96.0], devices=2))
+    now = [result("baseline", [113.0, 117.0, 109.0]), result("dp", [100.0, 101.0, 99.0], devices=2),
+           result("ddp", [100.0, 101.0, 99.0], devices=2)]
+    alone = one(compare_runs(now[:1], baseline_of(result("baseline", [100.0, 104.0, 96.0]))), "baseline")
+    together = one(compare_runs(now, base), "baseline")
+    assert alone.p_value < 0.05 and alone.verdict == "regression"
+    assert together.p_value == pytest.approx(min(1.0, 3 * alone.p_value))
+    assert any("Holm" in n for n in together.notes)
+    assert together.detectable_pct > alone.detectable_pct  # taken at level 0.05 / 3
+
+
+def test_a_comparison_that_judged_nothing_exits_6_and_prints_no_difference():
+    """Issue 27 item 5: a baseline of another preset: every row not comparable, no diff %, not a pass."""
+    base = baseline_of(result("baseline", [100.0, 101.0, 99.0], preset="cpu"),
+                       result("ddp", [60.0, 61.0, 59.0], devices=2, preset="cpu"))
+    now = [result("baseline", [20.0, 20.1, 19.9], preset="smoke"),
+           result("ddp", [13.0, 13.1, 12.9], devices=2, preset="smoke")]
+    comps = compare_runs(now, base)
+    assert [c.verdict for c in comps] == ["not comparable"] * 2 and all(c.diff_pct is None for c in comps)
+    assert exit_code(comps) == ExitCode.NOTHING_JUDGED
+    table = format_table(comps)
+    assert "-80.0" not in table and "-78.3" not in table  # the differences it could not judge
+    missing_only = compare_runs([result("dp", [1.0], status="skipped", reason="no GPUs", devices=2)], base)
+    assert exit_code(missing_only) == 6
+    mixed = compare_runs(now[:1] + [result("ddp", [60.0, 61.0, 59.0], devices=2, preset="cpu")], base)
+    assert exit_code(mixed) == 0  # one row judged: a verdict, not "nothing judged"

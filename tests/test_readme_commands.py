@@ -28,6 +28,8 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 ANALYSIS = ("table", "compare", "report", "baseline", "--help", "-h")
 PREFIX = re.compile(r"^(?:\S*bin/)?(?:cifar-bench|python3? -m bench)(?=\s|$)")
 # a re-recording of a shipped baseline (the README says how cpu-2core-smoke was made): refused by design
+#: baseline record's refusal of a case too noisy for the tolerance (bench.results.recording.qualify)
+NOISY = "Nothing written: record more repeats, or pass --force"
 SHIPPED = re.compile(r"baseline record .*--name (a100-2node|cpu-2core-smoke)\b(?!.*--force)")
 
 
@@ -97,6 +99,11 @@ def test_commands_run_as_written(doc, tmp_path):
         command = re.sub(r"\s*\[[^\]]*\]", "", line)  # optional parts left out
         proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=120)
+        if proc.returncode == 2 and " baseline record " in f" {command} " and NOISY in proc.stderr:
+            # the fixture's runs were measured on a busy machine (CV ~20 %): refused as documented; the
+            # page's later commands need the file, so it is recorded as a user would after reading the message
+            proc = subprocess.run(["bash", "-c", command + " --force"], cwd=tmp_path, env=env, capture_output=True,
+                                  text=True, timeout=120)
         if proc.returncode != 0:
             failures.append(f"{command} -> {proc.returncode}\n{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}")
     skipped = [f"{line[:70]}: {skip_reason(line)}" for line in lines if skip_reason(line)]

@@ -22,6 +22,9 @@ from tests.conftest import run_cli
 from tests.results_factory import FIXTURES, REPO
 
 ROUNDS = {"run-rounds3": 3, "run-rounds1": 1}
+#: the fixtures were measured on a busy machine (CV of fit_s ~20 %): `baseline record` qualifies them against a
+#: 100 % tolerance here, since these tests are about reading and pooling (the noise refusal: test_baselines.py)
+LOOSE = ("--tolerance", "100")
 
 
 @pytest.fixture
@@ -81,7 +84,7 @@ def test_2_compare_report_and_record_see_n_rounds(folder, tmp_path):
     assert (md.count(f"(n={rounds})") == 2) if rounds > 1 else "CV of fit_s" not in md
     steps = md.split("## Where the time goes")[1].split("## Environment")[0]
     assert [line.split("|")[1].strip() for line in steps.splitlines() if line.startswith("| ")][1:] == ["baseline", "ddp"]
-    proc = run_cli("baseline", "record", *glob(folder), "--name", "mine")
+    proc = run_cli("baseline", "record", *glob(folder), "--name", "mine", *LOOSE)
     assert proc.returncode == 0, proc.stderr
     stored = json.loads((tmp_path / "baselines" / "mine.json").read_text())
     suite = json.loads((folder / "suite.json").read_text())
@@ -131,7 +134,7 @@ def test_3_a_diverged_run_is_invalid_everywhere(diverged, tmp_path):
 
 
 def test_3_the_diverged_run_beside_valid_ones_is_left_out_of_the_baseline(diverged, tmp_path):
-    proc = run_cli("baseline", "record", *glob(diverged.parent), "--name", "mine")
+    proc = run_cli("baseline", "record", *glob(diverged.parent), "--name", "mine", *LOOSE)
     assert proc.returncode == 0, proc.stderr
     assert "left out baseline-diverged-lr1e6 (baseline): sanity check failed" in proc.stdout
     assert len(json.loads((tmp_path / "baselines" / "mine.json").read_text())["cases"]["baseline"]["run_ids"]) == 3
@@ -156,10 +159,10 @@ def test_5_the_shipped_baseline_is_never_overwritten(folder, tmp_path):
         proc = run_cli("baseline", "record", *glob(folder), "--name", "a100-2node", *extra)
         assert proc.returncode == 2 and "--name a100-2node-mine" in proc.stderr
         assert shipped.read_bytes() == before
-    assert run_cli("baseline", "record", *glob(folder), "--name", "mine").returncode == 0
-    again = run_cli("baseline", "record", *glob(folder), "--name", "mine")
+    assert run_cli("baseline", "record", *glob(folder), "--name", "mine", *LOOSE).returncode == 0
+    again = run_cli("baseline", "record", *glob(folder), "--name", "mine", *LOOSE)
     assert again.returncode == 2 and "--force" in again.stderr
-    assert run_cli("baseline", "record", *glob(folder), "--name", "mine", "--force").returncode == 0
+    assert run_cli("baseline", "record", *glob(folder), "--name", "mine", "--force", *LOOSE).returncode == 0
 
 
 _PROBE = """
@@ -176,7 +179,7 @@ print("STATUS", status, "HEAVY", ",".join(heavy))
 
 @pytest.mark.parametrize("args, allowed", [
     (["--help"], set()), (["table", "{run}/suite.json"], set()),
-    (["baseline", "record", "{run}/suite.json", "--name", "x"], set()),
+    (["baseline", "record", "{run}/suite.json", "--name", "x", "--force"], {"scipy"}),  # noise qualification
     (["compare", "{run}/suite.json", "--baseline", "cpu-2core-smoke"], {"scipy"}),
     (["report", "{run}/suite.json", "--out", "{tmp}/rep"], {"matplotlib"}),
 ])
@@ -209,7 +212,7 @@ def test_a_folder_given_as_a_result_says_so(tmp_path):
 
 def test_a_missing_baselines_folder_is_a_clear_error(folder, tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_BASELINES", str(tmp_path / "no-such-folder"))
-    proc = run_cli("baseline", "record", *glob(folder), "--name", "mine")
+    proc = run_cli("baseline", "record", *glob(folder), "--name", "mine", *LOOSE)
     assert proc.returncode == 2, proc.stderr
     assert f"cannot write {tmp_path / 'no-such-folder'}{os.sep}" in proc.stderr and "create its folder" in proc.stderr
     assert "Traceback" not in proc.stderr

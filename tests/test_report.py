@@ -141,10 +141,11 @@ def test_baseline_column_gives_change_and_verdict(tmp_path):
     now = write(tmp_path / "now", *[result("baseline", [s], run=i) for i, s in enumerate((13.0, 13.1, 12.9))])
     md_path, _ = report.write_report(now, tmp_path / "out", baseline=str(base_path))
     md = md_path.read_text()
-    assert column(md, "vs mine") == ["+30.0% (regression)"]
+    # detectable change: pooled sd of log times ~0.0089, (2.1318 + 0.9410) * 0.0089 * sqrt(2/3) -> 2.3 %
+    assert column(md, "vs mine") == ["+30.0% (regression; detectable 2.3%)"]
     same = write(tmp_path / "same", *before)
     md = report.write_report(same, tmp_path / "out2", baseline=base_path, tolerance=5)[0].read_text()
-    assert column(md, "vs mine") == ["+0.0% (unchanged)"]
+    assert column(md, "vs mine") == ["+0.0% (unchanged; detectable 2.5%)"]  # sd of log times 0.0100
 
 
 def test_runs_that_are_not_figures_are_listed_with_why_and_never_timed(tmp_path):

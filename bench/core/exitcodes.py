@@ -24,6 +24,8 @@ class ExitCode(IntEnum):
                 ``scancel``) before it finished.
     NO_VALID_RUN ``compare``: a case that should have run has no valid run to judge (failed,
                 interrupted, sanity-failed, profiled or test-knob runs only).
+    NOTHING_JUDGED ``compare``: no row could be judged: every row is ``not comparable``, ``missing`` or
+                ``no baseline`` (e.g. a baseline of another preset); not a pass.
     """
 
     OK = 0
@@ -32,6 +34,7 @@ class ExitCode(IntEnum):
     SANITY = 3
     INTERRUPTED = 4
     NO_VALID_RUN = 5
+    NOTHING_JUDGED = 6
 
 
 #: compare's status when it finds a regression (the same number as a failed run, by design:

@@ -90,7 +90,7 @@ def _table(results: list[Record], comparisons: list | None,
             line.append(_vs_cell(c))
         cells.append(line)
     for c in comparisons or []:
-        if c.verdict in ("skipped", "invalid"):
+        if c.verdict in ("skipped", "invalid", "tainted"):
             continue  # listed under "not run"
         notes.extend(f"vs baseline, {c.label} ({c.verdict}): {note}" for note in c.notes)
         if c.verdict == "missing":
@@ -100,12 +100,14 @@ def _table(results: list[Record], comparisons: list | None,
 
 
 def _vs_cell(c: Any) -> str:
-    """The change against the baseline file: "+5.2% (regression)"; on ratios only the verdict."""
+    """The change against the baseline file: "+5.2% (regression; detectable 3.1%)" (the detectable change,
+    :mod:`bench.results.power`); on ratios only the verdict."""
     if c is None:
         return "-"
     if c.basis != "time" or c.diff_pct is None:
         return c.verdict
-    return f"{c.diff_pct:+.1f}% ({c.verdict})"
+    detectable = f"; detectable {c.detectable_pct:.1f}%" if c.detectable_pct is not None else ""
+    return f"{c.diff_pct:+.1f}% ({c.verdict}{detectable})"
 
 
 def _environment(records: list[Record]) -> list[tuple[str, str]]:

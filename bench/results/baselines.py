@@ -43,6 +43,7 @@ from typing import Any
 
 from bench.core.files import atomic_open
 from bench.results.stats import summary_stats  # (also imported from here by the suite and `run --repeats`)
+from bench.results.system import hardware_difference, system_of
 
 SCHEMA = "cifar-bench/baseline"
 SCHEMA_VERSION = 1
@@ -118,6 +119,11 @@ def _case_entry(case: str, runs: list) -> dict[str, Any]:
         if diff:
             raise ValueError(f"runs of case {case!r} did different work ({', '.join(diff)} differ): "
                              "record a baseline from runs with one configuration")
+    for other in runs[1:]:
+        if system_of(first.environment) != system_of(other.environment):
+            why = hardware_difference(first.environment, other.environment) or "system facts recorded differently"
+            raise ValueError(f"runs of case {case!r} ran on different systems ({why}): record a baseline from "
+                             "runs on one system, with the same cores")
     samples = [r.fit_s for r in runs]
     stats = summary_stats(samples)
     return {"fit_s_samples": samples, "run_ids": [r.run_id for r in runs], "fit_s_median": stats["median"],
@@ -151,7 +157,7 @@ def validate_baseline(obj: Any, where: str = "baseline") -> dict[str, Any]:
     """
     if not isinstance(obj, dict) or obj.get("schema") != SCHEMA:
         raise ValueError(f"{where}: not a baseline file (expected schema {SCHEMA!r}); "
-                         "create one with record_baseline/write_baseline")
+                         "create one with: cifar-bench baseline record RESULTS... --name NAME")
     if obj.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{where}: baseline schema_version {obj.get('schema_version')!r} is not "
                          f"supported (this tool reads {SCHEMA_VERSION}); upgrade cifar-bench or re-record")

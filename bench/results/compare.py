@@ -17,8 +17,12 @@ r = fit_s now / fit_s baseline, tolerance t percent:
 * ``no verdict``: the baseline was measured on other or unknown hardware. Same hardware = same
   GPU model, GPUs per node and nodes (CPU model and cores for CPU runs); software versions do not
   count. Times and ratios are shown as information, with the reason; exit status 0.
-* otherwise a time verdict (:func:`bench.results.stats.judge`): ``regression`` (r > 1 + t/100 and, with
-  >= 3 samples a side, Welch's t-test p < 0.05; exit status 1), ``faster``, ``slower``, ``unchanged``.
+* otherwise a time verdict (:func:`bench.results.stats.judge`): ``regression`` (r > 1 + t/100 and the
+  one-sided Welch test on log times, Holm-adjusted over the rows tested, gives p < 0.05; exit status 1),
+  ``faster``, ``slower``, ``unchanged``, or ``inconclusive`` (not confirmed, or the detectable change
+  exceeds the tolerance; with the repeats that would make it conclusive).
+* exit status 6 (NOTHING_JUDGED) when no row was judged and some row is ``not comparable``,
+  ``missing`` or ``no baseline``; no ``diff %`` is given for a ``not comparable`` row.
 
 Speedup = fit_s(baseline case) / fit_s(case), from the valid runs of this run's own ``baseline``
 case (``speedup``) and the baseline file's (``ref speedup``); scaling efficiency = speedup / devices.
@@ -28,24 +32,28 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bench.core.exitcodes import REGRESSION, ExitCode
 from bench.core.tables import fmt, render
 from bench.results.baselines import WORK_FIELDS, load_baseline, validate_baseline, work_differences
+from bench.results.envdiff import what_changed
+from bench.results.power import holm
 from bench.results.records import Record, by_group, group_label, read_records, records_of
-from bench.results.stats import judge
+from bench.results.stats import MIN_SAMPLES_FOR_TEST, judge, welch_log_p
+from bench.results.system import hardware_difference, system_of, unchecked
+from bench.results.taint import RULE_ENV, overridden
 
-JUDGED = ("faster", "unchanged", "slower", "regression")
+JUDGED = ("faster", "unchanged", "slower", "regression", "inconclusive")
 
 
 @dataclass(frozen=True)
 class CaseComparison:
     """One group of current runs against the baseline file. Times in seconds, diff in percent.
 
-    ``verdict`` is one of :data:`JUDGED` (``basis == "time"``) or ``skipped``, ``invalid``,
+    ``verdict`` is one of :data:`JUDGED` (``basis == "time"``) or ``skipped``, ``invalid``, ``tainted``,
     ``missing``, ``no baseline``, ``not comparable``, ``no verdict`` (``basis`` None).
     ``n_now`` counts valid samples, ``n_invalid`` the runs left out. ``None`` = not available.
     """
@@ -65,31 +73,12 @@ class CaseComparison:
     n_now: int = 0
     n_baseline: int = 0
     n_invalid: int = 0
-    p_value: float | None = None
+    p_value: float | None = None  # one-sided Welch p on log times, Holm-adjusted over the rows tested
+    detectable_pct: float | None = None  # smallest slowdown detected with 80 % power, percent
+    repeats_needed: int | None = None  # repeats a side that would make an inconclusive row conclusive
     basis: str | None = None
     differing_fields: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
-
-
-def system_of(env: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The hardware that defines "same system" (None = unknown): GPU models and GPUs per node, or
-    for a CPU run the CPU model and cores. Software versions are deliberately not part of it."""
-    if not env or "gpu_count" not in env:
-        return None
-    if env.get("gpu_count"):
-        return {"GPU model": sorted(set(env.get("gpu_names") or [])), "GPUs per node": env["gpu_count"]}
-    return {"CPU model": env.get("cpu_model"), "CPU cores": env.get("cpu_count")}
-
-
-def hardware_difference(now_env: dict | None, ref_env: dict | None) -> str | None:
-    """Why two environments are not the same system, or None when they are."""
-    now, ref = system_of(now_env), system_of(ref_env)
-    if ref is None:
-        return "the baseline's hardware is unknown"
-    if now is None:
-        return "this run's hardware is not recorded"
-    diff = [f"{k} {now.get(k)} vs {ref.get(k)}" for k in sorted(set(now) | set(ref)) if now.get(k) != ref.get(k)]
-    return "different hardware (" + "; ".join(diff) + ")" if diff else None
 
 
 def _median(records: list[Record]) -> float | None:
@@ -119,8 +108,9 @@ def compare(records: list[Record], baseline: dict[str, Any], tolerance_pct: floa
         ref.setdefault(r.case, []).append(r)
     groups = by_group(records)
     own_base = [r for (case, *_), rs in groups.items() if case == "baseline" for r in rs if r.valid]
-    rows = [_compare_group(g, rs, ref.get(g[0]), own_base, ref.get("baseline"), tolerance_pct)
-            for g, rs in groups.items()]
+    pairs = [_compare_group(g, rs, ref.get(g[0]), own_base, ref.get("baseline"), tolerance_pct)
+             for g, rs in groups.items()]
+    rows = _judge_time(pairs, tolerance_pct)
     present = {g[0] for g in groups}
     rows += [CaseComparison(case, group_label(rs[0].group), "missing", fit_s_baseline=_median(rs),
                             n_baseline=len(rs), notes=("case is in the baseline but not in the current results",))
@@ -128,27 +118,54 @@ def compare(records: list[Record], baseline: dict[str, Any], tolerance_pct: floa
     return rows
 
 
+def _judge_time(pairs: list[tuple[CaseComparison, tuple | None]], tol: float) -> list[CaseComparison]:
+    """Time verdicts of the rows that get one, their one-sided p-values adjusted together by Holm's rule."""
+    tested = [i for i, (_, s) in enumerate(pairs) if s and min(map(len, s)) >= MIN_SAMPLES_FOR_TEST]
+    adjusted = dict(zip(tested, holm([welch_log_p(*pairs[i][1]) for i in tested])))
+    rows = []
+    for i, (row, samples) in enumerate(pairs):
+        if samples is None:
+            rows.append(row)
+            continue
+        v = judge(*samples, tol, p_value=adjusted.get(i), tests=len(tested))
+        holm_note = (f"p adjusted by Holm's rule over the {len(tested)} rows tested",) if len(tested) > 1 else ()
+        rows.append(replace(row, verdict=v.verdict, p_value=v.p_value, detectable_pct=v.detectable_pct,
+                            repeats_needed=v.repeats_needed, notes=row.notes + v.notes + holm_note))
+    return rows
+
+
 def _compare_group(group: tuple, runs: list[Record], b: list[Record] | None, own_base: list[Record],
-                   ref_base: list[Record] | None, tol: float) -> CaseComparison:
+                   ref_base: list[Record] | None, tol: float) -> tuple[CaseComparison, tuple | None]:
     case, label = group[0], group_label(group)
     valid = [r for r in runs if r.valid]
     invalid = [r for r in runs if not r.valid and r.status != "skipped"]
     if not valid and not invalid:
-        return CaseComparison(case, label, "skipped", notes=(f"skipped: {runs[0].reason or 'no reason given'}",))
+        return CaseComparison(case, label, "skipped", notes=(f"skipped: {runs[0].reason or 'no reason given'}",)), None
     notes = _reasons(invalid)
-    if not valid:
-        return CaseComparison(case, label, "invalid", fit_s_baseline=_median(b or []), n_baseline=len(b or []),
-                              n_invalid=len(invalid), notes=tuple(notes + ["no valid run: nothing to judge"]))
+    if not valid:  # tainted (a contended machine) has its own word; any other problem: invalid
+        word = "tainted" if all((r.problem or "").startswith("tainted") for r in invalid) else "invalid"
+        return CaseComparison(case, label, word, fit_s_baseline=_median(b or []), n_baseline=len(b or []),
+                              n_invalid=len(invalid), notes=tuple(notes + ["no valid run: nothing to judge"])), None
     if b is None:
         return CaseComparison(case, label, "no baseline", fit_s_now=_median(valid), n_now=len(valid),
                               devices_now=valid[0].devices, n_invalid=len(invalid),
-                              notes=tuple(notes + ["case is not in the baseline file"]))
+                              notes=tuple(notes + ["case is not in the baseline file"])), None
     mixed = [f for f in WORK_FIELDS if any(f in work_differences(valid[0].config, r.config) for r in valid[1:])]
     if mixed:  # no pooled figure: a median over different work describes no run
         return CaseComparison(case, label, "not comparable", fit_s_baseline=_median(b), n_now=len(valid),
                               n_baseline=len(b), n_invalid=len(invalid), differing_fields=tuple(mixed),
                               notes=tuple(notes + [f"the current runs did different work ({', '.join(mixed)} differ): "
-                                                   "pass the files of one run folder (runs/bench-STAMP/*.json)"]))
+                                                   "pass the files of one run folder (runs/bench-STAMP/*.json)"])), None
+    systems = [system_of(r.environment) for r in valid]
+    other = next((r for r, system in zip(valid, systems) if system != systems[0]), None)
+    if other is not None:  # runs given different hardware or cores are not repeats of one measurement
+        why = hardware_difference(valid[0].environment, other.environment) or "system facts recorded differently"
+        return CaseComparison(case, label, "not comparable", fit_s_baseline=_median(b), n_now=len(valid),
+                              n_baseline=len(b), n_invalid=len(invalid),
+                              notes=tuple(notes + [f"the current runs ran on different systems ({why}): not pooled"])), None
+    if n_off := sum(overridden(r.result or {}) for r in valid):
+        notes.append(f"{n_off} run(s) tainted by a contended machine but judged: their contention rule was off "
+                     f"({RULE_ENV}=off)")
     figures = _figures(valid, b, own_base, ref_base)
     fields = dict(case=case, label=label, n_invalid=len(invalid), **figures)
     differing = [f for f in WORK_FIELDS if f in work_differences(valid[0].config, b[0].config)]
@@ -156,19 +173,22 @@ def _compare_group(group: tuple, runs: list[Record], b: list[Record] | None, own
         notes.append("baseline config unknown: cannot check that the runs did the same work")
     if differing:
         notes.append(f"runs did different work: {', '.join(differing)} differ; no timing verdict")
-        return CaseComparison(verdict="not comparable", differing_fields=tuple(differing), notes=tuple(notes), **fields)
+        return CaseComparison(verdict="not comparable", differing_fields=tuple(differing), notes=tuple(notes),
+                              **{**fields, "diff_pct": None}), None
     scale = None if b[0].group == group else f"different scale: {label} now, {group_label(b[0].group)} in the baseline"
     why = hardware_difference(valid[0].environment, b[0].environment)
     if why:
         notes.append(f"{why}{'; ' + scale if scale else ''}: times and ratios are information, not a verdict; "
                      "record a baseline on this system (cifar-bench baseline record ... --name NAME) and compare "
                      "against that")
-        return CaseComparison(verdict="no verdict", notes=tuple(notes), **fields)
+        return CaseComparison(verdict="no verdict", notes=tuple(notes), **fields), None
+    if missing := unchecked(valid[0].environment, b[0].environment):
+        notes.append(f"{', '.join(missing)} recorded on one side only (a baseline from before they were): not checked")
     if scale:
         notes.append(f"{scale}; no timing verdict")
-        return CaseComparison(verdict="not comparable", notes=tuple(notes), **fields)
-    verdict, p_value, time_notes = judge([r.fit_s for r in valid], [r.fit_s for r in b], tol)
-    return CaseComparison(verdict=verdict, p_value=p_value, basis="time", notes=tuple(notes + time_notes), **fields)
+        return CaseComparison(verdict="not comparable", notes=tuple(notes), **{**fields, "diff_pct": None}), None
+    return CaseComparison(verdict="", basis="time", notes=tuple(notes), **fields), \
+        ([r.fit_s for r in valid], [r.fit_s for r in b])
 
 
 def _figures(valid: list[Record], b: list[Record], own_base: list[Record], ref_base: list[Record] | None) -> dict:
@@ -184,29 +204,44 @@ def _figures(valid: list[Record], b: list[Record], own_base: list[Record], ref_b
 
 
 def exit_code(comparisons: list[CaseComparison]) -> int:
-    """1 (REGRESSION) if a row is a regression, else 5 (NO_VALID_RUN) if a row is invalid, else 0."""
-    if any(c.verdict == "regression" for c in comparisons):
+    """1 (REGRESSION) if a row is a regression, else 5 (NO_VALID_RUN) if a row is invalid or tainted, else 6
+    (NOTHING_JUDGED) if no row got a time verdict or ``no verdict`` while some row is ``not comparable``,
+    ``missing`` or ``no baseline`` (e.g. a CI gate pointed at another preset's baseline), else 0."""
+    verdicts = {c.verdict for c in comparisons}
+    if "regression" in verdicts:
         return int(REGRESSION)
-    if any(c.verdict == "invalid" for c in comparisons):
+    if verdicts & {"invalid", "tainted"}:
         return int(ExitCode.NO_VALID_RUN)
+    if not verdicts & {*JUDGED, "no verdict"} and verdicts & {"not comparable", "missing", "no baseline"}:
+        return int(ExitCode.NOTHING_JUDGED)
     return int(ExitCode.OK)
 
 
+#: printed under the table when a row was judged: the noise used is the spread inside each side only
+DRIFT_NOTE = ("drift: the noise used is the spread within each side; groups of runs measured at different times "
+              "can differ by more (between-group drift, unknown here), so a verdict between groups measured apart "
+              "is over-confident: measure both sides interleaved in one session to cancel drift (docs/comparison.md)")
+
+
 def format_table(comparisons: list[CaseComparison]) -> str:
-    """The comparison as a text table (one row per group), then the notes per group."""
-    head = ("case", "verdict", "fit_s now [s]", "fit_s base [s]", "diff %", "n now/base", "speedup", "eff",
+    """The comparison as a text table (one row per group), then the notes per group and the drift note.
+
+    ``det %`` is the detectable change (:func:`bench.results.power.detectable_change`)."""
+    head = ("case", "verdict", "fit_s now [s]", "fit_s base [s]", "diff %", "det %", "n now/base", "speedup", "eff",
             "ref speedup", "ref eff")
     rows = [(c.label, c.verdict, fmt(c.fit_s_now, ".1f"), fmt(c.fit_s_baseline, ".1f"), fmt(c.diff_pct, "+.1f"),
-             f"{c.n_now}/{c.n_baseline}", fmt(c.speedup_own, ".2f"), fmt(c.efficiency_own, ".1%"),
-             fmt(c.ref_speedup, ".2f"), fmt(c.ref_efficiency, ".1%")) for c in comparisons]
+             fmt(c.detectable_pct, ".1f"), f"{c.n_now}/{c.n_baseline}", fmt(c.speedup_own, ".2f"),
+             fmt(c.efficiency_own, ".1%"), fmt(c.ref_speedup, ".2f"), fmt(c.ref_efficiency, ".1%"))
+            for c in comparisons]
     notes = [f"  {c.label}: {note}" for c in comparisons for note in c.notes]
-    return render(head, rows) + "\n" + ("\nnotes:\n" + "\n".join(notes) + "\n" if notes else "")
+    drift = [DRIFT_NOTE] if any(c.basis == "time" for c in comparisons) else []
+    return render(head, rows) + "\n" + ("\nnotes:\n" + "\n".join(notes + drift) + "\n" if notes or drift else "")
 
 
 def add_parser(sub) -> None:
     """``compare RESULTS... --baseline NAME|PATH [--tolerance PCT]``."""
     c = sub.add_parser("compare", help="compare results with a stored baseline; exit 1 on a regression, "
-                                       "5 when a case has no valid run")
+                                       "5 when a case has no valid run, 6 when nothing could be judged")
     c.add_argument("results", nargs="+", type=Path, help="result JSON, pytest-benchmark JSON or baseline files")
     c.add_argument("--baseline", required=True, help="baseline name (baselines/NAME.json) or path")
     c.add_argument("--tolerance", type=float, default=10.0, help="allowed slowdown in percent (default 10)")
@@ -218,8 +253,11 @@ def add_parser(sub) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Print the comparison; return :func:`exit_code`. Bad input raises ValueError (exit 2)."""
     records = read_records(args.results, accept_test_knobs=args.accept_test_knobs)
-    comparisons = compare(records, load_baseline(args.baseline), tolerance_pct=args.tolerance)
+    baseline = load_baseline(args.baseline)
+    comparisons = compare(records, baseline, tolerance_pct=args.tolerance)
     print(format_table(comparisons), end="")
+    changed = what_changed([r for r in records if r.valid], records_of(baseline, f"baseline {baseline.get('name')}"))
+    print("\nwhat changed (baseline -> now):\n" + "\n".join(f"  {line}" for line in changed or ["nothing recorded differs"]))
     if args.accept_test_knobs:
         print("note: --accept-test-knobs: runs with test knobs were judged; not a real benchmark")
     return exit_code(comparisons)

@@ -13,7 +13,9 @@ import argparse
 from pathlib import Path
 
 from bench.results.baselines import record_baseline, target_path, write_baseline
+from bench.results.power import noise_check
 from bench.results.records import read_records
+from bench.results.stats import ALPHA
 
 
 def add_parser(sub) -> None:
@@ -24,8 +26,40 @@ def add_parser(sub) -> None:
     r.add_argument("results", nargs="+", type=Path, help="result JSON, pytest-benchmark JSON or baseline files")
     r.add_argument("--name", required=True, help="baseline name (baselines/NAME.json)")
     r.add_argument("--source", default="recorded with cifar-bench baseline record")
-    r.add_argument("--force", action="store_true", help="replace an existing baseline of that name")
+    r.add_argument("--force", action="store_true", help="replace an existing baseline of that name; record a "
+                   "case too noisy for the tolerance, with a warning kept in the file")
+    r.add_argument("--tolerance", type=float, default=10.0,
+                   help="slowdown in percent the baseline must be able to show (default 10, as compare's)")
     r.set_defaults(func=cmd_record)
+
+
+def qualify(baseline: dict, tolerance_pct: float, force: bool) -> list[str]:
+    """Noise qualification: each case whose spread makes the detectable change (same repeats on both
+    sides, :func:`bench.results.power.noise_check`) larger than the tolerance. Refused without ``force``;
+    with it, the warning is kept in the case's entry (``warnings``) and returned.
+
+    Raises:
+        ValueError: a case too noisy, without ``force`` (the message says how many repeats would do).
+    """
+    if tolerance_pct <= 0:
+        raise ValueError(f"--tolerance is a slowdown in percent and must be > 0, got {tolerance_pct}")
+    lines = []
+    for case, entry in baseline["cases"].items():
+        check = noise_check(entry["fit_s_samples"], tolerance_pct, ALPHA)
+        if check is None or check[0] <= tolerance_pct:
+            continue
+        detectable, needed = check
+        n = len(entry["fit_s_samples"])
+        line = (f"case {case!r}: with {n} repeats at this spread (CV {entry['fit_s_stdev'] / entry['fit_s_mean']:.1%}) "
+                f"a comparison detects only slowdowns of {detectable:.1f}% or more, above the {tolerance_pct:g}% "
+                "tolerance; " + (f"{needed} repeats a side would be needed (make bench ROUNDS={needed})" if needed
+                                 else "no number of repeats would do: reduce the machine's noise"))
+        entry.setdefault("warnings", []).append(line)
+        lines.append(line)
+    if lines and not force:
+        raise ValueError("; ".join(lines) + ". Nothing written: record more repeats, or pass --force to "
+                         "record it with this warning kept in the file")
+    return lines
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -39,5 +73,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         print(f"note: {', '.join(few)} recorded from fewer than 3 runs: one noisy run can then decide a verdict "
               "(and no t-test is possible); record from 3 or more repeats (make bench ROUNDS=3, or the suite's "
               "--bench-rounds 3)")
+    for line in qualify(baseline, args.tolerance, args.force):
+        print(f"warning: {line}")
     print(f"baseline: {write_baseline(baseline, path, force=args.force)} ({counts})")
     return 0

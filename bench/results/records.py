@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bench.results.baselines import SCHEMA as BASELINE_SCHEMA, validate_baseline
+from bench.results.taint import taint_problem
 
 RESULT_SCHEMA = "cifar-bench/result"  # the per-run result format (written by bench.results.resultfile)
 RESULT_SCHEMA_VERSION = 1
@@ -138,6 +139,8 @@ def problem_of(result: dict[str, Any], fit_s: float | None, accept_test_knobs: b
     knobs = result.get("test_knobs") or {}
     if knobs and not accept_test_knobs:
         return "test knobs active (" + ", ".join(f"{k}={v}" for k, v in knobs.items()) + "): not a real run"
+    if taint := taint_problem(result):  # contended machine (bench.results.taint)
+        return taint
     if fit_s is None and (result.get("metrics") or {}).get("optimizer_steps") == 0:
         return "no training step ran (--epochs 0 tests the initial weights): no time to compare"
     if fit_s is None or fit_s <= 0:
@@ -236,7 +239,8 @@ def _from_baseline(base: dict[str, Any], where: str) -> list[Record]:
                               devices=devices, nodes=nodes, scaling=e.get("scaling") or "strong",
                               config=e.get("config"), environment=e.get("environment"),
                               world={"world_size": devices if case == "ddp" else 1, "num_nodes": nodes,
-                                     "devices_per_node": devices // nodes},
+                                     "devices_per_node": devices // nodes,
+                                     "hostnames": (base.get("system") or {}).get("hostnames")},
                               baseline_name=base.get("name")))
     return out
 

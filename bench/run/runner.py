@@ -8,6 +8,7 @@ leaves no result JSON. Failures during training leave a ``failed`` result with t
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -16,8 +17,9 @@ from bench.core.config import BenchConfig, ConfigError, make_config
 from bench.core.files import FolderIsAFile, atomic_torch_save, writable_folder
 from bench.data import sources, staging
 from bench.data.datamodule import CifarDataModule, check_shared_memory
-from bench.measure import breakdown, environment, profiling
+from bench.measure import breakdown, contention, environment, profiling
 from bench.measure.timing import TrainingTimer, steady_figures, wall_seconds
+from bench.results import taint
 from bench.results.resultfile import (build_result, export_run_id, inherited_run_id, load_result, new_run_id,
                                       result_path, utc_now, write_json_atomic)
 from bench.run import comm, dataparallel, faults, ranks, threads, training
@@ -193,6 +195,7 @@ def run_case(config: BenchConfig) -> dict | None:
     comm.request_nccl_log(config, run_id)
     torch_threads = threads.set_cpu_threads(config, workers)
     plan = {"cores_per_rank": threads.cores_per_rank(config), "torch_threads": torch_threads, "loader_workers": workers}
+    cores = contention.cores_given(plan["cores_per_rank"], torch_threads, workers)  # part of "same system"
     device_settings = apply_device_settings(config)  # TF32 flags: in every rank, before any GPU work
     faults.mark_launcher(config)
     tools, thread_plan = Instruments(config, run_id), threads.ThreadPlan(torch_threads)
@@ -221,7 +224,8 @@ def run_case(config: BenchConfig) -> dict | None:
     metrics = _metrics(config, trainer, module, dm, tools.timer, facts)
     result = _write_on_rank_zero(trainer, config.out_dir, status="ok", metrics=metrics, sanity=_sanity(config, metrics),
                                  world=_world(config, trainer, facts, plan, dm.loader_options(), user_env, device_settings),
-                                 profile=_profile_record(config, run_id, facts), **base)
+                                 profile=_profile_record(config, run_id, facts), cores_given=cores,
+                                 contention=facts[0]["contention"], **base)
     ranks.destroy_process_group()
     faults.wait_children(trainer, timeout_s=config.pg_timeout_s)
     if result is None:
@@ -287,7 +291,9 @@ def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, t
     """Fit (unless epochs is 0) and test; return every rank's facts (collective on all ranks)."""
     profile_facts = None
     if config.epochs > 0:
+        start = contention.reading()  # before and after the fit, outside the timed steps (no sampling thread)
         trainer.fit(module, datamodule=dm)
+        readings = {"start": start, "end": contention.reading()}
         if tools.profiler is not None:  # gathered before test: the TensorBoard writer is still open
             profile_facts = ranks.all_gather(tools.profiler.facts)
             profiling.publish(trainer, profile_facts, tools.profiler.folder)
@@ -299,6 +305,7 @@ def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, t
                                              "read_back": thread_plan.facts})
     for rank, f in enumerate(facts):
         f["rank"], f["profile"] = rank, profile_facts[rank] if profile_facts else None
+    facts[0]["contention"] = readings if config.epochs > 0 else None  # this process's own (rank 0 writes)
     return facts
 
 
@@ -324,7 +331,12 @@ def _write_on_rank_zero(trainer, out_dir: str, exclusive: bool = False, **fields
     a watcher wrote first (bench.run.faults)."""
     if trainer.global_rank != 0:
         return None
-    result = build_result(environment=environment.collect(), **fields)
+    cores = fields.pop("cores_given", None)  # the CPU the run was given (bench.measure.contention)
+    readings = fields.pop("contention", None)
+    result = build_result(environment={**environment.collect(), **({"cores_given": cores} if cores else {})}, **fields)
+    if readings:  # how contended the machine was during the fit, and whether that makes it no figure
+        result["contention"] = {**readings, "classification": taint.classify(readings["start"], readings["end"]),
+                                "rule": "off" if os.environ.get(taint.RULE_ENV) == "off" else "on"}
     try:
         result["path"] = str(write_json_atomic(result, result_path(out_dir, result["run_id"]), exclusive=exclusive))
     except FileExistsError:

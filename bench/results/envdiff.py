@@ -1,0 +1,64 @@
+""""What changed" between two sides of a comparison: the recorded facts that differ.
+
+One pure function, :func:`what_changed`, over the records of each side (:class:`bench.results.records.Record`
+or anything with ``environment``, ``config`` and ``world`` dicts); ``compare`` prints its lines under
+its table, and history or A/B views can reuse it. A fact is listed when the set of values differs
+between the sides; a side with several values shows them all ("a, b").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from bench.results.baselines import LEGACY_WORK_DEFAULTS, WORK_FIELDS
+from bench.results.system import system_of
+
+#: environment fields compared, in the order shown, with their names for users
+VERSIONS = {"torch": "torch", "lightning": "Lightning", "torch_cuda_build": "CUDA build", "cuda_driver": "driver",
+            "nccl": "NCCL", "cudnn": "cuDNN", "python": "Python", "torchvision": "torchvision"}
+#: image identity (issue 29 adds fields named container_* / image_*) and the source commit
+IDENTITY = {"container_runtime": "container runtime", "container_image": "image", "git_commit": "commit",
+            "git_dirty": "uncommitted changes"}
+
+
+def _values(sides: Iterable[Any], get) -> list[str]:
+    """Distinct values of one fact over the records of a side, as text, in first-seen order ("?" = unknown)."""
+    seen: list[str] = []
+    for r in sides:
+        value = get(r)
+        text = "?" if value is None else ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        if text not in seen:
+            seen.append(text)
+    return seen
+
+
+def _facts(envs: list[dict]) -> dict[str, Any]:
+    """Fact name -> getter over a record, for every field either side may hold."""
+    keys = {k for env in envs for k in env if k.startswith(("container_", "image_"))}
+    facts = {name: (lambda r, k=k: (r.environment or {}).get(k)) for k, name in VERSIONS.items()}
+    facts.update({IDENTITY.get(k, k): (lambda r, k=k: (r.environment or {}).get(k))
+                  for k in [*IDENTITY, *sorted(keys - set(IDENTITY))]})
+    facts["nodes"] = lambda r: sorted(set((r.world or {}).get("hostnames") or [])) or None
+    system_keys = sorted({k for env in envs for k in (system_of(env) or {})})
+    facts.update({k: (lambda r, k=k: (system_of(r.environment) or {}).get(k)) for k in system_keys})
+    # a work field missing from an older record had its legacy value (as bench.results.baselines reads it)
+    facts.update({f: (lambda r, f=f: {**LEGACY_WORK_DEFAULTS, **r.config}.get(f) if r.config else None)
+                  for f in WORK_FIELDS})
+    return facts
+
+
+def what_changed(now: list[Any], ref: list[Any]) -> list[str]:
+    """Lines "NAME: REF -> NOW" for each recorded fact whose values differ between the sides.
+
+    Facts: versions (:data:`VERSIONS`), image identity and commit (:data:`IDENTITY`, and any
+    ``container_*``/``image_*`` field), node names, the "same system" facts
+    (:func:`bench.results.system.system_of`) and the work fields (``WORK_FIELDS``). A fact unknown
+    on both sides is skipped; unknown on one side shows as "?".
+    """
+    envs = [r.environment for r in [*now, *ref] if r.environment]
+    lines = []
+    for name, get in _facts(envs).items():
+        a, b = _values(ref, get), _values(now, get)
+        if a != b and not (a == ["?"] and b == ["?"]):
+            lines.append(f"{name}: {' | '.join(a)} -> {' | '.join(b)}")
+    return lines

@@ -1,0 +1,29 @@
+"""What changed between the two sides of a comparison (issue 27, item 6): bench.results.envdiff with literal records."""
+
+from __future__ import annotations
+
+from bench.results.envdiff import what_changed
+from bench.results.records import records_of
+from tests.results_factory import CPU, H200, baseline_of, records, result
+
+
+def test_versions_image_commit_and_work_that_differ_are_listed():
+    before = records(result("baseline", [10.0], env={**H200, "container_image": "bench-1.sif", "git_commit": "aaa"}))
+    after = records(result("baseline", [10.0], env={**H200, "torch": "2.15.0", "cuda_driver": "590.2",
+                                                    "container_image": "bench-2.sif", "git_commit": "bbb"}, epochs=3))
+    assert what_changed(after, before) == ["torch: 2.14.1+cu130 -> 2.15.0", "driver: 580.1 -> 590.2",
+                                           "image: bench-1.sif -> bench-2.sif", "commit: aaa -> bbb", "epochs: 20 -> 3"]
+
+
+def test_same_facts_give_nothing_and_cores_and_unknowns_are_shown():
+    runs = records(result("baseline", [10.0], env=CPU))
+    assert what_changed(runs, runs) == []
+    given = {**CPU, "cores_given": {"usable_cores": 1, "loader_workers": 0, "torch_threads": 1}}
+    lines = what_changed(records(result("baseline", [10.0], env=given)), runs)
+    assert "usable cores: ? -> 1" in lines and "loader workers: ? -> 0" in lines
+
+
+def test_a_side_with_several_values_shows_them_all():
+    base = baseline_of(result("baseline", [10.0], env=CPU))
+    now = records(result("baseline", [10.0], env=CPU), result("baseline", [10.0], env={**CPU, "python": "3.12.1"}))
+    assert "Python: 3.11.7 -> 3.11.7 | 3.12.1" in what_changed(now, records_of(base, "test"))

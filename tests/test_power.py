@@ -1,0 +1,83 @@
+"""Literal-number tests of bench.results.power and the time verdict of bench.results.stats.
+
+Expected values come from printed t tables: t[0.95, 4] = 2.1318, t[0.80, 4] = 0.9410,
+t[0.95, 6] = 1.9432, t[0.80, 6] = 0.9058, t[0.95, 8] = 1.8595, t[0.80, 8] = 0.8889.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.results.power import detectable_change, holm, pooled_sd_log, repeats_needed
+from bench.results.stats import judge, welch_log_p
+
+E = math.exp
+
+
+def test_pooled_sd_of_log_times():
+    # log times -0.1, 0, 0.1 and 0.2, 0.3, 0.4: squares about the means 0.02 + 0.02 over 4 degrees of freedom
+    assert pooled_sd_log([E(-0.1), 1.0, E(0.1)], [E(0.2), E(0.3), E(0.4)]) == pytest.approx(0.1)
+    assert pooled_sd_log([1.0], [2.0]) is None
+
+
+def test_detectable_change_from_counts_and_spread():
+    # 5 a side, sd 0.05: (1.8595 + 0.8889) * 0.05 * sqrt(2/5) = 0.08691 -> exp - 1 = 9.08 %
+    assert detectable_change(5, 5, 0.05, 0.05) == pytest.approx(0.0908, abs=2e-4)
+    # 3 a side: (2.1318 + 0.9410) * 0.05 * sqrt(2/3) = 0.12545 -> 13.37 %
+    assert detectable_change(3, 3, 0.05, 0.05) == pytest.approx(0.1337, abs=2e-4)
+    assert detectable_change(3, 3, 0.0, 0.05) == 0.0
+    # a stricter level (Holm over several rows) can only raise it
+    assert detectable_change(5, 5, 0.05, 0.05 / 3) > detectable_change(5, 5, 0.05, 0.05)
+    with pytest.raises(ValueError, match="3 in all"):
+        detectable_change(1, 1, 0.05, 0.05)
+
+
+def test_repeats_needed():
+    # 4 a side: (1.9432 + 0.9058) * 0.05 * sqrt(1/2) = 0.10073 -> 10.6 % > 10 %; 5 a side: 9.08 %
+    assert repeats_needed(0.05, 0.10, 0.05) == 5
+    assert repeats_needed(0.0, 0.10, 0.05) == 2
+    assert repeats_needed(0.05, 0.0, 0.05) is None
+
+
+def test_holm_adjusted_p_values_in_given_order():
+    # sorted 0.01, 0.03, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.03), max(0.06, 1 * 0.04)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+
+
+def test_welch_on_log_times_is_one_sided_in_the_direction_of_the_change():
+    # log means differ by 0.1, each side's variance 0.01: t = 0.1 / sqrt(2 * 0.01 / 3) = 1.2247, 4 df
+    slow, ref = [E(0.1), E(0.2), E(0.3)], [1.0, E(0.1), E(0.2)]
+    assert welch_log_p(slow, ref) == pytest.approx(0.1439, abs=5e-4)
+    assert welch_log_p(ref, slow) == pytest.approx(0.1439, abs=5e-4)  # "faster" tested the other way
+    assert welch_log_p([2.0] * 3, [2.0] * 3) == 1.0 and welch_log_p([3.0] * 3, [2.0] * 3) == 0.0
+
+
+def test_issue_example_slowdown_not_confirmed_is_inconclusive_with_repeats():
+    # issue 27, item 2: +59 % but three noisy samples a side: never "slower" or "unchanged"
+    v = judge([30.9, 55.0, 80.0], [46.6, 20.0, 30.0], 10.0)
+    assert v.verdict == "inconclusive" and v.p_value > 0.05 and v.repeats_needed > 3
+    assert "not confirmed" in v.notes[0] and f"{v.repeats_needed} repeats a side" in v.notes[0]
+
+
+def test_low_power_within_tolerance_is_inconclusive_not_unchanged():
+    # CV ~10 % with 3 a side: detectable ~27 % > 10 %, so a 2 % difference proves nothing
+    v = judge([102.0, 92.0, 112.0], [100.0, 90.0, 110.0], 10.0)
+    assert v.verdict == "inconclusive" and v.detectable_pct > 10.0
+    assert "could not have detected a 10 % slowdown" in v.notes[0]
+
+
+def test_tight_samples_give_a_verdict_with_its_detectable_change():
+    v = judge([100.5, 99.5, 100.0], [100.0, 101.0, 99.0], 10.0)
+    assert v.verdict == "unchanged" and 0.0 < v.detectable_pct < 10.0 and v.repeats_needed is None
+    r = judge([130.0, 131.0, 129.0], [100.0, 101.0, 99.0], 10.0)
+    assert r.verdict == "regression" and r.p_value < 0.001
+
+
+def test_holm_adjusted_p_and_several_tests_change_the_verdict():
+    now, ref = [112.0, 113.0, 111.0], [100.0, 103.0, 97.0]
+    assert judge(now, ref, 10.0).verdict == "regression"
+    assert judge(now, ref, 10.0, p_value=0.06, tests=3).verdict == "inconclusive"
