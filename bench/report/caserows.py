@@ -15,7 +15,7 @@ from typing import Any
 from bench.results.baselines import work_differences
 from bench.results.records import Record, by_group, group_label
 from bench.results.stats import summary_stats
-from bench.results.systems import mixed_systems_note, split_by_system
+from bench.results.system_groups import mixed_systems_note, split_by_system
 
 REPORT_CASE_ORDER = ("baseline", "ddp", "dp")
 CASE_LABELS = {"baseline": "Baseline", "ddp": "DDP", "dp": "DP"}
@@ -77,7 +77,7 @@ def case_rows(records: list[Record]) -> tuple[list[dict[str, Any]], list[dict[st
     if not records:
         raise ValueError("no results to report: pass per-run result JSON files, a pytest-benchmark "
                          "--benchmark-json file, or a baseline file")
-    # one system's runs at a time (bench.results.systems): two machines are never pooled into a row,
+    # one system's runs at a time (bench.results.system_groups): two machines are never pooled into a row,
     # nor is one's baseline the other's speedup reference; each row of a mixed set names its system
     rows, not_run, notes = [], [], [note] if (note := mixed_systems_note(records)) else []
     for same, system in split_by_system(records):

@@ -37,7 +37,7 @@ from bench.core.tables import fmt, render
 from bench.results.records import RESULT_SCHEMA as SCHEMA, RESULT_SCHEMA_VERSION as SCHEMA_VERSION, STATUSES, split_by_work
 from bench.results.records import Record, by_group, from_result, group_label, read_records
 from bench.results.stats import summary_stats
-from bench.results.systems import mixed_systems_note, split_by_system, system_labels
+from bench.results.system_groups import mixed_systems_note, split_by_system, system_labels
 
 
 def utc_now() -> str:
@@ -156,7 +156,7 @@ def summary_rows(results: list[dict | Record]) -> list[list[str]]:
     rows, records = [], _records(results)
     labels = system_labels(records)
     for group, recs in by_group(records).items():
-        # runs of different systems (bench.results.systems), or that did different work (another preset,
+        # runs of different systems (bench.results.system_groups), or that did different work (another preset,
         # data set, ...) are never pooled into one row
         for valid, work in [(v, " ".join(filter(None, (system, work))))
                             for same, system in split_by_system([r for r in recs if r.valid], labels)

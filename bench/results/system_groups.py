@@ -1,6 +1,6 @@
 """Records split by the system that made them, so that ``table`` and ``report`` never pool two machines.
 
-"Same system" is :func:`bench.results.compare.system_of`'s (the hardware ``compare`` checks before a
+"Same system" is :func:`bench.results.system.system_of`'s (the hardware ``compare`` checks before a
 verdict): a glob over the results of two machines (another CPU or GPU model, another count of
 cores or GPUs) gives one row per system, labelled by the fields that differ, and a note saying so.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bench.results.compare import system_of
 from bench.results.records import Record
+from bench.results.system import system_of
 
 UNKNOWN = "system unknown"  # records whose environment does not say (e.g. old baseline files)
 

@@ -1,4 +1,4 @@
-"""table and report never pool runs of different systems (bench.results.systems).
+"""table and report never pool runs of different systems (bench.results.system_groups).
 
 Inputs: result files that differ from one another in exactly one hardware field at a time.
 """
@@ -53,3 +53,17 @@ def test_report_rows_and_speedups_are_per_system(tmp_path, field, other):
     speedups = sorted(r["speedup"] for r in rows if r["case"] == "ddp")
     assert speedups == pytest.approx([10.2 / 5.0, 20.2 / 5.0])  # against its own system's baseline
     assert any("2 different systems" in n for n in notes)
+
+
+def test_runs_given_fewer_cores_are_another_system_in_table_and_report(tmp_path):
+    """The issue's case: runs made with 1 usable core (taskset -c 0) beside runs on 2, same machine."""
+    given = {"affinity_cores": 2, "cgroup_quota_cores": None, "usable_cores": 2, "cores_per_rank": 2,
+             "torch_threads": 2, "loader_workers": 1}
+    env_a = {**rf.CPU, "cores_given": given}
+    env_b = {**rf.CPU, "cores_given": {**given, "affinity_cores": 1, "usable_cores": 1, "torch_threads": 1,
+                                       "loader_workers": 0}}
+    recs = read_records(_files(tmp_path, env_a, env_b))
+    assert [(r[2], r[3]) for r in summary_rows(recs)] == [("3", "10.20"), ("3", "20.20")]
+    assert "2 different systems" in format_table(recs)
+    rows, _not_run, _notes = case_rows(recs)
+    assert len(rows) == 2
