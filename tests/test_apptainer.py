@@ -16,6 +16,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -117,12 +118,13 @@ def apptainer_as(user: pwd.struct_passwd, *args: str, timeout: int = RUN_TIMEOUT
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd="/tmp")
 
 
-def _results_dir(tmp_path: Path, user: pwd.struct_passwd) -> Path:
-    out = tmp_path / "runs"
-    out.mkdir()
+@pytest.fixture
+def results(user) -> Path:
+    """A host folder the user owns, for the results (pytest's tmp_path is root's, mode 0700)."""
+    out = Path(tempfile.mkdtemp(prefix="cifar-apptainer-results-"))
     os.chown(out, user.pw_uid, user.pw_gid)
-    tmp_path.chmod(0o755)
-    return out
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def test_the_derived_header_is_apptainer_def_with_only_bootstrap_and_from_replaced(tmp_path):
@@ -138,7 +140,9 @@ def test_the_derived_header_is_apptainer_def_with_only_bootstrap_and_from_replac
 
 @pytest.mark.container
 def test_apptainer_test_runs_the_selftest_with_a_compiler_for_torch_compile(sif, user):
-    proc = apptainer_as(user, "test", "--containall", "--env", f"BENCH_IMAGE_ID={sif['id']}", str(sif["path"]))
+    # As users run it: no --containall, whose /tmp is Apptainer's 64 MB session tmpfs (`sessiondir max
+    # size`), too small for inductor's precompiled header ("No space left on device"; docs/containers.md).
+    proc = apptainer_as(user, "test", "--env", f"BENCH_IMAGE_ID={sif['id']}", str(sif["path"]))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert "selftest: ok" in out and f"BENCH_IMAGE_ID={sif['id']}" in out, out[-3000:]
@@ -147,11 +151,17 @@ def test_apptainer_test_runs_the_selftest_with_a_compiler_for_torch_compile(sif,
 
 
 @pytest.mark.container
-def test_suite_runs_with_apptainer_exec_as_a_user_and_results_come_back(sif, user, tmp_path):
+def test_suite_runs_with_apptainer_exec_as_a_user_and_results_come_back(sif, user, results):
     if not DATA.is_file():
         pytest.fail(f"{DATA} is missing: the image tests run the suite on the real images")
-    out = _results_dir(tmp_path, user)
+    out, cache = results / "runs", results / "cache"
+    for d in (out, cache):
+        d.mkdir()
+        os.chown(d, user.pw_uid, user.pw_gid)
+    # The decoded data cache on a bound host folder (BENCH_CACHE, as `make data` stages it): under
+    # --containall, HOME and /tmp are Apptainer's 64 MB session tmpfs, too small for it.
     proc = apptainer_as(user, "exec", "--containall", "--bind", f"{DATA.parent}:/data:ro", "--bind", f"{out}:/results",
+                        "--bind", f"{cache}:/cache", "--env", "BENCH_CACHE=/cache",
                         "--env", f"BENCH_DATA=/data/{DATA.name}", "--env", f"BENCH_IMAGE_ID={sif['id']}",
                         str(sif["path"]), "python", "-m", "pytest", "/opt/cifar-bench/suite", "-p", "no:cacheprovider",
                         "--bench-preset", "smoke", "--bench-out", "/results", "--benchmark-json", "/results/suite.json")
@@ -165,8 +175,8 @@ def test_suite_runs_with_apptainer_exec_as_a_user_and_results_come_back(sif, use
 
 
 @pytest.mark.container
-def test_apptainer_run_does_what_the_runscript_says(sif, user, tmp_path):
-    out = _results_dir(tmp_path, user)
+def test_apptainer_run_does_what_the_runscript_says(sif, user, results):
+    out = results
     proc = apptainer_as(user, "run", "--containall", "--bind", f"{out}:/results", "--env", "BENCH_OUT=/results",
                         "--env", "BENCH_DATA=synthetic", str(sif["path"]), "--bench-preset", "smoke", "-k", "baseline")
     log = proc.stdout + proc.stderr
@@ -178,9 +188,9 @@ def test_apptainer_run_does_what_the_runscript_says(sif, user, tmp_path):
 
 
 @pytest.mark.container
-def test_a_missing_data_bind_gives_the_runs_own_error(sif, user, tmp_path):
+def test_a_missing_data_bind_gives_the_runs_own_error(sif, user, results):
     # The data folder was not bound: BENCH_DATA names a path that is not in the container.
-    out = _results_dir(tmp_path, user)
+    out = results
     proc = apptainer_as(user, "run", "--containall", "--bind", f"{out}:/results", "--env", "BENCH_OUT=/results",
                         "--env", f"BENCH_DATA=/data/{DATA.name}", str(sif["path"]), "--bench-preset", "smoke",
                         "-k", "baseline", timeout=5 * 60)
