@@ -69,12 +69,15 @@ def base_archive(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sif(tmp_path_factory, request) -> dict:
+def sif(request) -> dict:
     """cifar.sif from the real apptainer.def (`make image`), built once per session; its identity.
     CIFAR_TEST_SIF=PATH: use that SIF (made by `make image` from this commit) instead of building."""
     version = _apptainer_or_fail()
     given = os.environ.get("CIFAR_TEST_SIF")
-    out = Path(given) if given else tmp_path_factory.mktemp("sif") / "cifar.sif"
+    # Not under pytest's tmp_path (root's, mode 0700): the unprivileged user must reach the file.
+    folder = Path(tempfile.mkdtemp(prefix="cifar-apptainer-sif-"))
+    folder.chmod(0o755)
+    out = Path(given) if given else folder / "cifar.sif"
     start = time.monotonic()
     if not given:
         proc = subprocess.run(["make", "-s", "image", f"SIF={out}"], cwd=REPO,
@@ -91,8 +94,7 @@ def sif(tmp_path_factory, request) -> dict:
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     assert commit.removesuffix("-dirty") == head or given, f"the image's commit {commit} is not this checkout's {head}"
     yield {"path": out, "id": ident, "commit": commit}
-    if not given:
-        out.unlink(missing_ok=True)  # several GB: one per session, nothing left behind
+    shutil.rmtree(folder, ignore_errors=True)  # the SIF, several GB: one per session, nothing left behind
 
 
 @pytest.fixture(scope="session")
