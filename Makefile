@@ -92,12 +92,17 @@ clean:
 	rm -rf runs .benchmarks
 
 # cifar.sif, the Apptainer image for the cluster (apptainer.def; IMAGE_FROM=docker builds it via
-# the Dockerfile; CUDA_VARIANT=cu130|cu128|cu126). Stops with status 2 where apptainer is missing.
+# the Dockerfile; CUDA_VARIANT=cu130|cu128|cu126; SIF=path; container/build-image.sh lists the rest).
+# Stops with status 2 where apptainer is missing.
+SIF ?= cifar.sif
 image:
-	bash container/build-image.sh
+	bash container/build-image.sh $(SIF)
 
-# What the image tests (tests/test_containers.py, marker `container`) need: podman, runc (this
-# machine's runtime; crun cannot run here) and debootstrap (the stand-in base). Silent when present.
+# What the image tests (tests/test_containers.py, test_apptainer.py; marker `container`) need:
+# podman, runc (this machine's runtime; crun cannot run here) and debootstrap (the stand-in base),
+# and Apptainer: the site's where `apptainer` is on PATH and is not ours, else Debian sid's
+# installed into a tree with a host-side `apptainer` command (container/apptainer-install.sh; about
+# 2 minutes once, then a few seconds; its failure says "apptainer install failed" and exits 3).
 CONTAINER_TOOLS := podman runc debootstrap
 container-tools:
 	@missing=""; for t in $(CONTAINER_TOOLS); do command -v $$t >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
@@ -107,6 +112,10 @@ container-tools:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CONTAINER_TOOLS) >/dev/null \
 	    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CONTAINER_TOOLS) >/dev/null; }; \
 	fi
+	@site=$$(command -v apptainer 2>/dev/null || true); \
+	if [ -n "$$site" ] && ! grep -q apptainer-install.sh "$$site" 2>/dev/null; then echo "container-tools: the site's $$($$site --version) ($$site)"; \
+	elif [ "$$(id -u)" = 0 ]; then bash container/apptainer-install.sh; \
+	else echo "make test needs Apptainer: install the site's, or run 'bash container/apptainer-install.sh' as root"; exit 2; fi
 
 # Parity benchmark (docs/performance.md): not a test; prints median ratios with 95 % CIs. A round's
 # sides run together in turns of SLICE_S seconds (0: one after the other, also images/s over epochs).

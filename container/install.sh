@@ -117,14 +117,18 @@ deps() {
 
 # The RDMA libraries NCCL dlopen()s; the selftest (container/selftest.sh) checks they load.
 RDMA_PACKAGES=(libibverbs1 ibverbs-providers librdmacm1 ibverbs-utils)
+# A C/C++ compiler for --compile (torch.compile): inductor on CPU compiles C++ (without one it raises
+# InvalidCxxCompiler) and Triton builds its CUDA driver module with cc at the first GPU kernel
+# (triton/runtime/build.py). The base has none; about 200 MB. The selftest compiles a tiny model.
+COMPILER_PACKAGES=(gcc g++ libc6-dev)
 
 system() {
     command -v apt-get >/dev/null 2>&1 || die "the base image has no apt-get (a Debian base is expected)" 2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${RDMA_PACKAGES[@]}" >/dev/null
+    apt-get install -y -qq --no-install-recommends "${RDMA_PACKAGES[@]}" "${COMPILER_PACKAGES[@]}" >/dev/null
     rm -rf /var/lib/apt/lists/*
-    dpkg-query -W -f 'install.sh: ${Package} ${Version}\n' "${RDMA_PACKAGES[@]}"
+    dpkg-query -W -f 'install.sh: ${Package} ${Version}\n' "${RDMA_PACKAGES[@]}" "${COMPILER_PACKAGES[@]}"
 }
 
 package() {

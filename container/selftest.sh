@@ -7,7 +7,9 @@
 #   1. the interpreter and packages: bench, torch (version and CUDA build as in the lock), lightning;
 #   2. the RDMA user-space libraries NCCL loads for InfiniBand (libibverbs, a provider, librdmacm);
 #   3. one short training run of the baseline case on synthetic data, and its result JSON records
-#      the image's BENCH_GIT_COMMIT and BENCH_IMAGE.
+#      the image's BENCH_GIT_COMMIT and BENCH_IMAGE;
+#   4. --compile works: torch.compile (inductor) builds a tiny model's C++ kernel on CPU with the
+#      image's compiler (container/install.sh installs one) and it computes what eager mode does.
 # Writes only under a fresh temporary folder (removed at the end). Exit status: 0 ok, 1 a check failed.
 set -euo pipefail
 
@@ -16,7 +18,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/cifar-selftest.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
 
-echo "selftest: 1/3 packages"
+echo "selftest: 1/4 packages"
 python - "$SRC/requirements.lock" <<'EOF'
 import re, sys
 import bench, lightning, torch, torchvision
@@ -29,7 +31,7 @@ assert torch.version.cuda, "torch in the image is a CPU-only build"
 assert "-packages/" in bench.__file__, f"bench imported from {bench.__file__}, not the installed package"
 EOF
 
-echo "selftest: 2/3 RDMA libraries"
+echo "selftest: 2/4 RDMA libraries"
 python - <<'EOF'
 import ctypes, glob
 for lib in ("libibverbs.so.1", "librdmacm.so.1"):
@@ -39,7 +41,7 @@ assert providers, "no mlx5 verbs provider (ibverbs-providers) in the image"
 print("selftest: libibverbs.so.1, librdmacm.so.1 load; providers:", " ".join(providers))
 EOF
 
-echo "selftest: 3/3 a short baseline run"
+echo "selftest: 3/4 a short baseline run"
 python -m bench run --case baseline --data synthetic --preset smoke --train-samples 256 \
     --test-samples 100 --epochs 1 --out "$tmp/out"
 python - "$tmp/out" <<'EOF'
@@ -49,9 +51,28 @@ assert len(files) == 1, files
 result = json.load(open(files[0]))
 text = json.dumps(result)
 for var in ("BENCH_GIT_COMMIT", "BENCH_IMAGE"):
-    value = os.environ.get(var)
-    assert value, f"{var} is not set in the image"
-    assert json.dumps(value) in text, f"{var}={value} is not recorded in the result JSON"
-print("selftest: result", os.path.basename(files[0]), "records BENCH_GIT_COMMIT and BENCH_IMAGE")
+    assert os.environ.get(var), f"{var} is not set in the image"
+assert json.dumps(os.environ["BENCH_GIT_COMMIT"]) in text, "BENCH_GIT_COMMIT is not recorded in the result JSON"
+# The image as the run saw it: Apptainer's own APPTAINER_CONTAINER (the SIF's path) where it is set,
+# else the name baked in (BENCH_IMAGE; bench/measure/environment.py container_facts).
+image = os.environ.get("APPTAINER_CONTAINER") or os.environ["BENCH_IMAGE"]
+assert result["environment"]["container_image"] == image, (result["environment"]["container_image"], image)
+image_id = os.environ.get("BENCH_IMAGE_ID")  # given by the host (apptainer --env), not baked in
+if image_id:
+    assert result["environment"]["container_image_id"] == image_id, "BENCH_IMAGE_ID is not recorded"
+print("selftest: result", os.path.basename(files[0]), "records BENCH_GIT_COMMIT and BENCH_IMAGE",
+      f"and BENCH_IMAGE_ID={image_id}" if image_id else "(no BENCH_IMAGE_ID given)")
+EOF
+echo "selftest: 4/4 torch.compile on CPU"
+TORCHINDUCTOR_CACHE_DIR="$tmp/inductor" python - <<'EOF'
+import shutil, torch
+cxx = shutil.which("g++") or shutil.which("c++")
+assert cxx and shutil.which("cc"), "no C/C++ compiler in the image: --compile (torch.compile) cannot work"
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+x = torch.randn(32, 16)
+compiled = torch.compile(net, backend="inductor")
+torch.testing.assert_close(compiled(x), net(x))
+print(f"selftest: torch.compile (inductor, {cxx}) on CPU computes what eager mode does")
 EOF
 echo "selftest: ok"

@@ -11,7 +11,9 @@
 #   - `python` is a command (Debian only has `python3`): a symlink /usr/local/bin/python;
 #   - `python -m pip` works (Debian's python3 has no pip module): Debian's python3-pip;
 #   - the interpreter is not marked EXTERNALLY-MANAGED (PEP 668), so `pip install` into the system
-#     Python is allowed, as in the official image: the marker file is removed.
+#     Python is allowed, as in the official image: the marker file is removed;
+#   - Python's C headers (Python.h) are there, as in the official image (python3-dev): torch.compile
+#     (inductor on CPU, Triton's driver module on GPU) compiles C code against them.
 # Also like the official image: ca-certificates, and no apt lists or caches left behind.
 #
 # Idempotent: an image with this tag made by the same version of this script is kept (its label
@@ -36,7 +38,7 @@ fi
 
 rootfs=$(mktemp -d /var/tmp/standin-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
-debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,ca-certificates \
+debootstrap --variant=minbase --include=python3,python3-pip,python3-venv,python3-dev,ca-certificates \
     bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 || { tail -n 20 "$rootfs.log" >&2; exit 1; }
 rm -f "$rootfs.log"
 ln -sf /usr/bin/python3 "$rootfs/usr/local/bin/python"

@@ -447,15 +447,21 @@ def test_suite_runs_inside_the_image_as_its_default_command_does(image, user_hom
     proc = podman_run(image["tag"], *cmd, opts=opts)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
+    for result in suite_results(out):
+        text = json.dumps(result)
+        assert json.dumps(image["env"]["BENCH_GIT_COMMIT"]) in text and json.dumps(image["env"]["BENCH_IMAGE"]) in text
+    assert image["env"]["BENCH_IMAGE"] == TAG and image["env"]["BENCH_GIT_COMMIT"] not in ("", "unknown")
+
+
+def suite_results(out: Path) -> list[dict]:
+    """The results of a smoke suite on a machine without GPUs, read back from ``out``: suite.json
+    names baseline and ddp, their results are ok, dp's is skipped. Returns the ok results."""
     suite = json.loads((out / "suite.json").read_text())
     assert {b["name"].split("[")[0] for b in suite["benchmarks"]} >= {"test_baseline", "test_ddp"}
     results = [json.loads(p.read_text()) for p in out.rglob("*.json") if p.name != "suite.json"]
     status = {r["case"]: r["status"] for r in results}
     assert status == {"baseline": "ok", "ddp": "ok", "dp": "skipped"}, status  # dp needs 2 GPUs
-    for result in (r for r in results if r["status"] == "ok"):
-        text = json.dumps(result)
-        assert json.dumps(image["env"]["BENCH_GIT_COMMIT"]) in text and json.dumps(image["env"]["BENCH_IMAGE"]) in text
-    assert image["env"]["BENCH_IMAGE"] == TAG and image["env"]["BENCH_GIT_COMMIT"] not in ("", "unknown")
+    return [r for r in results if r["status"] == "ok"]
 
 
 def _ddp_in_container(image: dict, home: Path, out: Path, shm: tuple[str, ...]) -> subprocess.CompletedProcess:

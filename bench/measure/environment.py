@@ -173,12 +173,19 @@ def git_facts(root: Path = REPO_ROOT) -> dict:
 
 
 def container_facts() -> dict:
-    """The container image the run is in, if any (Apptainer/Singularity or Docker)."""
+    """The container image the run is in, if any (Apptainer/Singularity or Docker).
+
+    ``container_image_id``: $BENCH_IMAGE_ID, the image's identity read on the host once per job
+    (a SIF's header ID, "sif:<uuid>", from `apptainer sif header`; or a digest), since the image
+    cannot read it from inside; None when no one passed it. The commit baked into the image is
+    ``git_commit`` (BENCH_GIT_COMMIT, git_facts).
+    """
     image = (os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER")
              or os.environ.get("BENCH_IMAGE"))
     runtime = "apptainer" if os.environ.get("APPTAINER_CONTAINER") or os.environ.get("SINGULARITY_CONTAINER") \
         else ("docker" if Path("/.dockerenv").exists() else None)
-    return {"container_runtime": runtime, "container_image": image}
+    return {"container_runtime": runtime, "container_image": image,
+            "container_image_id": os.environ.get("BENCH_IMAGE_ID") or None}
 
 
 def installed_packages() -> dict[str, str]:
