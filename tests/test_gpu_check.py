@@ -186,3 +186,12 @@ def test_sync_probe_runs_past_its_window_in_both_modes(cpu, tmp_path):
     config = syncprobe.probe_config(cpu, str(tmp_path))
     steps = -(-config.train_samples // config.global_batch_size)
     assert steps >= syncprobe.FIRST_STEP + syncprobe.TRAIN_STEPS and config.accelerator == ("cpu" if cpu else "gpu")
+
+
+def test_only_with_an_unknown_case_is_bad_input_not_a_pass(capsys):
+    """From a trial: `--only nosuch` ran nothing and said the GPU-path fixes hold (exit 0)."""
+    from bench.selfcheck import gpu_check
+
+    with pytest.raises(SystemExit) as stop:
+        gpu_check.main(["--only", "nosuch", "--dry-run"])
+    assert stop.value.code == 2 and "no case named nosuch" in capsys.readouterr().err

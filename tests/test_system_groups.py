@@ -67,3 +67,21 @@ def test_runs_given_fewer_cores_are_another_system_in_table_and_report(tmp_path)
     assert "2 different systems" in format_table(recs)
     rows, _not_run, _notes = case_rows(recs)
     assert len(rows) == 2
+
+
+def test_one_machine_whose_cases_got_different_workers_is_one_system_with_its_speedup(tmp_path):
+    """From a trial: the baseline case ran with 1 loader worker and 1 torch thread, each ddp rank with 0
+    and 1, and the skipped dp case recorded no cores: one machine, one set of rows, ddp's speedup shown."""
+    given = {"affinity_cores": 2, "cgroup_quota_cores": None, "usable_cores": 2, "cores_per_rank": 2,
+             "torch_threads": 1, "loader_workers": 1}
+    base_env = {**rf.CPU, "cores_given": given}
+    ddp_env = {**rf.CPU, "cores_given": {**given, "cores_per_rank": 1, "loader_workers": 0}}
+    skip_env = {**rf.CPU, "cores_given": dict.fromkeys(given)}
+    files = rf.write(tmp_path, *[rf.result("baseline", [s], env=base_env) for s in (10.0, 10.2, 10.4)],
+                     *[rf.result("ddp", [s], devices=2, env=ddp_env, accelerator="cpu") for s in (6.0, 6.1, 6.2)],
+                     rf.result("dp", [], status="skipped", devices=2, env=skip_env, reason="needs 2 GPUs"))
+    recs = read_records(files)
+    assert "different systems" not in format_table(recs)
+    rows, _not_run, notes = case_rows(recs)
+    ddp = next(r for r in rows if r["case"] == "ddp")
+    assert ddp["speedup"] == pytest.approx(10.2 / 6.1) and not any("different systems" in n for n in notes)

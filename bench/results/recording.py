@@ -70,8 +70,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         print(f"left out {line}")
     counts = ", ".join(f"{c} n={len(e['fit_s_samples'])}" for c, e in baseline["cases"].items())
     if few := [c for c, e in baseline["cases"].items() if len(e["fit_s_samples"]) < 3]:
-        print(f"note: {', '.join(few)} recorded from fewer than 3 runs: one noisy run can then decide a verdict "
-              "(and no t-test is possible); record from 3 or more repeats (make bench ROUNDS=3, or the suite's "
+        print(f"note: {', '.join(few)} recorded from fewer than 3 runs: no significance test is possible, so "
+              "compare calls every run against it inconclusive; record from 3 or more repeats (make bench ROUNDS=3, or the suite's "
               "--bench-rounds 3)")
     for line in qualify(baseline, args.tolerance, args.force):
         print(f"warning: {line}")

@@ -91,17 +91,17 @@ def judge(now: list[float], ref: list[float], tol: float, p_value: float | None 
     * within the tolerance: ``inconclusive`` if the detectable change exceeds tol (a slowdown beyond
       it could have been missed), else ``slower`` (r > 1 and p < ALPHA) or ``unchanged``.
 
-    With fewer samples the tolerance alone decides, with a note. A significant slowdown beyond the
+    With fewer samples no test is possible: ``inconclusive``, with a note (a new user's trial had one
+    run against one called a +16.7 % regression on unchanged code). A significant slowdown beyond the
     tolerance stays a regression when the detectable change is larger: its false-alarm rate is the
     level whatever the power; low power only limits what "unchanged" can claim.
     """
     ratio, limit = statistics.median(now) / statistics.median(ref), 1.0 + tol / 100.0
-    if min(len(now), len(ref)) < MIN_SAMPLES_FOR_TEST:
+    if min(len(now), len(ref)) < MIN_SAMPLES_FOR_TEST:  # one noisy run must not decide a verdict
         note = (f"fewer than {MIN_SAMPLES_FOR_TEST} samples on a side (now {len(now)}, baseline {len(ref)}): "
-                "tolerance alone decides, no significance test, detectable change unknown")
-        verdict = ("regression" if ratio > limit else "faster" if 1 / ratio > limit
-                   else "slower" if ratio > 1 else "unchanged")
-        return TimeVerdict(verdict, notes=(note,))
+                f"no significance test and no detectable change, so no verdict; run and record "
+                f"{MIN_SAMPLES_FOR_TEST} or more repeats (make bench ROUNDS={MIN_SAMPLES_FOR_TEST})")
+        return TimeVerdict("inconclusive", repeats_needed=MIN_SAMPLES_FOR_TEST, notes=(note,))
     p = welch_log_p(now, ref) if p_value is None else p_value
     level = ALPHA / max(tests, 1)
     sd = pooled_sd_log(now, ref)

@@ -21,7 +21,8 @@ CORE_FACTS = {"usable_cores": "usable cores", "loader_workers": "loader workers"
 
 def system_of(env: dict[str, Any] | None) -> dict[str, Any] | None:
     """The facts that define "same system" (None = hardware unknown): GPU models and GPUs per node, or
-    for a CPU run the CPU model and cores; plus the :data:`CORE_FACTS` where recorded."""
+    for a CPU run the CPU model and cores; plus the :data:`CORE_FACTS` where recorded (a record
+    without a run, e.g. a skipped case, has them as None: not recorded)."""
     if not env or "gpu_count" not in env:
         return None
     if env.get("gpu_count"):
@@ -29,7 +30,7 @@ def system_of(env: dict[str, Any] | None) -> dict[str, Any] | None:
     else:
         system = {"CPU model": env.get("cpu_model"), "CPU cores": env.get("cpu_count")}
     given = env.get("cores_given") or {}
-    system.update({name: given[key] for key, name in CORE_FACTS.items() if key in given})
+    system.update({name: given[key] for key, name in CORE_FACTS.items() if given.get(key) is not None})
     return system
 
 

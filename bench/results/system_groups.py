@@ -16,10 +16,27 @@ from bench.results.system import system_of
 UNKNOWN = "system unknown"  # records whose environment does not say (e.g. old baseline files)
 
 
-def system_key(record: Record) -> str:
-    """A hashable form of the record's system (``system_of`` of its environment); "" when unknown."""
+#: "same system" facts that differ between the cases of one machine by design (each ddp rank gets its
+#: share of the cores): ``compare`` checks them case against the same case; rows are not split by them
+PER_CASE = ("loader workers", "torch threads")
+
+
+def machine_of(record: Record) -> dict | None:
+    """The record's machine: ``system_of`` of its environment less :data:`PER_CASE` (None = unknown)."""
     system = system_of(record.environment)
-    return "" if system is None else json.dumps(system, sort_keys=True, default=str)
+    return None if system is None else {k: v for k, v in system.items() if k not in PER_CASE}
+
+
+def system_key(record: Record) -> str:
+    """A hashable form of the record's machine (:func:`machine_of`); "" when unknown."""
+    machine = machine_of(record)
+    return "" if machine is None else json.dumps(machine, sort_keys=True, default=str)
+
+
+def _fits(key: str, home: str) -> bool:
+    """Whether a machine (a key) agrees with a home machine on every fact both recorded."""
+    a, b = (json.loads(k) if k else {} for k in (key, home))
+    return all(a[f] == b[f] for f in set(a) & set(b))
 
 
 def _text(value: Any) -> str:
@@ -29,8 +46,10 @@ def _text(value: Any) -> str:
 def system_labels(records: list[Record]) -> dict[str, str]:
     """Each system key among ``records`` (first seen first) -> its label: the fields that differ between
     the systems, ``[CPU cores=2]``; ``""`` for every key when all records come from one system."""
-    # a run that is no figure and does not say its system (a suite's skip entry) makes no system of its own
-    keys = list(dict.fromkeys(k for r in records if (k := system_key(r)) or r.valid)) or [""]
+    # runs that are no figure (a skipped case, a failed run: they record less) make no system of their
+    # own beside valid runs; they go where their facts fit (split_by_system)
+    keys = list(dict.fromkeys(system_key(r) for r in records if r.valid))
+    keys = keys or list(dict.fromkeys(k for r in records if (k := system_key(r)))) or [""]
     if len(keys) < 2:
         return {k: "" for k in keys}
     systems = {k: json.loads(k) if k else None for k in keys}
@@ -46,7 +65,8 @@ def split_by_system(records: list[Record], labels: dict[str, str] | None = None)
     wider set of records, so that one system has one label everywhere; default: of ``records``)."""
     labels = system_labels(records) if labels is None else labels
     first = next(iter(labels))  # where runs of no system go (see system_labels)
-    home = {id(r): k if k in labels else first for r in records for k in [system_key(r)]}
+    home = {id(r): k if k in labels else next((h for h in labels if _fits(k, h)), first)
+            for r in records for k in [system_key(r)]}
     return [(subset, label) for k, label in labels.items() if (subset := [r for r in records if home[id(r)] == k])]
 
 

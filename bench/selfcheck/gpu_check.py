@@ -221,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="comma-separated case names (default: all)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan with its time estimate, run nothing")
     args = ap.parse_args(argv)
-    plan = commands(args.data, args.out, args.cpu, args.epochs, args.only.split(",") if args.only else None)
+    only = args.only.split(",") if args.only else None
+    if unknown := sorted(set(only or ()) - {*PLAN, SYNC_PROBE}):  # a typo must not pass with nothing run
+        ap.error(f"--only: no case named {', '.join(unknown)}; the cases are {', '.join([*PLAN, SYNC_PROBE])}")
+    plan = commands(args.data, args.out, args.cpu, args.epochs, only)
     estimate = plan_estimate(list(plan), epochs=args.epochs)
     _print_plan(plan, estimate, args.cpu)
     if args.dry_run:
