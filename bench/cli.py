@@ -242,6 +242,9 @@ def _main(argv: list[str] | None) -> int:
         except ValueError as err:  # how the result and baseline readers report a bad file
             print(f"cifar-bench: error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        except BrokenPipeError:  # the reader left (`| head`): no folder is at fault; the shell's SIGPIPE status
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's flush at exit would fail)
+            return 128 + signal.SIGPIPE
         except OSError as err:  # a folder to write into that is missing or read-only (--out, BENCH_BASELINES)
             where = err.filename or "the output folder"
             print(f"cifar-bench: error: cannot write {where}: {err.strerror}; create its folder or choose "

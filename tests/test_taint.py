@@ -85,3 +85,28 @@ def test_the_rule_switched_off_is_recorded_and_the_run_judged():
     assert c.verdict == "unchanged"
     assert any("3 run(s) tainted by a contended machine but judged" in n and "BENCH_CONTENTION_RULE=off" in n
                for n in c.notes)
+
+
+def test_compare_of_tainted_runs_alone_lists_no_changes_and_a_closed_pipe_is_no_folder_error(tmp_path):
+    """From a trial: with every run tainted, 'what changed' listed ~30 facts as 'x -> ' (nothing now);
+    and `compare ... | head` said 'cannot write the output folder: Broken pipe' with exit 2."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, run_cli
+    from tests.results_factory import write
+
+    files = write(tmp_path / "runs", *[_tainted([s]) for s in (30.0, 30.1, 29.9)])
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(baseline_of(result("baseline", [10.0, 10.1, 9.9]), name="base")))
+    proc = run_cli("compare", *map(str, files), "--baseline", str(base), env={"BENCH_CONTENTION_RULE": "on"})
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    changed = proc.stdout.split("what changed (baseline -> now):")[1].strip().splitlines()
+    assert changed == ["no valid run now: nothing to compare"]
+    reader = subprocess.Popen([sys.executable, "-m", "bench", "compare", *map(str, files), "--baseline", str(base)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**__import__("os").environ, "BENCH_CONTENTION_RULE": "on"})
+    reader.stdout.close()  # the reader leaves before the first line, as `| head -0` does
+    err = reader.stderr.read()
+    assert reader.wait(timeout=120) == 141 and "cannot write" not in err, err

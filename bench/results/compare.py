@@ -256,7 +256,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     baseline = load_baseline(args.baseline)
     comparisons = compare(records, baseline, tolerance_pct=args.tolerance)
     print(format_table(comparisons), end="")
-    changed = what_changed([r for r in records if r.valid], records_of(baseline, f"baseline {baseline.get('name')}"))
+    valid = [r for r in records if r.valid]
+    changed = what_changed(valid, records_of(baseline, f"baseline {baseline.get('name')}")) if valid else \
+        ["no valid run now: nothing to compare"]  # (else every fact would read "x -> " as if it had changed)
     print("\nwhat changed (baseline -> now):\n" + "\n".join(f"  {line}" for line in changed or ["nothing recorded differs"]))
     if args.accept_test_knobs:
         print("note: --accept-test-knobs: runs with test knobs were judged; not a real benchmark")
