@@ -72,3 +72,17 @@ def test_an_unwritable_folder_is_bad_input(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(wl.FolderUnwritable, match="cannot create it"):
         wl.acquire(tmp_path / "file" / "runs", "x")
+
+
+def test_an_empty_or_damaged_lock_is_taken_once_it_is_old(tmp_path):
+    """From a trial: an empty lock file blocked the folder for good, blaming "'?' (pid -1 on ?)"."""
+    lock = tmp_path / wl.LOCK_NAME
+    lock.write_text("")
+    with pytest.raises(wl.FolderBusy):  # just created: its writer may be filling it in
+        wl.acquire(tmp_path, "second")
+    old = time.time() - wl.DAMAGED_AFTER_S - 5
+    os.utime(lock, (old, old))
+    wl.acquire(tmp_path, "after").release()
+    lock.write_text("not json")
+    os.utime(lock, (old, old))
+    wl.acquire(tmp_path, "again").release()

@@ -34,6 +34,8 @@ LOCK_NAME = ".cifar-bench-writer.lock"
 ENV = "BENCH_WRITER_LOCK"  # "<lock path>|<token>" of the holder this process works for
 HEARTBEAT_S = 30.0  # seconds between touches of a held lock
 STALE_AFTER_S = 600.0  # seconds without a heartbeat after which another host calls a lock stale
+DAMAGED_AFTER_S = 10.0  # s: a lock file still empty or not JSON this long after its last write is damaged
+#                         (its writer fills it right after creating it; a crash in between, or a hand edit)
 
 
 class FolderBusy(ConfigError):
@@ -86,6 +88,8 @@ def read_holder(path: Path) -> Holder | None:
 
 def stale_reason(holder: Holder, host: str | None = None, stale_after_s: float = STALE_AFTER_S) -> str | None:
     """Why ``holder`` no longer writes (its lock may be taken), or None while it may be alive."""
+    if holder.host == "?" and holder.pid < 0 and holder.age_s > DAMAGED_AFTER_S:  # (see read_holder)
+        return f"the lock file is empty or damaged and {holder.age_s:.0f} s old"
     if holder.host == (host or socket.gethostname()) and holder.pid > 0:
         start = _process_start(holder.pid)
         if start is None:
