@@ -20,7 +20,7 @@ from bench.core.exitcodes import ExitCode
 from bench.measure import environment
 from bench.results.baselines import summary_stats
 from bench.results.resultfile import load_result
-from suite.conftest import CASE_STATUSES, ORDER, RESULTS, WALL_TIME_GROUP, global_rank
+from suite.conftest import CASE_STATUSES, ORDER, RESULTS, WALL_TIME_GROUP, WRITER_LOCK, global_rank
 from suite.relay import CaseFailed, CaseSkipped, relay_run, show, stop_on
 
 
@@ -95,7 +95,10 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str, bench_round: 
 
     def once() -> None:
         run_id = _run_id(case, bench_round - 1)
-        env = {**os.environ, "BENCH_RUN_ID": run_id}
+        # the session's writer lock handed over explicitly: os.environ may have been changed since the
+        # session took it (tests that ran in the same pytest process)
+        lock = config.stash.get(WRITER_LOCK, None)
+        env = {**os.environ, **(lock.export() if lock is not None else {}), "BENCH_RUN_ID": run_id}
         try:
             relay_run(config, case, _command(config, case, out), env)
         except (CaseFailed, KeyboardInterrupt) as stopped:

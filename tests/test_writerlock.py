@@ -86,3 +86,16 @@ def test_an_empty_or_damaged_lock_is_taken_once_it_is_old(tmp_path):
     lock.write_text("not json")
     os.utime(lock, (old, old))
     wl.acquire(tmp_path, "again").release()
+
+
+def test_a_lock_taken_and_released_inside_a_holder_gives_the_holders_export_back(tmp_path):
+    """`make test` runs the suite (which holds --bench-out's lock for the session) and tests that run
+    `cifar-bench run` in-process into other folders in one pytest: their release must not drop the
+    session's export, or the suite's cases are refused as a second writer (CI saw exactly that)."""
+    session = wl.acquire(tmp_path / "suite", "pytest suite")
+    inner = wl.acquire(tmp_path / "other", "cifar-bench run")
+    assert not wl.inherited(tmp_path / "suite")
+    inner.release()
+    assert wl.inherited(tmp_path / "suite")  # a case started now works for the session's lock
+    session.release()
+    assert wl.ENV not in os.environ

@@ -105,11 +105,17 @@ def stale_reason(holder: Holder, host: str | None = None, stale_after_s: float =
 class WriterLock:
     """A held lock on one results folder; :meth:`release` (or the end of the process) gives it back."""
 
-    def __init__(self, path: Path, token: str) -> None:
-        self.path, self.token = path, token
+    def __init__(self, path: Path, token: str, previous: str | None = None) -> None:
+        # previous: the ENV this process had before (a lock of another folder it holds or inherited,
+        # e.g. a suite session's while a test runs `cifar-bench run` in-process): restored on release
+        self.path, self.token, self._previous = path, token, previous
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True, name="writer-lock-heartbeat")
         self._beat.start()
+
+    def export(self) -> dict[str, str]:
+        """The environment that lets a process this one starts work for this lock (:func:`inherited`)."""
+        return {ENV: f"{self.path}|{self.token}"}
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
@@ -124,7 +130,11 @@ class WriterLock:
         holder = read_holder(self.path)
         if holder is not None and holder.token == self.token:
             self.path.unlink(missing_ok=True)
-        os.environ.pop(ENV, None)
+        if os.environ.get(ENV, "").endswith(f"|{self.token}"):  # (only this lock's own export)
+            if self._previous is None:
+                os.environ.pop(ENV, None)
+            else:
+                os.environ[ENV] = self._previous
 
 
 def inherited(folder: str | Path) -> bool:
@@ -169,8 +179,8 @@ def acquire(folder: str | Path, command: str) -> WriterLock | None:
                               "name a writable folder") from err
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(facts, f)
-        os.environ[ENV] = f"{path}|{token}"
-        return WriterLock(path, token)
+        previous, os.environ[ENV] = os.environ.get(ENV), f"{path}|{token}"
+        return WriterLock(path, token, previous)
     raise FolderBusy(f"results folder {folder}: its lock file {path} keeps changing hands; "
                      "name another folder (e.g. RUNS=runs/mine / --out runs/mine)")
 
