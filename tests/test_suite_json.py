@@ -177,3 +177,16 @@ def test_lost_run_reasons():
     assert status == "failed" and "killed by SIGKILL (out of memory" in reason
     assert lost_run_reason(-11)[1] == "the run was killed by SIGSEGV before it wrote a result; recorded by the suite"
     assert lost_run_reason(1) == ("failed", "the run exited 1 without writing a result; recorded by the suite")
+
+
+def test_interleaving_reorders_the_suites_rounds_only(tmp_path):
+    """`make test` collects tests/ and suite/ in one session: the rounds' sort must leave tests/ in its
+    order, before the suite (CI saw parametrized tests moved behind a suite that then stopped)."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "tests/test_layout.py", "suite", "--bench-rounds", "2", "--bench-out", str(tmp_path / "r")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    ids = [line for line in proc.stdout.splitlines() if "::" in line]
+    layout = [i for i in ids if i.startswith("tests/")]
+    assert ids[:len(layout)] == layout and len(layout) > 8, proc.stdout  # (8 of them are parametrized)
+    assert [i.split("::")[1] for i in ids[len(layout):]] == [
+        f"test_{case}[round{r}]" for r in (1, 2) for case in ("baseline", "dp", "ddp")]
