@@ -183,10 +183,10 @@ def test_interleaving_reorders_the_suites_rounds_only(tmp_path):
     """`make test` collects tests/ and suite/ in one session: the rounds' sort must leave tests/ in its
     order, before the suite (CI saw parametrized tests moved behind a suite that then stopped)."""
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                           "tests/test_layout.py", "suite", "--bench-rounds", "2", "--bench-out", str(tmp_path / "r")],
+                           "tests/test_layout.py", "tests/test_writerlock.py", "suite", "--bench-rounds", "2", "--bench-out", str(tmp_path / "r")],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     ids = [line for line in proc.stdout.splitlines() if "::" in line]
-    layout = [i for i in ids if i.startswith("tests/")]
-    assert ids[:len(layout)] == layout and len(layout) > 8, proc.stdout  # (8 of them are parametrized)
-    assert [i.split("::")[1] for i in ids[len(layout):]] == [
+    collected = [i for i in ids if i.startswith("tests/")]  # in file order: test_layout's 8 parametrized first
+    assert ids[:len(collected)] == sorted(collected, key=lambda i: not i.startswith("tests/test_layout.py")), proc.stdout
+    assert [i.split("::")[1] for i in ids[len(collected):]] == [
         f"test_{case}[round{r}]" for r in (1, 2) for case in ("baseline", "dp", "ddp")]
