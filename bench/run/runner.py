@@ -289,7 +289,7 @@ def _remove_empty_files(folder: Path) -> None:
 def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, tools: Instruments,
                     thread_plan: threads.ThreadPlan) -> list[dict]:
     """Fit (unless epochs is 0) and test; return every rank's facts (collective on all ranks)."""
-    profile_facts = None
+    profile_facts, readings = None, None  # (epochs 0: no fit, no contention readings)
     if config.epochs > 0:
         start = contention.reading()  # before and after the fit, outside the timed steps (no sampling thread)
         trainer.fit(module, datamodule=dm)
@@ -305,7 +305,7 @@ def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, t
                                              "read_back": thread_plan.facts})
     for rank, f in enumerate(facts):
         f["rank"], f["profile"] = rank, profile_facts[rank] if profile_facts else None
-    facts[0]["contention"] = readings if config.epochs > 0 else None  # this process's own (rank 0 writes)
+    facts[0]["contention"] = readings  # this process's own (rank 0 writes)
     return facts
 
 
