@@ -202,6 +202,26 @@ def test_a_missing_data_bind_gives_the_runs_own_error(sif, user, results):
     assert list(out.rglob("*.json")) == [], "a run stopped for bad input wrote a result"
 
 
+@pytest.mark.container
+def test_a_bind_from_any_top_level_folder_reaches_the_container(sif, user):
+    # CI clones to /check/work/main, and ../shared/data was outside the wrapper's fixed folders
+    # (/work, /tmp, ...): the data bind failed with "mount source ... doesn't exist".
+    if "apptainer-install.sh" not in Path(shutil.which("apptainer")).read_text(errors="replace")[:4000]:
+        pytest.skip("a site's apptainer: binds are the site's")
+    top = Path(f"/cifar-bench-bind-{os.getpid()}")
+    try:
+        (top / "work" / "shared" / "data").mkdir(parents=True)
+        top.chmod(0o755)
+        for folder in (top / "work", top / "work" / "shared", top / "work" / "shared" / "data"):
+            folder.chmod(0o755)
+        (top / "work" / "shared" / "data" / "probe.txt").write_text("bound\n")
+        proc = apptainer_as(user, "exec", "--containall", "--bind", f"{top}/work/shared/data:/data:ro",
+                            str(sif["path"]), "cat", "/data/probe.txt", timeout=300)
+        assert proc.returncode == 0 and proc.stdout == "bound\n", proc.stderr[-2000:]
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def test_the_image_id_given_by_the_host_is_recorded(monkeypatch):
     from bench.measure.environment import container_facts
 
