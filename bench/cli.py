@@ -273,3 +273,7 @@ def _main(argv: list[str] | None) -> int:
 def main_exit() -> None:
     """Console-script entry point: exit with :func:`main`'s status."""
     sys.exit(main())
+
+
+if __name__ == "__main__":  # python -m bench.cli, as python -m bench
+    main_exit()

@@ -45,8 +45,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--bench-preset", default=os.environ.get("BENCH_PRESET", "smoke"), help="smoke, cpu or full")
     g.addoption("--bench-data", default=os.environ.get("BENCH_DATA"), help="data set path or 'synthetic'")
     g.addoption("--bench-out", default=os.environ.get("BENCH_OUT", "runs/suite"), help="folder for result JSON")
-    g.addoption("--bench-rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "1")),
-                help="repeats of each case (fit_s samples)")
+    # A string here, checked in pytest_configure: 0 ran one round silently and BENCH_ROUNDS=x crashed.
+    g.addoption("--bench-rounds", default=os.environ.get("BENCH_ROUNDS", "1"),
+                help="repeats of each case (fit_s samples), a whole number >= 1")
     g.addoption("--bench-devices", type=int, default=None,
                 help="ddp devices per node (default: SLURM_NTASKS_PER_NODE, visible GPUs, or 2 CPU processes)")
     g.addoption("--bench-nodes", type=int, default=None, help="ddp nodes (default: SLURM_NNODES or 1)")
@@ -75,14 +76,24 @@ def check_bench_out(out: str) -> str | None:
     return None
 
 
+def check_bench_rounds(rounds: str) -> str | None:
+    """Why --bench-rounds cannot be used (pure; None when it can): not a whole number >= 1."""
+    if not str(rounds).strip().isdigit() or int(rounds) < 1:
+        return (f"--bench-rounds (make bench: ROUNDS, BENCH_ROUNDS) is {rounds!r}: give the repeats of each "
+                "case as a whole number >= 1, e.g. ROUNDS=3")
+    return None
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    if problem := check_bench_out(config.getoption("--bench-out")) or check_bench_args(config.getoption("--bench-arg")):
+    if problem := (check_bench_out(config.getoption("--bench-out")) or check_bench_args(config.getoption("--bench-arg"))
+                   or check_bench_rounds(config.getoption("--bench-rounds"))):
         from bench.core.exitcodes import ExitCode
 
         sys.stderr.write(f"cifar-bench: error: suite: exit status {int(ExitCode.BAD_INPUT)} (bad input): {problem}; "
                          "nothing was run\n")
         pytest.exit(f"suite stopped: bad input (exit status {int(ExitCode.BAD_INPUT)}), said above",
                     returncode=int(ExitCode.BAD_INPUT))
+    config.option.bench_rounds = int(config.getoption("--bench-rounds"))
     config.stash[RESULTS] = []
     config.stash[CASE_STATUSES] = []
     config.stash[ORDER] = []

@@ -190,3 +190,15 @@ def test_interleaving_reorders_the_suites_rounds_only(tmp_path):
     assert ids[:len(collected)] == sorted(collected, key=lambda i: not i.startswith("tests/test_layout.py")), proc.stdout
     assert [i.split("::")[1] for i in ids[len(collected):]] == [
         f"test_{case}[round{r}]" for r in (1, 2) for case in ("baseline", "dp", "ddp")]
+
+
+def test_rounds_must_be_a_whole_number_of_at_least_one(tmp_path):
+    # --bench-rounds 0 collected one round silently; BENCH_ROUNDS=x crashed with a traceback.
+    from suite.conftest import check_bench_rounds
+    assert check_bench_rounds("3") is None and check_bench_rounds("1") is None
+    for bad in ("0", "abc", "-2", "1.5", ""):
+        assert "whole number >= 1" in check_bench_rounds(bad), bad
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suite", "-p", "no:cacheprovider", "-q", "--co",
+                           "--bench-out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "BENCH_ROUNDS": "x"})
+    assert proc.returncode == 2 and "'x'" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
