@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import sources
-from bench.data.sources import DataError, detect_kind, read_image_folder, read_official
+from bench.data import official, sources
+from bench.data.official import read_official
+from bench.data.sources import DataError, detect_kind, read_image_folder
 from tests.conftest import BATCHES, CLASSES, batch_bytes, pickle_that_runs_code, tar_bytes, tar_gz, write_image_tree
 
 
@@ -27,7 +28,7 @@ def test_official_folder_reads_planes_as_chw(official_dir):
 
 
 def test_official_md5s_come_from_torchvision():
-    md5s = sources.official_md5s()
+    md5s = official.official_md5s()
     assert md5s["data_batch_1"] == "c99cafc152244af753f735de768cd75f"
     assert md5s["cifar-10-python.tar.gz"] == "c58f30108f718f92721af3b95e74349a"
     assert set(BATCHES) <= set(md5s)

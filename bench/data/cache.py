@@ -18,7 +18,8 @@ import torch
 
 from bench.core.config import BenchConfig
 from bench.core.files import atomic_torch_save
-from bench.data.sources import DataError, Decoded, detect_kind, read_image_folder, read_official
+from bench.data.official import read_official
+from bench.data.sources import DataError, Decoded, detect_kind, read_image_folder
 from bench.measure import progress
 
 CACHE_FORMAT = 2  # bump when the cache file's content changes (2: torchvision decoder)
