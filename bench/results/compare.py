@@ -17,8 +17,9 @@ r = fit_s now / fit_s baseline, tolerance t percent:
 * ``no verdict``: the baseline was measured on other or unknown hardware. Same hardware = same
   GPU model, GPUs per node and nodes (CPU model and cores for CPU runs); software versions do not
   count. Times and ratios are shown as information, with the reason; exit status 0.
-* otherwise a time verdict (:func:`bench.results.stats.judge`): ``regression`` (r > 1 + t/100 and the
-  one-sided Welch test on log times, Holm-adjusted over the rows tested, gives p < 0.05; exit status 1),
+* otherwise a time verdict (:func:`bench.results.stats.judge`): ``regression`` (r > 1 + t/100, the
+  one-sided Welch test on log times, Holm-adjusted over the rows tested, gives p < 0.05, and the detectable
+  change is within the tolerance or the slowdown's confidence bound beyond it; exit status 1),
   ``faster``, ``slower``, ``unchanged``, or ``inconclusive`` (not confirmed, or the detectable change
   exceeds the tolerance; with the repeats that would make it conclusive).
 * exit status 6 (NOTHING_JUDGED) when no row was judged and some row is ``not comparable``,

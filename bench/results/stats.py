@@ -78,23 +78,45 @@ class TimeVerdict:
     notes: tuple[str, ...] = ()
 
 
+def welch_log_shift(now: Sequence[float], ref: Sequence[float]) -> tuple[float, float, float]:
+    """Welch's estimate of a shift of log times: (d, se, df) with d = mean log(now) - mean log(ref)
+    (log of the ratio of geometric means), se its standard error, df the Welch-Satterthwaite degrees
+    of freedom (n_now + n_ref - 2 when both variances are 0). Needs >= 2 samples a side."""
+    a, b = [math.log(x) for x in now], [math.log(x) for x in ref]
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    se2 = va + vb
+    df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se2 > 0 else float(len(a) + len(b) - 2)
+    return statistics.fmean(a) - statistics.fmean(b), math.sqrt(se2), df
+
+
+def ratio_bound(d: float, se: float, df: float, level: float) -> float:
+    """One-sided confidence bound (1 - ``level``) of the ratio exp(d) on the side of 1 that d lies:
+    the lower bound of a slowdown (d > 0), the upper bound of a speed-up (d < 0). A slowdown whose
+    lower bound exceeds 1 + tolerance is beyond the tolerance at that confidence, whatever the power."""
+    from scipy import stats
+
+    half = stats.t.ppf(1 - level, df) * se if se > 0 else 0.0
+    return math.exp(d - half) if d > 0 else math.exp(d + half)
+
+
 def judge(now: list[float], ref: list[float], tol: float, p_value: float | None = None,
           tests: int = 1) -> TimeVerdict:
     """Time verdict of ``now`` against ``ref`` (seconds; ratio r of medians), tolerance ``tol`` percent.
 
     ``p_value``: the row's Holm-adjusted one-sided p (default: :func:`welch_log_p`, one test);
-    ``tests``: rows tested together, so the detectable change is taken at ALPHA / tests (Holm's
-    strictest step: the row is detected with >= 80 % power whatever the other rows). With >= 3 samples
-    a side, L = 1 + tol/100:
+    ``tests``: rows tested together, so the detectable change and the confidence bound are taken at
+    level = ALPHA / tests (Holm's strictest step). With >= 3 samples a side, L = 1 + tol/100, D the
+    detectable change, B the one-sided (1 - level) confidence bound of the ratio (:func:`ratio_bound`):
 
-    * r > L: ``regression`` if p < ALPHA, else ``inconclusive``; 1/r > L: ``faster`` / ``inconclusive``;
-    * within the tolerance: ``inconclusive`` if the detectable change exceeds tol (a slowdown beyond
-      it could have been missed), else ``slower`` (r > 1 and p < ALPHA) or ``unchanged``.
+    * r > L: ``regression`` if p < ALPHA and (D <= tol, or B > L); p < ALPHA with D > tol and B <= L is
+      ``inconclusive`` (a significant slowdown that a test this weak cannot place beyond the tolerance:
+      at low power the significant estimates are the inflated ones); p >= ALPHA: ``inconclusive``.
+      1/r > L: ``faster`` by the same rule (B < 1/L).
+    * within the tolerance: ``inconclusive`` if D > tol (a slowdown beyond it could have been missed),
+      else ``slower`` (r > 1 and p < ALPHA) or ``unchanged``.
 
     With fewer samples no test is possible: ``inconclusive``, with a note (a new user's trial had one
-    run against one called a +16.7 % regression on unchanged code). A significant slowdown beyond the
-    tolerance stays a regression when the detectable change is larger: its false-alarm rate is the
-    level whatever the power; low power only limits what "unchanged" can claim.
+    run against one called a +16.7 % regression on unchanged code). docs/comparison.md states the rule.
     """
     ratio, limit = statistics.median(now) / statistics.median(ref), 1.0 + tol / 100.0
     if min(len(now), len(ref)) < MIN_SAMPLES_FOR_TEST:  # one noisy run must not decide a verdict
@@ -111,10 +133,22 @@ def judge(now: list[float], ref: list[float], tol: float, p_value: float | None 
             f"even {MAX_REPEATS} repeats a side would not detect {tol:g} %: reduce the noise")
     common = dict(p_value=p, detectable_pct=detectable * 100.0)
     if ratio > limit or 1.0 / ratio > limit:
-        if p < ALPHA:
-            return TimeVerdict("regression" if ratio > 1 else "faster", **common)
+        word, change = ("regression", "slowdown") if ratio > 1 else ("faster", "speed-up")
+        if p >= ALPHA:
+            return TimeVerdict("inconclusive", repeats_needed=needed, **common, notes=(
+                f"beyond the {tol:g} % tolerance but not confirmed (one-sided Welch p = {p:.3f} >= {ALPHA:g}); {more}",))
+        if detectable * 100.0 <= tol:
+            return TimeVerdict(word, **common)
+        bound = ratio_bound(*welch_log_shift(now, ref), level)
+        shown = f"{(bound - 1.0) * 100.0:+.1f} %"
+        if bound > limit or 1.0 / bound > limit:
+            return TimeVerdict(word, **common, notes=(
+                f"the detectable change ({detectable:.1%}) exceeds the {tol:g} % tolerance, but the "
+                f"{1 - level:.1%} confidence bound of the {change} ({shown}) is already beyond it",))
         return TimeVerdict("inconclusive", repeats_needed=needed, **common, notes=(
-            f"beyond the {tol:g} % tolerance but not confirmed (one-sided Welch p = {p:.3f} >= {ALPHA:g}); {more}",))
+            f"significant {change} of {(ratio - 1.0) * 100.0:+.1f} % (p = {p:.3f}), but the test could only "
+            f"detect {detectable:.1%} and the {1 - level:.1%} confidence bound ({shown}) is within the "
+            f"{tol:g} % tolerance; {more}",))
     if detectable * 100.0 > tol:
         return TimeVerdict("inconclusive", repeats_needed=needed, **common, notes=(
             f"could not have detected a {tol:g} % slowdown (detectable change {detectable:.1%}); {more}",))
