@@ -112,3 +112,4 @@ def test_noise_qualification_counts_the_drift_of_a_baseline_recorded_as_groups()
     calm["cases"]["baseline"]["sample_groups"] = ["a"] * 3 + ["b"] * 3 + ["c"] * 3
     assert noise_check_groups(case_groups(calm["cases"]["baseline"]), 10.0, 0.05)[0] == pytest.approx(3.73, abs=0.01)
     assert qualify(calm, 10.0, force=False) == []
+

@@ -118,7 +118,14 @@ def compare(records: list[Record], baseline: dict[str, Any], tolerance_pct: floa
     rows += [CaseComparison(case, group_label(rs[0].group), "missing", fit_s_baseline=_median(rs),
                             n_baseline=len(rs), notes=("case is in the baseline but not in the current results",))
              for case, rs in ref.items() if case not in present]
-    return rows
+    return [replace(r, notes=r.notes + baseline_warnings(baseline, r.case)) for r in rows]
+
+
+def baseline_warnings(baseline: dict[str, Any], case: str) -> tuple[str, ...]:
+    """The warnings ``baseline record --force`` kept in the baseline file for ``case`` (e.g. too noisy
+    for the tolerance), as notes that every comparison against it repeats."""
+    entry = baseline["cases"].get(case) or {}
+    return tuple(f"baseline warning (recorded with --force): {w}" for w in entry.get("warnings") or [])
 
 
 def _judge_time(pairs: list[tuple[CaseComparison, tuple | None]], tol: float,
