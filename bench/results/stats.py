@@ -109,9 +109,10 @@ def one_sided_test_p(now: Sequence[float], ref: Sequence[float], drift: Drift | 
 
 
 def _evidence(now: list[float], ref: list[float], tol: float, level: float, drift: Drift | None) -> dict:
-    """The test's ingredients: the shift (d, se, df) for the confidence bound, the detectable change (fraction), the repeats needed and the sentence saying so. Without drift:
-    Welch for the test and the bound, the pooled spread for the detectable change (:mod:`power`); with
-    it: :mod:`bench.results.drift`."""
+    """The test's ingredients: the shift (d, se, df) for the confidence bound, the detectable change
+    (fraction), the repeats needed and the sentence saying so. Without drift: Welch for the bound, the
+    pooled spread for the detectable change (:mod:`bench.results.power`); with it: the pooled
+    within-group spread plus the drift (:mod:`bench.results.drift`)."""
     if drift is None:
         sd = pooled_sd_log(now, ref)
         needed = repeats_needed(sd, tol / 100.0, level)
