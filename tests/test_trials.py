@@ -39,3 +39,10 @@ def test_detectable_table_at_the_median_spread():
     text = detectable_table({"baseline": [0.07, 0.03, 0.05], "ddp": [0.2]}, {"baseline": 0.0312, "ddp": None})
     assert "| baseline | 3 | 5.0 % | 13.4 % / 9.1 % / 6.0 % | 3.1 % |" in text
     assert "| ddp | 1 | 20.0 % | 65.2 % / 41.6 % / 26.1 % | - |" in text  # as docs/verdict-trials.md's table
+
+
+def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys):
+    from bench.selfcheck.trials import main
+
+    assert main(["--rounds", "2", "--out", str(tmp_path / "t")]) == 2
+    assert "--rounds must be >= 3" in capsys.readouterr().err and not (tmp_path / "t").exists()
