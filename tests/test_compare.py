@@ -7,6 +7,7 @@ import pytest
 from bench.core.exitcodes import ExitCode
 from bench.results.baselines import load_baseline
 from bench.results.compare import compare, exit_code, format_table, hardware_difference
+from bench.results.recording import qualify
 from bench.results.records import read_records
 from tests.results_factory import A100, CONFIG, CPU, H200, REFERENCE, baseline_of, records, result
 
@@ -332,3 +333,17 @@ def test_a_comparison_that_judged_nothing_exits_6_and_prints_no_difference():
     assert exit_code(missing_only) == 6
     mixed = compare_runs(now[:1] + [result("ddp", [60.0, 61.0, 59.0], devices=2, preset="cpu")], base)
     assert exit_code(mixed) == 0  # one row judged: a verdict, not "nothing judged"
+
+
+def test_compare_repeats_the_warnings_a_forced_baseline_record_kept():
+    """Trial finding: a noisy baseline recorded with --force kept its warning, but compare did not show it."""
+    base = baseline_of(result("baseline", [26.9, 15.9, 15.9]), result("ddp", [10.0, 10.1, 9.9], devices=2))
+    (line,) = qualify(base, 10.0, force=True)
+    rows = compare(records(result("baseline", [16.0, 16.1, 15.9]), result("ddp", [10.0, 10.1, 9.9], devices=2)), base)
+    by_case = {r.case: r for r in rows}
+    assert f"baseline warning (recorded with --force): {line}" in by_case["baseline"].notes
+    assert not any("baseline warning" in n for n in by_case["ddp"].notes)
+    assert "baseline warning (recorded with --force): case 'baseline': with 3 repeats" in format_table(rows)
+    # also on a row with no time verdict: the case only in the baseline
+    (missing,) = [r for r in compare(records(result("ddp", [10.0, 10.1, 9.9], devices=2)), base) if r.case == "baseline"]
+    assert missing.verdict == "missing" and any(n.startswith("baseline warning") for n in missing.notes)

@@ -11,7 +11,7 @@ import math
 import pytest
 
 from bench.results.power import detectable_change, holm, pooled_sd_log, repeats_needed
-from bench.results.stats import judge, welch_log_p
+from bench.results.stats import judge, ratio_bound, welch_log_p, welch_log_shift
 
 E = math.exp
 
@@ -81,3 +81,43 @@ def test_holm_adjusted_p_and_several_tests_change_the_verdict():
     now, ref = [112.0, 113.0, 111.0], [100.0, 103.0, 97.0]
     assert judge(now, ref, 10.0).verdict == "regression"
     assert judge(now, ref, 10.0, p_value=0.06, tests=3).verdict == "inconclusive"
+
+
+# --- a significant slowdown beyond the tolerance with a detectable change above it (issue 27) -----
+# log times -0.04, 0, 0.04 on each side: variance 0.0016, Welch se = sqrt(2 * 0.0016 / 3) = 0.03266 with
+# 4 df; detectable change at 3 a side = (2.1318 + 0.9410) * 0.04 * sqrt(2/3) = 0.10036 -> 10.56 % > 10 %;
+# the 95 % lower bound of a shift d is exp(d - 2.1318 * 0.03266) = exp(d - 0.06963).
+REF = [100.0 * E(-0.04), 100.0, 100.0 * E(0.04)]
+
+
+def test_welch_shift_and_its_confidence_bound():
+    d, se, df = welch_log_shift([x * E(0.13) for x in REF], REF)
+    assert (d, se, df) == pytest.approx((0.13, 0.03266, 4.0), abs=1e-5)
+    assert ratio_bound(d, se, df, 0.05) == pytest.approx(E(0.13 - 0.06963), abs=1e-4)  # 1.0622
+    assert ratio_bound(-d, se, df, 0.05) == pytest.approx(E(-0.13 + 0.06963), abs=1e-4)  # upper bound of a speed-up
+    assert ratio_bound(0.1, 0.0, 4.0, 0.05) == pytest.approx(E(0.1))
+
+
+def test_significant_slowdown_the_test_could_not_place_beyond_the_tolerance_is_inconclusive():
+    # +13.9 %, p = 0.008, but detectable 10.6 % > 10 % and the lower bound +6.2 % is within the tolerance
+    v = judge([x * E(0.13) for x in REF], REF, 10.0)
+    assert v.verdict == "inconclusive" and v.p_value < 0.01 and v.detectable_pct == pytest.approx(10.56, abs=0.01)
+    assert v.repeats_needed == 4  # 4 a side: (1.9432 + 0.9058) * 0.04 * sqrt(1/2) = 0.0806 -> 8.4 %
+    assert ("significant slowdown of +13.9 %" in v.notes[0] and "could only detect 10.6%" in v.notes[0]
+            and "(+6.2 %)" in v.notes[0] and "4 repeats a side" in v.notes[0])
+
+
+def test_significant_slowdown_whose_lower_bound_exceeds_the_tolerance_stays_a_regression():
+    # +24.6 %: lower bound exp(0.22 - 0.06963) = 1.1623, beyond 1.10 whatever the power
+    v = judge([x * E(0.22) for x in REF], REF, 10.0)
+    assert v.verdict == "regression" and v.detectable_pct > 10.0 and "(+16.2 %) is already beyond it" in v.notes[0]
+    f = judge([x * E(-0.22) for x in REF], REF, 10.0)
+    assert f.verdict == "faster" and "(-14.0 %)" in f.notes[0]  # upper bound exp(-0.22 + 0.06963) = 0.8604
+
+
+def test_significant_slowdown_with_enough_power_is_a_regression_without_the_bound():
+    # sd 0.03: detectable (2.1318 + 0.9410) * 0.03 * sqrt(2/3) = 0.0753 -> 7.8 % <= 10 %; lower bound of
+    # +11.6 % is exp(0.11 - 2.1318 * 0.02449) = 1.0593, within the tolerance, yet the row is a regression
+    ref = [100.0 * E(-0.03), 100.0, 100.0 * E(0.03)]
+    v = judge([x * E(0.11) for x in ref], ref, 10.0)
+    assert v.verdict == "regression" and v.detectable_pct == pytest.approx(7.82, abs=0.01) and v.notes == ()

@@ -14,6 +14,8 @@ Format (JSON, ``schema_version`` 1; a reader refuses a newer version)::
         "<case>": {                         # "baseline" | "dp" | "ddp"
           "fit_s_samples": [float, ...],    # seconds of Trainer.fit, one per measured repetition
           "run_ids": [str, ...],            # the run of each sample (optional: absent in older files)
+          "sample_groups": [str, ...],      # the group of each sample: the results folder of one make bench
+                                            # (optional: absent in older files = one group, drift unknown)
           "scaling": "strong",              # scaling mode (optional; absent = strong)
           "fit_s_median": float,            # seconds; statistics of fit_s_samples
           "fit_s_mean": float,              # seconds
@@ -126,12 +128,34 @@ def _case_entry(case: str, runs: list) -> dict[str, Any]:
                              "runs on one system, with the same cores")
     samples = [r.fit_s for r in runs]
     stats = summary_stats(samples)
-    return {"fit_s_samples": samples, "run_ids": [r.run_id for r in runs], "fit_s_median": stats["median"],
+    return {"fit_s_samples": samples, "run_ids": [r.run_id for r in runs],
+            "sample_groups": [sample_group(r) for r in runs], "fit_s_median": stats["median"],
             "fit_s_mean": stats["mean"], "fit_s_stdev": stats["stdev"],
             "throughput_img_s": _median([r.throughput_img_s for r in runs]),
             "test_accuracy": _median([r.test_accuracy for r in runs]),
             "devices": first.devices, "nodes": first.nodes, "scaling": first.scaling,
             "config": first.config, "environment": first.environment}
+
+
+def sample_group(record) -> str:
+    """The group a sample was measured in: one ``make bench`` invocation = one results folder (the
+    resolved folder of the file it was read from, so ``runs/latest`` names its target); a sample read
+    from a baseline file keeps the group stored there (``sample_groups``), else that file's name."""
+    if record.origin == "baseline":
+        return str((record.result or {}).get("sample_group") or f"baseline:{record.baseline_name}")
+    return str(Path(record.source).resolve().parent)
+
+
+def case_groups(entry: dict[str, Any]) -> list[list[float]]:
+    """A baseline case's samples (seconds) by group, in first-seen order; one group when the file has no
+    (or a damaged) ``sample_groups`` (recorded before groups were kept: drift unknown)."""
+    samples, labels = entry["fit_s_samples"], entry.get("sample_groups")
+    if not isinstance(labels, list) or len(labels) != len(samples):
+        return [list(samples)]
+    groups: dict[str, list[float]] = {}
+    for label, sample in zip(labels, samples):
+        groups.setdefault(str(label), []).append(sample)
+    return list(groups.values())
 
 
 def _median(values: list[float | None]) -> float | None:

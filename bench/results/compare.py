@@ -17,8 +17,9 @@ r = fit_s now / fit_s baseline, tolerance t percent:
 * ``no verdict``: the baseline was measured on other or unknown hardware. Same hardware = same
   GPU model, GPUs per node and nodes (CPU model and cores for CPU runs); software versions do not
   count. Times and ratios are shown as information, with the reason; exit status 0.
-* otherwise a time verdict (:func:`bench.results.stats.judge`): ``regression`` (r > 1 + t/100 and the
-  one-sided Welch test on log times, Holm-adjusted over the rows tested, gives p < 0.05; exit status 1),
+* otherwise a time verdict (:func:`bench.results.stats.judge`): ``regression`` (r > 1 + t/100, the
+  one-sided Welch test on log times, Holm-adjusted over the rows tested, gives p < 0.05, and the detectable
+  change is within the tolerance or the slowdown's confidence bound beyond it; exit status 1),
   ``faster``, ``slower``, ``unchanged``, or ``inconclusive`` (not confirmed, or the detectable change
   exceeds the tolerance; with the repeats that would make it conclusive).
 * exit status 6 (NOTHING_JUDGED) when no row was judged and some row is ``not comparable``,
@@ -38,11 +39,12 @@ from typing import Any
 
 from bench.core.exitcodes import REGRESSION, ExitCode
 from bench.core.tables import fmt, render
-from bench.results.baselines import WORK_FIELDS, load_baseline, validate_baseline, work_differences
+from bench.results.baselines import WORK_FIELDS, case_groups, load_baseline, validate_baseline, work_differences
+from bench.results.drift import Drift, describe, estimate
 from bench.results.envdiff import what_changed
 from bench.results.power import holm
 from bench.results.records import Record, by_group, group_label, read_records, records_of
-from bench.results.stats import MIN_SAMPLES_FOR_TEST, judge, welch_log_p
+from bench.results.stats import MIN_SAMPLES_FOR_TEST, judge, one_sided_test_p
 from bench.results.system import hardware_difference, system_of, unchecked
 from bench.results.taint import RULE_ENV, overridden
 
@@ -76,6 +78,7 @@ class CaseComparison:
     p_value: float | None = None  # one-sided Welch p on log times, Holm-adjusted over the rows tested
     detectable_pct: float | None = None  # smallest slowdown detected with 80 % power, percent
     repeats_needed: int | None = None  # repeats a side that would make an inconclusive row conclusive
+    drift_groups: int | None = None  # baseline groups the drift was estimated from (None: drift unknown)
     basis: str | None = None
     differing_fields: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
@@ -110,27 +113,40 @@ def compare(records: list[Record], baseline: dict[str, Any], tolerance_pct: floa
     own_base = [r for (case, *_), rs in groups.items() if case == "baseline" for r in rs if r.valid]
     pairs = [_compare_group(g, rs, ref.get(g[0]), own_base, ref.get("baseline"), tolerance_pct)
              for g, rs in groups.items()]
-    rows = _judge_time(pairs, tolerance_pct)
+    rows = _judge_time(pairs, tolerance_pct, {case: estimate(case_groups(e)) for case, e in baseline["cases"].items()})
     present = {g[0] for g in groups}
     rows += [CaseComparison(case, group_label(rs[0].group), "missing", fit_s_baseline=_median(rs),
                             n_baseline=len(rs), notes=("case is in the baseline but not in the current results",))
              for case, rs in ref.items() if case not in present]
-    return rows
+    return [replace(r, notes=r.notes + baseline_warnings(baseline, r.case)) for r in rows]
 
 
-def _judge_time(pairs: list[tuple[CaseComparison, tuple | None]], tol: float) -> list[CaseComparison]:
-    """Time verdicts of the rows that get one, their one-sided p-values adjusted together by Holm's rule."""
+def baseline_warnings(baseline: dict[str, Any], case: str) -> tuple[str, ...]:
+    """The warnings ``baseline record --force`` kept in the baseline file for ``case`` (e.g. too noisy
+    for the tolerance), as notes that every comparison against it repeats."""
+    entry = baseline["cases"].get(case) or {}
+    return tuple(f"baseline warning (recorded with --force): {w}" for w in entry.get("warnings") or [])
+
+
+def _judge_time(pairs: list[tuple[CaseComparison, tuple | None]], tol: float,
+                drifts: dict[str, Drift | None]) -> list[CaseComparison]:
+    """Time verdicts of the rows that get one, their one-sided p-values adjusted together by Holm's rule;
+    ``drifts``: each baseline case's between-group drift (None: unknown), counted in its row's test."""
     tested = [i for i, (_, s) in enumerate(pairs) if s and min(map(len, s)) >= MIN_SAMPLES_FOR_TEST]
-    adjusted = dict(zip(tested, holm([welch_log_p(*pairs[i][1]) for i in tested])))
+    adjusted = dict(zip(tested, holm([one_sided_test_p(*pairs[i][1], drifts.get(pairs[i][0].case))
+                                      for i in tested])))
     rows = []
     for i, (row, samples) in enumerate(pairs):
         if samples is None:
             rows.append(row)
             continue
-        v = judge(*samples, tol, p_value=adjusted.get(i), tests=len(tested))
+        drift = drifts.get(row.case)
+        v = judge(*samples, tol, p_value=adjusted.get(i), tests=len(tested), drift=drift)
         holm_note = (f"p adjusted by Holm's rule over the {len(tested)} rows tested",) if len(tested) > 1 else ()
+        drift_note = (describe(drift),) if drift is not None else ()
         rows.append(replace(row, verdict=v.verdict, p_value=v.p_value, detectable_pct=v.detectable_pct,
-                            repeats_needed=v.repeats_needed, notes=row.notes + v.notes + holm_note))
+                            repeats_needed=v.repeats_needed, drift_groups=drift.groups if drift else None,
+                            notes=row.notes + v.notes + holm_note + drift_note))
     return rows
 
 
@@ -217,10 +233,12 @@ def exit_code(comparisons: list[CaseComparison]) -> int:
     return int(ExitCode.OK)
 
 
-#: printed under the table when a row was judged: the noise used is the spread inside each side only
-DRIFT_NOTE = ("drift: the noise used is the spread within each side; groups of runs measured at different times "
-              "can differ by more (between-group drift, unknown here), so a verdict between groups measured apart "
-              "is over-confident: measure both sides interleaved in one session to cancel drift (docs/comparison.md)")
+#: printed under the table when a judged row's drift is unknown (a baseline recorded as one group)
+DRIFT_NOTE = ("drift: unknown for the rows without a drift note (their baseline is one group of runs): the noise used "
+              "is the spread within each side, and groups measured at different times can differ by more, so such a "
+              "verdict is over-confident. Record the baseline from several make bench runs at different times "
+              "(cifar-bench baseline record runs/a/*.json runs/b/*.json runs/c/*.json ...) to estimate the drift, or "
+              "measure both sides interleaved in one session to cancel it (docs/comparison.md)")
 
 
 def format_table(comparisons: list[CaseComparison]) -> str:
@@ -234,7 +252,7 @@ def format_table(comparisons: list[CaseComparison]) -> str:
              fmt(c.efficiency_own, ".1%"), fmt(c.ref_speedup, ".2f"), fmt(c.ref_efficiency, ".1%"))
             for c in comparisons]
     notes = [f"  {c.label}: {note}" for c in comparisons for note in c.notes]
-    drift = [DRIFT_NOTE] if any(c.basis == "time" for c in comparisons) else []
+    drift = [DRIFT_NOTE] if any(c.basis == "time" and c.drift_groups is None for c in comparisons) else []
     return render(head, rows) + "\n" + ("\nnotes:\n" + "\n".join(notes + drift) + "\n" if notes or drift else "")
 
 

@@ -49,10 +49,16 @@ def detectable_change(n_now: int, n_ref: int, sd_log: float, level: float, power
         raise ValueError(f"detectable change needs >= 1 sample a side and >= 3 in all, got {n_now} and {n_ref}")
     if not (0 < level < 1 and 0 < power < 1) or sd_log < 0:
         raise ValueError(f"level and power must lie in (0, 1) and sd_log >= 0, got {level}, {power}, {sd_log}")
+    return detectable_from_se(sd_log * math.sqrt(1 / n_now + 1 / n_ref), df, level, power)
+
+
+def detectable_from_se(se: float, df: float, level: float, power: float = POWER) -> float:
+    """Detectable change (fraction) of a one-sided t test at ``level`` with ``power``, for a standard
+    error ``se`` of the difference of mean log times with ``df`` degrees of freedom (may be fractional,
+    e.g. Satterthwaite's): exp((t[1 - level, df] + t[power, df]) * se) - 1."""
     from scipy import stats  # only the commands that judge need scipy
 
-    delta = (stats.t.ppf(1 - level, df) + stats.t.ppf(power, df)) * sd_log * math.sqrt(1 / n_now + 1 / n_ref)
-    return math.expm1(delta)
+    return math.expm1((stats.t.ppf(1 - level, df) + stats.t.ppf(power, df)) * se)
 
 
 def repeats_needed(sd_log: float, tolerance: float, level: float, n_ref: int | None = None) -> int | None:

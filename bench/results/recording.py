@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.results.baselines import record_baseline, target_path, write_baseline
+from bench.results.baselines import case_groups, record_baseline, target_path, write_baseline
+from bench.results.drift import noise_check_groups
 from bench.results.power import noise_check
 from bench.results.records import read_records
 from bench.results.stats import ALPHA
@@ -45,15 +46,21 @@ def qualify(baseline: dict, tolerance_pct: float, force: bool) -> list[str]:
         raise ValueError(f"--tolerance is a slowdown in percent and must be > 0, got {tolerance_pct}")
     lines = []
     for case, entry in baseline["cases"].items():
-        check = noise_check(entry["fit_s_samples"], tolerance_pct, ALPHA)
+        groups = case_groups(entry)
+        check = noise_check_groups(groups, tolerance_pct, ALPHA) or noise_check(entry["fit_s_samples"], tolerance_pct, ALPHA)
         if check is None or check[0] <= tolerance_pct:
             continue
         detectable, needed = check
-        n = len(entry["fit_s_samples"])
-        line = (f"case {case!r}: with {n} repeats at this spread (CV {entry['fit_s_stdev'] / entry['fit_s_mean']:.1%}) "
-                f"a comparison detects only slowdowns of {detectable:.1f}% or more, above the {tolerance_pct:g}% "
-                "tolerance; " + (f"{needed} repeats a side would be needed (make bench ROUNDS={needed})" if needed
-                                 else "no number of repeats would do: reduce the machine's noise"))
+        n, k = len(entry["fit_s_samples"]), len(groups)
+        spread = (f"{n} repeats at this spread (CV {entry['fit_s_stdev'] / entry['fit_s_mean']:.1%})" if k < 2 else
+                  f"{n} repeats in {k} groups at this spread and drift between groups")
+        line = (f"case {case!r}: with {spread} a comparison detects only slowdowns of {detectable:.1f}% or more, "
+                f"above the {tolerance_pct:g}% tolerance; " +
+                (f"{needed} repeats a side would be needed (make bench ROUNDS={needed})" if needed and k < 2 else
+                 f"{needed} repeats in the new run would be needed (make bench ROUNDS={needed})" if needed else
+                 "no number of repeats would do: reduce the machine's noise" if k < 2 else
+                 "no number of repeats would do, the drift between groups alone is too large: record more groups "
+                 "(make bench runs at different times) or measure both sides interleaved"))
         entry.setdefault("warnings", []).append(line)
         lines.append(line)
     if lines and not force:

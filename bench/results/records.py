@@ -233,7 +233,8 @@ def _from_baseline(base: dict[str, Any], where: str) -> list[Record]:
         samples = [float(s) for s in e["fit_s_samples"]]
         ids = e.get("run_ids") if len(e.get("run_ids") or []) == len(samples) else None
         ids = ids or [f"baseline:{base.get('name')}:{case}:{i}" for i in range(len(samples))]
-        for rid, sample in zip(ids, samples):
+        groups = e.get("sample_groups") if len(e.get("sample_groups") or []) == len(samples) else [None] * len(samples)
+        for rid, sample, grp in zip(ids, samples, groups):
             out.append(Record(run_id=rid, case=case, status="ok", source=where, origin="baseline", fit_s=sample,
                               throughput_img_s=e.get("throughput_img_s"), test_accuracy=e.get("test_accuracy"),
                               devices=devices, nodes=nodes, scaling=e.get("scaling") or "strong",
@@ -241,7 +242,7 @@ def _from_baseline(base: dict[str, Any], where: str) -> list[Record]:
                               world={"world_size": devices if case == "ddp" else 1, "num_nodes": nodes,
                                      "devices_per_node": devices // nodes,
                                      "hostnames": (base.get("system") or {}).get("hostnames")},
-                              baseline_name=base.get("name")))
+                              result={"sample_group": grp} if grp else {}, baseline_name=base.get("name")))
     return out
 
 

@@ -12,7 +12,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from bench.results.power import MAX_REPEATS, detectable_change, pooled_sd_log, repeats_needed
+from bench.results.drift import Drift, floor as drift_floor, one_sided_p, repeats_needed_now, shift as drift_shift
+from bench.results.power import MAX_REPEATS, detectable_change, detectable_from_se, pooled_sd_log, repeats_needed
 
 MIN_SAMPLES_FOR_TEST = 3  # Welch's t-test needs at least this many samples on each side
 #: level of the one-sided test: the false-alarm rate per case; several cases in one comparison share it
@@ -78,23 +79,78 @@ class TimeVerdict:
     notes: tuple[str, ...] = ()
 
 
+def welch_log_shift(now: Sequence[float], ref: Sequence[float]) -> tuple[float, float, float]:
+    """Welch's estimate of a shift of log times: (d, se, df) with d = mean log(now) - mean log(ref)
+    (log of the ratio of geometric means), se its standard error, df the Welch-Satterthwaite degrees
+    of freedom (n_now + n_ref - 2 when both variances are 0). Needs >= 2 samples a side."""
+    a, b = [math.log(x) for x in now], [math.log(x) for x in ref]
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    se2 = va + vb
+    df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se2 > 0 else float(len(a) + len(b) - 2)
+    return statistics.fmean(a) - statistics.fmean(b), math.sqrt(se2), df
+
+
+def ratio_bound(d: float, se: float, df: float, level: float) -> float:
+    """One-sided confidence bound (1 - ``level``) of the ratio exp(d) on the side of 1 that d lies:
+    the lower bound of a slowdown (d > 0), the upper bound of a speed-up (d < 0). A slowdown whose
+    lower bound exceeds 1 + tolerance is beyond the tolerance at that confidence, whatever the power."""
+    from scipy import stats
+
+    half = stats.t.ppf(1 - level, df) * se if se > 0 else 0.0
+    return math.exp(d - half) if d > 0 else math.exp(d + half)
+
+
+def one_sided_test_p(now: Sequence[float], ref: Sequence[float], drift: Drift | None = None) -> float:
+    """The row's unadjusted one-sided p, in the direction of the change of medians: :func:`welch_log_p`
+    without drift, else the drift-counting test (:func:`bench.results.drift.shift`)."""
+    if drift is None:
+        return welch_log_p(now, ref)
+    return one_sided_p(*drift_shift(now, ref, drift), statistics.median(now) > statistics.median(ref))
+
+
+def _evidence(now: list[float], ref: list[float], tol: float, level: float, drift: Drift | None) -> dict:
+    """The test's ingredients: the shift (d, se, df) for the confidence bound, the detectable change
+    (fraction), the repeats needed and the sentence saying so. Without drift: Welch for the bound, the
+    pooled spread for the detectable change (:mod:`bench.results.power`); with it: the pooled
+    within-group spread plus the drift (:mod:`bench.results.drift`)."""
+    if drift is None:
+        sd = pooled_sd_log(now, ref)
+        needed = repeats_needed(sd, tol / 100.0, level)
+        return dict(shift=welch_log_shift(now, ref), needed=needed,
+                    detectable=detectable_change(len(now), len(ref), sd, level),
+                    more=(f"{needed} repeats a side would detect {tol:g} %" if needed else
+                          f"even {MAX_REPEATS} repeats a side would not detect {tol:g} %: reduce the noise"))
+    d, se, df = drift_shift(now, ref, drift)
+    var_now = statistics.variance([math.log(x) for x in now])
+    needed = repeats_needed_now(var_now, drift, tol / 100.0, level)
+    return dict(shift=(d, se, df), needed=needed,
+                detectable=detectable_from_se(se, df, level),
+                more=(f"{needed} repeats now against this baseline would detect {tol:g} %" if needed else
+                      f"the drift between groups alone makes the detectable change {drift_floor(drift, level):.1%}, "
+                      f"so more repeats cannot bring it to {tol:g} %: record the baseline from more groups, or "
+                      "measure both sides interleaved in one session"))
+
+
 def judge(now: list[float], ref: list[float], tol: float, p_value: float | None = None,
-          tests: int = 1) -> TimeVerdict:
+          tests: int = 1, drift: Drift | None = None) -> TimeVerdict:
     """Time verdict of ``now`` against ``ref`` (seconds; ratio r of medians), tolerance ``tol`` percent.
 
-    ``p_value``: the row's Holm-adjusted one-sided p (default: :func:`welch_log_p`, one test);
-    ``tests``: rows tested together, so the detectable change is taken at ALPHA / tests (Holm's
-    strictest step: the row is detected with >= 80 % power whatever the other rows). With >= 3 samples
-    a side, L = 1 + tol/100:
+    ``p_value``: the row's Holm-adjusted one-sided p (default: the unadjusted p of this one test);
+    ``tests``: rows tested together, so the detectable change and the confidence bound are taken at
+    level = ALPHA / tests (Holm's strictest step); ``drift``: the baseline's between-group drift
+    (:func:`bench.results.drift.estimate`; None = unknown, the test uses the spread within the sides).
+    With >= 3 samples a side, L = 1 + tol/100, D the detectable change, B the one-sided (1 - level)
+    confidence bound of the ratio (:func:`ratio_bound`):
 
-    * r > L: ``regression`` if p < ALPHA, else ``inconclusive``; 1/r > L: ``faster`` / ``inconclusive``;
-    * within the tolerance: ``inconclusive`` if the detectable change exceeds tol (a slowdown beyond
-      it could have been missed), else ``slower`` (r > 1 and p < ALPHA) or ``unchanged``.
+    * r > L: ``regression`` if p < ALPHA and (D <= tol, or B > L); p < ALPHA with D > tol and B <= L is
+      ``inconclusive`` (a significant slowdown that a test this weak cannot place beyond the tolerance:
+      at low power the significant estimates are the inflated ones); p >= ALPHA: ``inconclusive``.
+      1/r > L: ``faster`` by the same rule (B < 1/L).
+    * within the tolerance: ``inconclusive`` if D > tol (a slowdown beyond it could have been missed),
+      else ``slower`` (r > 1 and p < ALPHA) or ``unchanged``.
 
     With fewer samples no test is possible: ``inconclusive``, with a note (a new user's trial had one
-    run against one called a +16.7 % regression on unchanged code). A significant slowdown beyond the
-    tolerance stays a regression when the detectable change is larger: its false-alarm rate is the
-    level whatever the power; low power only limits what "unchanged" can claim.
+    run against one called a +16.7 % regression on unchanged code). docs/comparison.md states the rule.
     """
     ratio, limit = statistics.median(now) / statistics.median(ref), 1.0 + tol / 100.0
     if min(len(now), len(ref)) < MIN_SAMPLES_FOR_TEST:  # one noisy run must not decide a verdict
@@ -102,19 +158,28 @@ def judge(now: list[float], ref: list[float], tol: float, p_value: float | None 
                 f"no significance test and no detectable change, so no verdict; run and record "
                 f"{MIN_SAMPLES_FOR_TEST} or more repeats (make bench ROUNDS={MIN_SAMPLES_FOR_TEST})")
         return TimeVerdict("inconclusive", repeats_needed=MIN_SAMPLES_FOR_TEST, notes=(note,))
-    p = welch_log_p(now, ref) if p_value is None else p_value
     level = ALPHA / max(tests, 1)
-    sd = pooled_sd_log(now, ref)
-    detectable = detectable_change(len(now), len(ref), sd, level)
-    needed = repeats_needed(sd, tol / 100.0, level)
-    more = (f"{needed} repeats a side would detect {tol:g} %" if needed else
-            f"even {MAX_REPEATS} repeats a side would not detect {tol:g} %: reduce the noise")
+    ev = _evidence(now, ref, tol, level, drift)
+    p = one_sided_test_p(now, ref, drift) if p_value is None else p_value
+    detectable, needed, more = ev["detectable"], ev["needed"], ev["more"]
     common = dict(p_value=p, detectable_pct=detectable * 100.0)
     if ratio > limit or 1.0 / ratio > limit:
-        if p < ALPHA:
-            return TimeVerdict("regression" if ratio > 1 else "faster", **common)
+        word, change = ("regression", "slowdown") if ratio > 1 else ("faster", "speed-up")
+        if p >= ALPHA:
+            return TimeVerdict("inconclusive", repeats_needed=needed, **common, notes=(
+                f"beyond the {tol:g} % tolerance but not confirmed (one-sided p = {p:.3f} >= {ALPHA:g}); {more}",))
+        if detectable * 100.0 <= tol:
+            return TimeVerdict(word, **common)
+        bound = ratio_bound(*ev["shift"], level)
+        shown = f"{(bound - 1.0) * 100.0:+.1f} %"
+        if bound > limit or 1.0 / bound > limit:
+            return TimeVerdict(word, **common, notes=(
+                f"the detectable change ({detectable:.1%}) exceeds the {tol:g} % tolerance, but the "
+                f"{1 - level:.1%} confidence bound of the {change} ({shown}) is already beyond it",))
         return TimeVerdict("inconclusive", repeats_needed=needed, **common, notes=(
-            f"beyond the {tol:g} % tolerance but not confirmed (one-sided Welch p = {p:.3f} >= {ALPHA:g}); {more}",))
+            f"significant {change} of {(ratio - 1.0) * 100.0:+.1f} % (p = {p:.3f}), but the test could only "
+            f"detect {detectable:.1%} and the {1 - level:.1%} confidence bound ({shown}) is within the "
+            f"{tol:g} % tolerance; {more}",))
     if detectable * 100.0 > tol:
         return TimeVerdict("inconclusive", repeats_needed=needed, **common, notes=(
             f"could not have detected a {tol:g} % slowdown (detectable change {detectable:.1%}); {more}",))
