@@ -96,7 +96,7 @@ def judge(now: list[float], ref: list[float], tol: float, p_value: float | None 
     tolerance stays a regression when the detectable change is larger: its false-alarm rate is the
     level whatever the power; low power only limits what "unchanged" can claim.
     """
-    ratio, limit = statistics.median(now) / statistics.median(ref), 1.0 + tol / 100.0
+    ratio = statistics.median(now) / statistics.median(ref)
     if min(len(now), len(ref)) < MIN_SAMPLES_FOR_TEST:  # one noisy run must not decide a verdict
         note = (f"fewer than {MIN_SAMPLES_FOR_TEST} samples on a side (now {len(now)}, baseline {len(ref)}): "
                 f"no significance test and no detectable change, so no verdict; run and record "
@@ -106,15 +106,25 @@ def judge(now: list[float], ref: list[float], tol: float, p_value: float | None 
     level = ALPHA / max(tests, 1)
     sd = pooled_sd_log(now, ref)
     detectable = detectable_change(len(now), len(ref), sd, level)
-    needed = repeats_needed(sd, tol / 100.0, level)
-    more = (f"{needed} repeats a side would detect {tol:g} %" if needed else
-            f"even {MAX_REPEATS} repeats a side would not detect {tol:g} %: reduce the noise")
+    return apply_rule(ratio, p, detectable, repeats_needed(sd, tol / 100.0, level), tol, "repeats a side")
+
+
+def apply_rule(ratio: float, p: float, detectable: float, needed: int | None, tol: float,
+               unit: str, test: str = "Welch") -> TimeVerdict:
+    """The verdict rule of :func:`judge` for an estimated ratio (now/ref), its one-sided p, its detectable
+    change (fraction) and the samples that would detect ``tol`` percent (``needed``, None: beyond
+    MAX_REPEATS; ``unit`` names them in the notes, e.g. "repeats a side" or "pairs"; ``test`` names the
+    test that gave ``p``). Used by
+    :func:`judge` and by paired designs (:mod:`bench.results.paired`)."""
+    limit = 1.0 + tol / 100.0
+    more = (f"{needed} {unit} would detect {tol:g} %" if needed else
+            f"even {MAX_REPEATS} {unit} would not detect {tol:g} %: reduce the noise")
     common = dict(p_value=p, detectable_pct=detectable * 100.0)
     if ratio > limit or 1.0 / ratio > limit:
         if p < ALPHA:
             return TimeVerdict("regression" if ratio > 1 else "faster", **common)
         return TimeVerdict("inconclusive", repeats_needed=needed, **common, notes=(
-            f"beyond the {tol:g} % tolerance but not confirmed (one-sided Welch p = {p:.3f} >= {ALPHA:g}); {more}",))
+            f"beyond the {tol:g} % tolerance but not confirmed (one-sided {test} p = {p:.3f} >= {ALPHA:g}); {more}",))
     if detectable * 100.0 > tol:
         return TimeVerdict("inconclusive", repeats_needed=needed, **common, notes=(
             f"could not have detected a {tol:g} % slowdown (detectable change {detectable:.1%}); {more}",))
