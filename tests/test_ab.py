@@ -1,7 +1,7 @@
 """``cifar-bench ab`` (bench/scaling/ab.py, ab_sides.py): sides, alternation, the answer from ab.json, and real
 A/B runs: the same environment twice is never a regression; a side slowed by the step test knob is one.
 
-The real runs (smoke preset, synthetic data, 2048 training images: 32 steps, a fit of ~1-2 s; each run a
+The real runs (smoke preset, synthetic data, 1024 training images: 16 steps, a fit of ~1 s; each run a
 fresh process, ~10-20 s on a busy 2-core machine) are pinned to one CPU core, as in
 tests/test_verdicts_e2e.py (one torch thread: far less sensitive to other processes).
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.cli import main
 from bench.core.config import ConfigError
 from bench.run.knobs import STEP_SLEEP_ENV
 from bench.scaling.ab_sides import Side, check_options, order, parse_env, run_argv, run_id, side_of
@@ -22,8 +23,8 @@ from tests.conftest import run_cli
 from tests.results_factory import CPU, result, write
 from tests.test_verdicts_e2e import one_core  # noqa: F401 (a fixture)
 
-RUN = ("--data", "synthetic", "--preset", "smoke", "--train-samples", "2048", "--test-samples", "256")
-SLEEP_S = 0.025  # per step, inside the timed region: ~+50 % on a busy 2-core machine (steps of ~40-55 ms)
+RUN = ("--data", "synthetic", "--preset", "smoke", "--train-samples", "1024", "--test-samples", "128")
+SLEEP_S = 0.05  # per step (16 steps), inside the timed region: ~+80 % on a busy 2-core machine (steps of 40-70 ms)
 
 
 def test_sides_from_the_command_line():
@@ -71,28 +72,27 @@ def _manifest(folder: Path, a_times: list[float], b_times: list[float], b_env: d
     return folder / "ab.json"
 
 
-def test_from_results_judges_an_ab_json_and_stores_the_rows(tmp_path):
+def test_from_results_judges_an_ab_json_and_stores_the_rows(tmp_path, capsys):
     path = _manifest(tmp_path, [10.0, 10.1, 9.9, 10.0], [13.0, 13.2, 12.8, 13.1], {**CPU, "torch": "2.15.0"})
-    proc = run_cli("ab", "--from-results", str(path))
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "regression" in proc.stdout and "torch: 2.14.1+cu130 -> 2.15.0" in proc.stdout
-    assert "B: command: python; env: X=1" in proc.stdout
+    assert main(["ab", "--from-results", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "regression" in out and "torch: 2.14.1+cu130 -> 2.15.0" in out and "B: command: python; env: X=1" in out
     rows = json.loads(path.read_text())["rows"]
     assert rows[0]["verdict"] == "regression" and rows[0]["pairs"] == 4
     # a wider tolerance, judged again from the same files: the same runs, now within it
-    assert run_cli("ab", "--from-results", str(path), "--tolerance", "40").returncode == 0
+    assert main(["ab", "--from-results", str(path), "--tolerance", "40"]) == 0
     assert json.loads(path.read_text())["rows"][0]["verdict"] in ("slower", "inconclusive")
 
 
-def test_from_results_refuses_a_file_that_is_no_ab_json(tmp_path):
+def test_from_results_refuses_a_file_that_is_no_ab_json(tmp_path, capsys):
     (tmp_path / "x.json").write_text("{}")
-    proc = run_cli("ab", "--from-results", str(tmp_path / "x.json"))
-    assert proc.returncode == 2 and "not an ab.json" in proc.stderr
+    assert main(["ab", "--from-results", str(tmp_path / "x.json")]) == 2
+    assert "not an ab.json" in capsys.readouterr().err
 
 
-def _verdict(stdout: str) -> str:
-    line = next(ln for ln in stdout.splitlines() if ln.startswith("baseline (1 device)"))
-    return line.split()[3]
+def _verdict(out: Path) -> str:
+    (row,) = json.loads((out / "ab.json").read_text())["rows"]
+    return row["verdict"]
 
 
 @pytest.mark.slow
@@ -100,7 +100,7 @@ def test_the_same_environment_on_both_sides_is_never_a_regression(tmp_path, cach
     out = tmp_path / "ab"
     proc = run_cli("ab", *RUN, "--pairs", "3", "--out", str(out), timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert _verdict(proc.stdout) in ("unchanged", "inconclusive", "slower", "faster"), proc.stdout[-3000:]
+    assert _verdict(out) in ("unchanged", "inconclusive", "slower", "faster"), proc.stdout[-3000:]
     manifest = json.loads((out / "ab.json").read_text())
     assert [p["order"] for p in manifest["pairs"]] == ["AB", "BA", "AB"]
     assert len(list((out / "A").glob("baseline-abA-p0*.json"))) == 3 == len(list((out / "B").glob("baseline-abB-*.json")))
@@ -116,13 +116,13 @@ def test_a_side_slowed_by_the_step_knob_is_a_regression_with_the_difference_name
     proc = run_cli("ab", *RUN, "--pairs", "3", "--b-env", f"{STEP_SLEEP_ENV}={SLEEP_S}", "--out", str(out),
                    "--accept-test-knobs", timeout=900)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert _verdict(proc.stdout) == "regression", proc.stdout[-3000:]
+    assert _verdict(out) == "regression", proc.stdout[-3000:]
     assert f"test knobs: none -> {STEP_SLEEP_ENV}={SLEEP_S:g}" in proc.stdout
     assert f"env: {STEP_SLEEP_ENV}={SLEEP_S}" in proc.stdout  # the side's definition
     row = json.loads((out / "ab.json").read_text())["rows"][0]
     assert row["ratio"] > 1.15 and row["interval"][0] > 1.0, row
     # without --accept-test-knobs the slowed runs are no figure: nothing to judge (exit 5)
-    assert run_cli("ab", "--from-results", str(out / "ab.json")).returncode == 5
+    assert main(["ab", "--from-results", str(out / "ab.json")]) == 5
     print(proc.stdout[-2500:])
 
 
@@ -134,7 +134,7 @@ def test_two_sif_sides_run_on_this_machine(tmp_path, cache):
     proc = run_cli("ab", *RUN, "--pairs", "3", "--a-cmd", f"apptainer exec {sif} python",
                    "--b-cmd", f"apptainer exec {sif} python", "--out", str(out), timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert _verdict(proc.stdout) in ("unchanged", "inconclusive", "slower", "faster"), proc.stdout[-3000:]
+    assert _verdict(out) in ("unchanged", "inconclusive", "slower", "faster"), proc.stdout[-3000:]
     results = [json.loads(p.read_text()) for p in out.glob("*/*.json")]
     assert len(results) == 6 and all(r["environment"]["container_runtime"] == "apptainer" for r in results)
     print(proc.stdout[-2500:])

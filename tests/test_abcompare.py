@@ -71,6 +71,13 @@ def test_differences_name_versions_and_test_knobs():
     assert "test knobs: none -> BENCH_TEST_STEP_SLEEP_S=0.002" in lines
 
 
+def test_differences_name_the_communication_variables_the_runs_recorded():
+    a = [records(result("ddp", [t], env=CPU, devices=2))[0] for t in (10.0, 10.1, 9.9)]
+    b = [records({**(r := result("ddp", [t], env=CPU, devices=2)), "world": {**r["world"], "comm_env": {"NCCL_ALGO": "Ring"}}})[0]
+         for t in (10.0, 10.1, 9.9)]
+    assert "NCCL_ALGO: unset -> Ring" in differences({"ddp (2 devices)": list(zip(a, b))})
+
+
 def test_holm_adjusts_over_the_cases_tested():
     two = {LABEL: _pairs([10.0, 10.1, 9.9], [10.5, 10.4, 10.6]),
            "ddp (2 devices)": _pairs([10.0, 10.1, 9.9], [10.0, 10.1, 9.9], case="ddp")}

@@ -129,13 +129,23 @@ def _knobs(records: list[Record]) -> str:
     return ", ".join(seen) or "none"
 
 
+def _comm_env(records: list[Record], name: str) -> str:
+    values = sorted({str((r.world.get("comm_env") or {}).get(name, "unset")) for r in records})
+    return " | ".join(values)
+
+
 def differences(pairs: dict[str, list[Pair]]) -> list[str]:
     """Lines "FACT: A -> B" for every recorded fact that differs between the sides' runs
-    (:func:`bench.results.envdiff.what_changed`), and the test knobs when they differ."""
+    (:func:`bench.results.envdiff.what_changed`), the communication variables the runs recorded
+    (``world.comm_env``: NCCL_*, GLOO_*) and the test knobs, where they differ."""
     a = [p[0] for ps in pairs.values() for p in ps if p[0] is not None]
     b = [p[1] for ps in pairs.values() for p in ps if p[1] is not None]
-    lines = what_changed(b, a) if a and b else ["a side left no result: nothing to compare"]
-    if a and b and _knobs(a) != _knobs(b):
+    if not (a and b):
+        return ["a side left no result: nothing to compare"]
+    lines = what_changed(b, a)
+    names = sorted({k for r in a + b for k in (r.world.get("comm_env") or {})})
+    lines += [f"{k}: {_comm_env(a, k)} -> {_comm_env(b, k)}" for k in names if _comm_env(a, k) != _comm_env(b, k)]
+    if _knobs(a) != _knobs(b):
         lines.append(f"test knobs: {_knobs(a)} -> {_knobs(b)}")
     return lines
 

@@ -62,8 +62,8 @@ def add_parser(sub) -> None:
     run_actions = [(a.dest, a.option_strings[0], type(a).__name__) for a in p._actions if a.option_strings
                    and a.dest not in ("help", "case", "repeats", "out_dir")]
     p.add_argument("--cases", type=_cases, default=["baseline"], help="comma list of cases (default baseline)")
-    p.add_argument("--case", dest="cases", type=_cases, help=argparse.SUPPRESS)
-    p.add_argument("--repeats", type=int, help=argparse.SUPPRESS)  # (a run's option; --pairs here)
+    for action in [a for a in p._actions if a.dest in ("case", "repeats")]:  # a run's options: --cases, --pairs here
+        p._handle_conflict_resolve(None, [(option, action) for option in action.option_strings])
     for name in NAMES:
         low = name.lower()
         p.add_argument(f"--{low}-cmd", help=f"side {name}: command that runs Python, e.g. 'apptainer exec "
