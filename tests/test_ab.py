@@ -138,3 +138,9 @@ def test_two_sif_sides_run_on_this_machine(tmp_path, cache):
     results = [json.loads(p.read_text()) for p in out.glob("*/*.json")]
     assert len(results) == 6 and all(r["environment"]["container_runtime"] == "apptainer" for r in results)
     print(proc.stdout[-2500:])
+
+
+def test_an_ab_json_without_a_finished_pair_is_no_pass(tmp_path, capsys):
+    path = _manifest(tmp_path, [], [], CPU)
+    assert main(["ab", "--from-results", str(path)]) == 5
+    assert "no pair that finished" in capsys.readouterr().out

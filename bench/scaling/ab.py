@@ -106,7 +106,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
                 "sides": {n: s.as_json() for n, s in sides.items()}, "cases": args.cases, "pairs": []}
     print("\n".join(f"ab: side {s.describe()}" for s in sides.values()), flush=True)
     launcher = _split(args.launcher)
-    signal.signal(signal.SIGTERM, _stop)  # scancel, a time limit: end as Ctrl-C does, with the run stopped too
+    before = signal.signal(signal.SIGTERM, _stop)  # scancel, a time limit: end as Ctrl-C does, the run stopped too
     try:
         for i in range(args.pairs):
             for case in args.cases:
@@ -116,6 +116,8 @@ def cmd_ab(args: argparse.Namespace) -> int:
         print(f"ab: interrupted after {len(manifest['pairs'])} pair(s); judge them with "
               f"cifar-bench ab --from-results {out / 'ab.json'}", flush=True)
         return int(ExitCode.INTERRUPTED)
+    finally:
+        signal.signal(signal.SIGTERM, before)
     return judge(out / "ab.json", args.tolerance, args.accept_test_knobs)
 
 
@@ -175,7 +177,7 @@ def load_pairs(path: Path, accept_test_knobs: bool = False) -> tuple[dict, dict[
         manifest = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot read an ab.json ({err}); pass the ab.json an ab run wrote") from None
-    if not isinstance(manifest, dict) or manifest.get("schema") != AB_SCHEMA:
+    if not isinstance(manifest, dict) or manifest.get("schema") != AB_SCHEMA or not isinstance(manifest.get("pairs"), list):
         raise ValueError(f"{path}: not an ab.json (schema {AB_SCHEMA}); pass the ab.json an ab run wrote")
     pairs: dict[str, list] = {}
     labels: dict[str, str] = {}
@@ -193,6 +195,9 @@ def judge(path: Path, tolerance_pct: float, accept_test_knobs: bool) -> int:
     from bench.results.compare import exit_code
 
     manifest, pairs = load_pairs(path, accept_test_knobs)
+    if not pairs:
+        print(f"ab: {path} lists no pair that finished: nothing to judge")
+        return int(ExitCode.NO_VALID_RUN)
     rows = compare_ab(pairs, tolerance_pct)
     print("\n" + format_rows(rows), end="")
     print("\nsides:\n" + "\n".join(f"  {Side.from_json(n, s).describe()}" for n, s in manifest["sides"].items()))
