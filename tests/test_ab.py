@@ -144,3 +144,26 @@ def test_an_ab_json_without_a_finished_pair_is_no_pass(tmp_path, capsys):
     path = _manifest(tmp_path, [], [], CPU)
     assert main(["ab", "--from-results", str(path)]) == 5
     assert "no pair that finished" in capsys.readouterr().out
+
+
+def test_sigterm_stops_the_running_side_and_exits_4(tmp_path):
+    """A side whose 'run' only writes its pid and sleeps (python -c ignores the run's words): SIGTERM to ab
+    ends it and ab (exit 4, bounded), and leaves no process behind."""
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "side.pid"
+    sleeper = f"{sys.executable} -c 'import os, time; open(os.environ[\"PID_FILE\"], \"w\").write(str(os.getpid())); time.sleep(120)'"
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "ab", *RUN, "--pairs", "3", "--a-cmd", sleeper,
+                             "--a-env", f"PID_FILE={pid_file}",
+                             "--out", str(tmp_path / "ab")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    side_pid = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 4 and "interrupted after 0 pair(s)" in out, out
+    with pytest.raises(ProcessLookupError):
+        os.kill(side_pid, 0)  # the side's process was stopped with ab (reaped by ab: no zombie either)
