@@ -113,16 +113,24 @@ def check_options(side: Side, common: list[str], cases: list[str]) -> None:
     Raises:
         ConfigError: an unknown option or an invalid value (the run's own message).
     """
-    from bench.run.command import add_parser, run_config
+    import contextlib
+    import io
 
-    parser = argparse.ArgumentParser(prog="cifar-bench", exit_on_error=False, add_help=False)
-    add_parser(parser.add_subparsers(dest="command"))
+    from bench.run.command import add_parser, run_config
+    from bench.scaling.sweep import _Into
+
+    parser = argparse.ArgumentParser(prog="cifar-bench run", exit_on_error=False, add_help=False,
+                                     conflict_handler="resolve")
+    add_parser(_Into(parser))
     for case in cases:
-        words = ["run", *common, "--case", case, *side.args]
+        words = [*common, "--case", case, *side.args]
+        said = io.StringIO()
         try:
-            args, extras = parser.parse_known_args(words)
+            with contextlib.redirect_stderr(said):  # (argparse prints its usage before exiting)
+                args, extras = parser.parse_known_args(words)
         except (argparse.ArgumentError, SystemExit) as err:
-            raise ConfigError(f"side {side.name}: the run options {shlex.join(words[1:])} are invalid ({err})") from None
+            why = str(err) if isinstance(err, argparse.ArgumentError) else said.getvalue().strip().splitlines()[-1]
+            raise ConfigError(f"side {side.name}: the run options {shlex.join(words)} are invalid ({why})") from None
         if extras:
             raise ConfigError(f"side {side.name}: unknown run option(s) {' '.join(extras)}")
         try:
