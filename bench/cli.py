@@ -121,7 +121,7 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser of ``cifar-bench``."""
     from bench.report import report
     from bench.results import compare, recording, resultfile
-    from bench.scaling import sweep
+    from bench.scaling import ab, sweep
 
     ap = _Parser(prog="cifar-bench", description=DESCRIPTION, epilog=_epilog(),
                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,6 +133,7 @@ def parser() -> argparse.ArgumentParser:
     recording.add_parser(sub)
     report.add_parser(sub)
     sweep.add_parser(sub)
+    ab.add_parser(sub)
     _add_mark_interrupted_parser(sub)
     return ap
 

@@ -118,8 +118,7 @@ def _evidence(now: list[float], ref: list[float], tol: float, level: float, drif
         needed = repeats_needed(sd, tol / 100.0, level)
         return dict(shift=welch_log_shift(now, ref), needed=needed,
                     detectable=detectable_change(len(now), len(ref), sd, level),
-                    more=(f"{needed} repeats a side would detect {tol:g} %" if needed else
-                          f"even {MAX_REPEATS} repeats a side would not detect {tol:g} %: reduce the noise"))
+                    more=more_sentence(needed, tol, "repeats a side"))
     d, se, df = drift_shift(now, ref, drift)
     var_now = statistics.variance([math.log(x) for x in now])
     needed = repeats_needed_now(var_now, drift, tol / 100.0, level)
@@ -152,7 +151,7 @@ def judge(now: list[float], ref: list[float], tol: float, p_value: float | None 
     With fewer samples no test is possible: ``inconclusive``, with a note (a new user's trial had one
     run against one called a +16.7 % regression on unchanged code). docs/comparison.md states the rule.
     """
-    ratio, limit = statistics.median(now) / statistics.median(ref), 1.0 + tol / 100.0
+    ratio = statistics.median(now) / statistics.median(ref)
     if min(len(now), len(ref)) < MIN_SAMPLES_FOR_TEST:  # one noisy run must not decide a verdict
         note = (f"fewer than {MIN_SAMPLES_FOR_TEST} samples on a side (now {len(now)}, baseline {len(ref)}): "
                 f"no significance test and no detectable change, so no verdict; run and record "
@@ -161,25 +160,43 @@ def judge(now: list[float], ref: list[float], tol: float, p_value: float | None 
     level = ALPHA / max(tests, 1)
     ev = _evidence(now, ref, tol, level, drift)
     p = one_sided_test_p(now, ref, drift) if p_value is None else p_value
-    detectable, needed, more = ev["detectable"], ev["needed"], ev["more"]
+    return apply_rule(ratio, p, ev["detectable"], ev["needed"], tol, ev["more"], ev["shift"], level)
+
+
+def more_sentence(needed: int | None, tol: float, unit: str) -> str:
+    """What would make a weak test conclusive: "N {unit} would detect tol %" (``needed`` None: beyond
+    MAX_REPEATS, say so)."""
+    return (f"{needed} {unit} would detect {tol:g} %" if needed else
+            f"even {MAX_REPEATS} {unit} would not detect {tol:g} %: reduce the noise")
+
+
+def apply_rule(ratio: float, p: float, detectable: float, needed: int | None, tol: float, more: str,
+               shift: tuple[float, float, float], level: float, test: str = "Welch") -> TimeVerdict:
+    """The verdict rule of :func:`judge` for an estimated ratio (now/ref), its one-sided p, its detectable
+    change (fraction), the samples that would detect ``tol`` percent (``needed``, None: beyond MAX_REPEATS)
+    and the sentence saying so (``more``), the shift of log times (d, se, df) for the confidence bound
+    (:func:`ratio_bound`) at ``level``, and the name of the test that gave ``p``. Used by :func:`judge`
+    and by paired designs (:mod:`bench.results.paired`)."""
+    limit = 1.0 + tol / 100.0
     common = dict(p_value=p, detectable_pct=detectable * 100.0)
     if ratio > limit or 1.0 / ratio > limit:
         word, change = ("regression", "slowdown") if ratio > 1 else ("faster", "speed-up")
         if p >= ALPHA:
             return TimeVerdict("inconclusive", repeats_needed=needed, **common, notes=(
-                f"beyond the {tol:g} % tolerance but not confirmed (one-sided p = {p:.3f} >= {ALPHA:g}); {more}",))
+                f"beyond the {tol:g} % tolerance but not confirmed (one-sided {test} p = {p:.3f} >= {ALPHA:g}); "
+                f"{more}",))
         if detectable * 100.0 <= tol:
             return TimeVerdict(word, **common)
-        bound = ratio_bound(*ev["shift"], level)
+        bound = ratio_bound(*shift, level)
         shown = f"{(bound - 1.0) * 100.0:+.1f} %"
         if bound > limit or 1.0 / bound > limit:
             return TimeVerdict(word, **common, notes=(
                 f"the detectable change ({detectable:.1%}) exceeds the {tol:g} % tolerance, but the "
                 f"{1 - level:.1%} confidence bound of the {change} ({shown}) is already beyond it",))
         return TimeVerdict("inconclusive", repeats_needed=needed, **common, notes=(
-            f"significant {change} of {(ratio - 1.0) * 100.0:+.1f} % (p = {p:.3f}), but the test could only "
-            f"detect {detectable:.1%} and the {1 - level:.1%} confidence bound ({shown}) is within the "
-            f"{tol:g} % tolerance; {more}",))
+            f"significant {change} of {(ratio - 1.0) * 100.0:+.1f} % (one-sided {test} p = {p:.3f}), but the "
+            f"test could only detect {detectable:.1%} and the {1 - level:.1%} confidence bound ({shown}) is "
+            f"within the {tol:g} % tolerance; {more}",))
     if detectable * 100.0 > tol:
         return TimeVerdict("inconclusive", repeats_needed=needed, **common, notes=(
             f"could not have detected a {tol:g} % slowdown (detectable change {detectable:.1%}); {more}",))
