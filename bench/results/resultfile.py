@@ -17,6 +17,7 @@ One JSON file per run, written by global rank 0 only (``<out_dir>/<run_id>.json`
                "global_batch_size", "per_device_batch_size", "params_identical": bool,
                "communication": {"backend", "network", "channels", "comm_env", ...} (bench.run.comm)},
      "environment": {see bench.measure.environment.collect},
+     "interconnect": null | {"status", "elapsed_s", "table": [..], "pairs": [..], ...} (bench.run.allreduce),
      "started_utc": ISO 8601, "ended_utc": ISO 8601}
 
 Times are seconds, throughput images/s, accuracy a fraction in [0, 1].
@@ -104,7 +105,8 @@ def write_json_atomic(obj: dict, path: str | Path, exclusive: bool = False) -> P
 def build_result(*, run_id: str, case: str, status: str, config: dict, started_utc: str,
                  metrics: dict | None = None, sanity: dict | None = None, world: dict | None = None,
                  environment: dict | None = None, reason: str | None = None,
-                 test_knobs: dict | None = None, profiled: bool = False, profile: dict | None = None) -> dict:
+                 test_knobs: dict | None = None, profiled: bool = False, profile: dict | None = None,
+                 interconnect: dict | None = None) -> dict:
     """Assemble one result record (see the module docstring for the format).
 
     Raises:
@@ -116,7 +118,7 @@ def build_result(*, run_id: str, case: str, status: str, config: dict, started_u
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "run_id": run_id, "case": case,
         "status": status, "reason": reason, "profiled": profiled, "test_knobs": test_knobs or {},
         "config": config, "metrics": metrics or {}, "sanity": sanity or {}, "world": world or {},
-        "environment": environment or {}, "profile": profile, "started_utc": started_utc, "ended_utc": utc_now(),
+        "environment": environment or {}, "profile": profile, "interconnect": interconnect, "started_utc": started_utc, "ended_utc": utc_now(),
     }
 
 
