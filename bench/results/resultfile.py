@@ -36,6 +36,7 @@ from typing import Any
 from bench.core.files import atomic_open
 from bench.core.tables import fmt, render
 from bench.results.records import RESULT_SCHEMA as SCHEMA, RESULT_SCHEMA_VERSION as SCHEMA_VERSION, STATUSES, split_by_work
+from bench.results.interconnect_lines import record_lines
 from bench.results.records import Record, by_group, from_result, group_label, read_records
 from bench.results.stats import summary_stats
 from bench.results.system_groups import mixed_systems_note, split_by_system, system_labels
@@ -189,7 +190,8 @@ def format_table(results: list[dict | Record]) -> str:
     table = render(headers, summary_rows(results), align=("left", "left", "right", "right", "right", "right",
                                                           "right", "left"))
     mixed = mixed_systems_note(_records(results))
-    return table + (f"\nnote: {mixed}" if mixed else "")
+    checks = record_lines(_records(results))  # the interconnect check of ddp runs (bench.results.interconnect)
+    return table + (f"\nnote: {mixed}" if mixed else "") + ("\ninterconnect:\n" + "\n".join(checks) if checks else "")
 
 
 def add_parser(sub) -> None:

@@ -24,11 +24,9 @@ import socket
 import time
 from typing import Any
 
-import lightning as L
 import torch
 import torch.distributed as dist
 
-from bench.core.config import BenchConfig
 from bench.results import bandwidth
 from bench.run import comm
 
@@ -130,25 +128,3 @@ def interconnect_check(plan: bandwidth.CheckPlan, device: torch.device, backend:
             "sizes_bytes": list(plan.sizes_bytes), "table": table, "latency_us": smallest["time_us"],
             "pairs": pairs, "definition": DEFINITION,
             "note": WORLD_ONE_NOTE if dist.get_world_size() == 1 else None}
-
-
-class InterconnectCheck(L.Callback):
-    """Runs :func:`interconnect_check` once, at the first ``setup`` of a ddp run (after Lightning has made
-    the process group, before the timed fit: ``fit_s`` starts at ``on_train_start``).
-
-    Attributes:
-        record: the ``interconnect`` record (None for a case without a process group: baseline, dp).
-    """
-
-    def __init__(self, config: BenchConfig) -> None:
-        self.config = config
-        self.record: dict[str, Any] | None = None
-        if config.case == "ddp" and not config.comm_check:
-            self.record = skipped("interconnect check off (--no-comm-check, the smoke preset's default)")
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.record is not None or self.config.case != "ddp" or not dist.is_initialized():
-            return
-        backend = dist.get_backend()
-        plan = bandwidth.plan_check(gradient_bytes(pl_module), self.config.accelerator)
-        self.record = interconnect_check(plan, trainer.strategy.root_device, backend)
