@@ -63,6 +63,13 @@ def cmd_comm(args: argparse.Namespace) -> int:
     devices = args.devices or _default_devices(args.accelerator)
     if devices < 1:
         raise ConfigError(f"--devices must be >= 1, got {devices}")
+    if args.accelerator == "gpu":
+        from bench.measure.environment import GPUUnavailableError, check_gpu_usable
+
+        try:
+            check_gpu_usable(devices)
+        except GPUUnavailableError as err:  # bad input (exit 2), as for `run --accelerator gpu`
+            raise ConfigError(f"comm --accelerator gpu: {err}") from err
     return _report(_spawn(devices, args, _plan(args)), args, baseline)
 
 
@@ -118,6 +125,7 @@ def _measure(rank: int, local_rank: int, world: int, address: str, port: int, ar
     device = torch.device("cuda", local_rank) if gpu else torch.device("cpu")
     if gpu:
         torch.cuda.set_device(device)
+        _request_nccl_log(args, port)
     dist.init_process_group("nccl" if gpu else "gloo", init_method=f"tcp://{address}:{port}", rank=rank,
                             world_size=world, timeout=datetime.timedelta(seconds=args.pg_timeout_s))
     try:
@@ -125,6 +133,18 @@ def _measure(rank: int, local_rank: int, world: int, address: str, port: int, ar
     finally:
         dist.destroy_process_group()
     return record if rank == 0 else None
+
+
+def _request_nccl_log(args: argparse.Namespace, port: int) -> None:
+    """Ask NCCL for its transport lines (bench.run.comm), in a folder beside ``--out`` or in the temp folder."""
+    import tempfile
+
+    from bench.core.config import make_config
+    from bench.run import comm
+
+    folder = args.out.parent if args.out else Path(tempfile.gettempdir()) / "cifar-bench-comm"
+    config = make_config("smoke", case="ddp", accelerator="gpu", data="synthetic", out_dir=str(folder))
+    comm.request_nccl_log(config, f"comm-{os.environ.get('SLURM_JOB_ID', 'local')}-{port}")
 
 
 def _report(record: dict, args: argparse.Namespace, baseline: dict | None) -> int:
