@@ -34,6 +34,17 @@ def test_sizes_reach_beyond_the_gradient_bucket_and_stay_capped_on_cpu():
         bw.plan_check(10, "tpu")
 
 
+def test_a_slow_link_stops_the_table_within_its_budget():
+    plan = bw.plan_check(248_024, "cpu")  # budget 15 s; 2 warm-up calls, 3 blocks of 10 (<= 1 MiB) or 3 calls
+    one_mib = {"size_bytes": MIB, "time_us": 85_000.0, "block_times_us": [85_000.0, 90_000.0, 95_000.0],
+               "iterations": 10}
+    assert bw.row_cost_s(one_mib, plan) == pytest.approx((270_000.0 * 10 + 85_000.0 * 2) / 1e6)  # 2.87 s
+    assert bw.projected_cost_s(one_mib, 8 * MIB, plan) == pytest.approx(0.68 * 11)  # 8 x 85 ms, 11 calls: 7.48 s
+    assert bw.projected_cost_s({"size_bytes": 65536, "time_us": 500.0}, 8, plan) == pytest.approx(0.0005 * 32)
+    # from 8 B (latency): 64 KiB is projected at the same time per call, not 8192 times it
+    assert bw.projected_cost_s({"size_bytes": 8, "time_us": 1000.0}, 65536, plan) == pytest.approx(0.001 * 32)
+
+
 def test_node_pairs_are_ring_neighbours_in_at_most_two_rounds_of_disjoint_pairs():
     assert bw.pair_rounds(1) == [] and bw.pair_rounds(2) == [[(0, 1)]]
     assert bw.pair_rounds(4) == [[(0, 1), (2, 3)], [(1, 2), (3, 0)]]

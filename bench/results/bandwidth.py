@@ -37,6 +37,11 @@ class CheckPlan:
     blocks: int = 3
     iterations: int = 3
     small_iterations: int = 10
+    budget_s: float = 15.0  # a table stops before a size whose projected cost exceeds what is left (s)
+
+    def iterations_of(self, size_bytes: int) -> int:
+        """Timed all-reduces per block for ``size_bytes``."""
+        return self.small_iterations if size_bytes <= MIB else self.iterations
 
 
 #: the largest message per accelerator (bytes). CPU (gloo over TCP): the check stays about 1-2 s on a
@@ -62,6 +67,20 @@ def plan_check(gradient_bytes: int, accelerator: str) -> CheckPlan:
 def _float32(size: int) -> int:
     """``size`` rounded down to whole float32 elements (at least one), bytes."""
     return max(4, size - size % 4)
+
+
+def projected_cost_s(row: dict[str, Any], next_bytes: int, plan: CheckPlan) -> float:
+    """Seconds the next size would take (warm-up and every block), from the last row's time scaled by
+    size above 64 KiB (below, a call's time is latency: scaling 8 B to 64 KiB would project 8192 times
+    the latency), never below the last row's. Pure: every rank computes it from the same rank-averaged
+    times, so all ranks agree where a table stops."""
+    per_call_s = row["time_us"] / 1e6 * max(1.0, next_bytes / max(row["size_bytes"], 64 * KIB))
+    return per_call_s * (plan.warmup + plan.blocks * plan.iterations_of(next_bytes))
+
+
+def row_cost_s(row: dict[str, Any], plan: CheckPlan) -> float:
+    """Seconds a measured row took, from its rank-averaged block times (warm-up at the fastest block's rate)."""
+    return (sum(row["block_times_us"]) * row["iterations"] + row["time_us"] * plan.warmup) / 1e6
 
 
 def bus_factor(ranks: int) -> float:

@@ -13,7 +13,8 @@ Record (``result["interconnect"]``)::
 
     {"status": "measured" | "skipped", "reason": str | None, "elapsed_s": float (the check's own cost),
      "backend": "gloo" | "nccl", "transport": str | None (bench.run.comm), "world_size", "nodes": [host...],
-     "gradient_bytes", "bucket_bytes", "sizes_bytes": [...], "table": [size_row...], "latency_us",
+     "gradient_bytes", "bucket_bytes", "sizes_bytes": [...] (planned), "budget_s", "left_out_bytes": [...]
+     (planned sizes the budget left out: a slow link), "table": [size_row...], "latency_us",
      "pairs": [{"nodes": [a, b], "ranks": [...], "round": 1|2, "table": [...], "same_as_world": bool}],
      "definition": str, "note": str | None}
 """
@@ -55,7 +56,7 @@ def time_blocks(size_bytes: int, plan: bandwidth.CheckPlan, device: torch.device
     """Per-iteration seconds of each timed block of all-reduces of ``size_bytes`` in ``group`` (None = world),
     averaged over the group's ranks. Collective: every rank of ``group`` calls it with the same arguments."""
     tensor = torch.ones(size_bytes // 4, dtype=torch.float32, device=device)
-    iterations = plan.small_iterations if size_bytes <= bandwidth.MIB else plan.iterations
+    iterations = plan.iterations_of(size_bytes)
     for _ in range(plan.warmup):
         dist.all_reduce(tensor, group=group)
     times = []
@@ -73,10 +74,16 @@ def time_blocks(size_bytes: int, plan: bandwidth.CheckPlan, device: torch.device
 
 
 def measure_table(plan: bandwidth.CheckPlan, device: torch.device, group=None) -> list[dict[str, Any]]:
-    """The table of ``group`` (None = world): one :func:`bench.results.bandwidth.size_row` per planned size."""
-    ranks = dist.get_world_size(group)
-    iterations = lambda s: plan.small_iterations if s <= bandwidth.MIB else plan.iterations  # noqa: E731
-    return [bandwidth.size_row(s, time_blocks(s, plan, device, group), ranks, iterations(s)) for s in plan.sizes_bytes]
+    """The table of ``group`` (None = world): one :func:`bench.results.bandwidth.size_row` per planned size,
+    smallest first, stopping before a size whose projected cost exceeds what is left of ``plan.budget_s``
+    (a slow link: the sizes left out are those the table lacks)."""
+    ranks, rows, spent = dist.get_world_size(group), [], 0.0
+    for size in plan.sizes_bytes:
+        if rows and bandwidth.projected_cost_s(rows[-1], size, plan) > plan.budget_s - spent:
+            break  # (every rank decides alike: the times are averaged over the ranks)
+        rows.append(bandwidth.size_row(size, time_blocks(size, plan, device, group), ranks, plan.iterations_of(size)))
+        spent += bandwidth.row_cost_s(rows[-1], plan)
+    return rows
 
 
 def measure_pairs(plan: bandwidth.CheckPlan, device: torch.device, hostnames: list[str],
@@ -125,6 +132,7 @@ def interconnect_check(plan: bandwidth.CheckPlan, device: torch.device, backend:
             "backend": backend,
             "transport": transport, "world_size": dist.get_world_size(), "nodes": bandwidth.node_order(hostnames),
             "gradient_bytes": plan.gradient_bytes, "bucket_bytes": plan.bucket_bytes,
-            "sizes_bytes": list(plan.sizes_bytes), "table": table, "latency_us": smallest["time_us"],
+            "sizes_bytes": list(plan.sizes_bytes), "budget_s": plan.budget_s,
+            "left_out_bytes": list(plan.sizes_bytes[len(table):]), "table": table, "latency_us": smallest["time_us"],
             "pairs": pairs, "definition": DEFINITION,
             "note": WORLD_ONE_NOTE if dist.get_world_size() == 1 else None}
