@@ -178,8 +178,14 @@ def test_comm_command_measures_without_training_and_judges_against_a_baseline(tm
     check = json.loads(out.read_text())["interconnect"]
     assert check["status"] == "measured" and check["world_size"] == 2 and len(check["table"]) == 6
     assert check["pairs"] == [] and check["table"][-1]["busbw_gbps"] < 1000.0
-    bad = run_cli("comm", "--baseline", str(tmp_path / "missing.json"))
-    assert bad.returncode == 2 and "not found" in bad.stderr
+
+
+def test_comm_refuses_bad_input_before_any_rank_starts(tmp_path, capsys):
+    from bench.cli import main
+
+    assert main(["comm", "--baseline", str(tmp_path / "missing.json")]) == 2  # in this process: nothing spawned
+    assert "not found" in capsys.readouterr().err
+    assert main(["comm", "--tolerance", "-1"]) == 2 and "--tolerance" in capsys.readouterr().err
 
 
 def _pairs_rank(rank: int, world: int, port: int, hosts: list[str], queue) -> None:
