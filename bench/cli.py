@@ -25,6 +25,7 @@ from bench.core.config import CASES, DATA_ENV, PRESETS, ConfigError, make_config
 from bench.core.exitcodes import ExitCode
 from bench.core.files import folder_argument
 from bench.run import command as run_command
+from bench.run import comm_command
 
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
@@ -134,6 +135,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     sweep.add_parser(sub)
     ab.add_parser(sub)
+    comm_command.add_parser(sub)
     _add_mark_interrupted_parser(sub)
     return ap
 

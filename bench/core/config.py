@@ -127,6 +127,9 @@ class BenchConfig:
                         choices=SCALINGS)
     pg_timeout_s: float = _doc(300.0, "longest wait for a missing or dead rank in set-up or a collective before the "
                                "run fails (at most a week)", unit="s")
+    comm_check: bool = _doc(True, "ddp: a short all-reduce check of the interconnect (bus bandwidth per message "
+                            "size, per node pair) before the timed fit, recorded as the result's interconnect "
+                            "(docs/interconnect.md)")
     compile: bool = _doc(False, "torch.compile the network (opt-in; the first steps of the timed fit include "
                          "compiling)")
 
@@ -271,8 +274,9 @@ def _check_world(c: BenchConfig) -> None:
 # Preset values. Times and accuracies measured on the machines named in README.md ("Presets").
 PRESETS: dict[str, dict[str, Any]] = {
     # A few thousand images, one epoch: checks the whole path end to end on 2 CPU cores.
+    # (no interconnect check: its seconds would be a large share of a smoke run; `cifar-bench comm` is that check)
     "smoke": dict(train_samples=10000, test_samples=2000, epochs=1, global_batch_size=64,
-                  eval_batch_size=500, lr=0.02, accelerator="cpu"),
+                  eval_batch_size=500, lr=0.02, accelerator="cpu", comm_check=False),
     # The real data set, sized for the main job on 2 CPU cores (baseline + ddp in < 3 min).
     "cpu": dict(train_samples=0, test_samples=0, epochs=2, global_batch_size=64,
                 eval_batch_size=1000, lr=0.02, accelerator="cpu",

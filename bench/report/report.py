@@ -52,6 +52,7 @@ from bench.report.facts import cores, title_line, what_ran_section, where_the_ti
 from bench.report.plot import render_png
 from bench.results import compare as cmp
 from bench.results.baselines import load_baseline
+from bench.results.interconnect_lines import record_lines
 from bench.results.records import Record, group_label, read_records
 
 UNKNOWN = "unknown"  # an environment fact the results do not record
@@ -96,6 +97,7 @@ def _table(results: list[Record], comparisons: list | None,
         if c.verdict == "missing":
             notes.append(f"vs baseline, {c.case}: in the baseline file ({fmt_seconds(c.fit_s_baseline)}) "
                          "but not among the results")
+    notes.extend(f"interconnect check of {line.strip()}" for line in record_lines(results))  # beside the efficiency
     return headers, cells, align, not_run, notes
 
 

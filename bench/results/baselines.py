@@ -26,7 +26,9 @@ Format (JSON, ``schema_version`` 1; a reader refuses a newer version)::
           "nodes": int,                     # nodes used
           "config": {...} | null,           # the run's config dict; null = unknown, so
                                             # "did the same work" cannot be checked
-          "environment": {...} | null       # the run's environment dict; null = unknown
+          "environment": {...} | null,      # the run's environment dict; null = unknown
+          "interconnect": {...} | null      # bus bandwidth per size (GB/s), latency, transport, node pairs
+                                            # (bench.results.interconnect.summarise); optional
         }, ...
       }
     }
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.files import atomic_open
+from bench.results.interconnect import measured, summarise
 from bench.results.stats import summary_stats  # (also imported from here by the suite and `run --repeats`)
 from bench.results.system import hardware_difference, system_of
 
@@ -134,7 +137,9 @@ def _case_entry(case: str, runs: list) -> dict[str, Any]:
             "throughput_img_s": _median([r.throughput_img_s for r in runs]),
             "test_accuracy": _median([r.test_accuracy for r in runs]),
             "devices": first.devices, "nodes": first.nodes, "scaling": first.scaling,
-            "config": first.config, "environment": first.environment}
+            "config": first.config, "environment": first.environment,
+            # bus bandwidth of the runs' interconnect checks (medians; None without one): bench.results.interconnect
+            "interconnect": summarise([measured(r.result) for r in runs], [r.run_id for r in runs if measured(r.result)])}
 
 
 def sample_group(record) -> str:

@@ -42,6 +42,7 @@ from bench.core.tables import fmt, render
 from bench.results.baselines import WORK_FIELDS, case_groups, load_baseline, validate_baseline, work_differences
 from bench.results.drift import Drift, describe, estimate
 from bench.results.envdiff import what_changed
+from bench.results.interconnect_lines import compare_lines
 from bench.results.power import holm
 from bench.results.records import Record, by_group, group_label, read_records, records_of
 from bench.results.stats import MIN_SAMPLES_FOR_TEST, judge, one_sided_test_p
@@ -277,6 +278,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     valid = [r for r in records if r.valid]
     changed = what_changed(valid, records_of(baseline, f"baseline {baseline.get('name')}")) if valid else \
         ["no valid run now: nothing to compare"]  # (else every fact would read "x -> " as if it had changed)
+    if lines := compare_lines(records, baseline, args.tolerance):  # its own verdict, beside the time's
+        print("\ninterconnect (bus bandwidth, tolerance as for times):\n" + "\n".join(lines))
     print("\nwhat changed (baseline -> now):\n" + "\n".join(f"  {line}" for line in changed or ["nothing recorded differs"]))
     if args.accept_test_knobs:
         print("note: --accept-test-knobs: runs with test knobs were judged; not a real benchmark")

@@ -17,6 +17,7 @@ One JSON file per run, written by global rank 0 only (``<out_dir>/<run_id>.json`
                "global_batch_size", "per_device_batch_size", "params_identical": bool,
                "communication": {"backend", "network", "channels", "comm_env", ...} (bench.run.comm)},
      "environment": {see bench.measure.environment.collect},
+     "interconnect": null | {"status", "elapsed_s", "table": [..], "pairs": [..], ...} (bench.run.allreduce),
      "started_utc": ISO 8601, "ended_utc": ISO 8601}
 
 Times are seconds, throughput images/s, accuracy a fraction in [0, 1].
@@ -35,6 +36,7 @@ from typing import Any
 from bench.core.files import atomic_open
 from bench.core.tables import fmt, render
 from bench.results.records import RESULT_SCHEMA as SCHEMA, RESULT_SCHEMA_VERSION as SCHEMA_VERSION, STATUSES, split_by_work
+from bench.results.interconnect_lines import record_lines
 from bench.results.records import Record, by_group, from_result, group_label, read_records
 from bench.results.stats import summary_stats
 from bench.results.system_groups import mixed_systems_note, split_by_system, system_labels
@@ -104,7 +106,8 @@ def write_json_atomic(obj: dict, path: str | Path, exclusive: bool = False) -> P
 def build_result(*, run_id: str, case: str, status: str, config: dict, started_utc: str,
                  metrics: dict | None = None, sanity: dict | None = None, world: dict | None = None,
                  environment: dict | None = None, reason: str | None = None,
-                 test_knobs: dict | None = None, profiled: bool = False, profile: dict | None = None) -> dict:
+                 test_knobs: dict | None = None, profiled: bool = False, profile: dict | None = None,
+                 interconnect: dict | None = None) -> dict:
     """Assemble one result record (see the module docstring for the format).
 
     Raises:
@@ -116,7 +119,7 @@ def build_result(*, run_id: str, case: str, status: str, config: dict, started_u
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "run_id": run_id, "case": case,
         "status": status, "reason": reason, "profiled": profiled, "test_knobs": test_knobs or {},
         "config": config, "metrics": metrics or {}, "sanity": sanity or {}, "world": world or {},
-        "environment": environment or {}, "profile": profile, "started_utc": started_utc, "ended_utc": utc_now(),
+        "environment": environment or {}, "profile": profile, "interconnect": interconnect, "started_utc": started_utc, "ended_utc": utc_now(),
     }
 
 
@@ -187,7 +190,8 @@ def format_table(results: list[dict | Record]) -> str:
     table = render(headers, summary_rows(results), align=("left", "left", "right", "right", "right", "right",
                                                           "right", "left"))
     mixed = mixed_systems_note(_records(results))
-    return table + (f"\nnote: {mixed}" if mixed else "")
+    checks = record_lines(_records(results))  # the interconnect check of ddp runs (bench.results.interconnect)
+    return table + (f"\nnote: {mixed}" if mixed else "") + ("\ninterconnect:\n" + "\n".join(checks) if checks else "")
 
 
 def add_parser(sub) -> None:

@@ -24,6 +24,7 @@ from bench.results.resultfile import (build_result, export_run_id, inherited_run
                                       result_path, utc_now, write_json_atomic)
 from bench.run import comm, dataparallel, faults, ranks, threads, training
 from bench.run.instruments import CallbackGroup, Instruments
+from bench.run.interconnect import InterconnectCheck
 from bench.run.model import apply_device_settings
 
 
@@ -199,7 +200,8 @@ def run_case(config: BenchConfig) -> dict | None:
     device_settings = apply_device_settings(config)  # TF32 flags: in every rank, before any GPU work
     faults.mark_launcher(config)
     tools, thread_plan = Instruments(config, run_id), threads.ThreadPlan(torch_threads)
-    trainer = training.build_trainer(config, run_id, [CallbackGroup(tools.callbacks() + [thread_plan])],
+    check = InterconnectCheck(config)  # ddp: at the first setup, in the fit's process group, before fit_s
+    trainer = training.build_trainer(config, run_id, [CallbackGroup([check] + tools.callbacks() + [thread_plan])],
                                  tools.breakdown.actions if config.step_breakdown else None)
     module = training.build_module(config)
     recorded = recorded_config(config)
@@ -225,7 +227,7 @@ def run_case(config: BenchConfig) -> dict | None:
     result = _write_on_rank_zero(trainer, config.out_dir, status="ok", metrics=metrics, sanity=_sanity(config, metrics),
                                  world=_world(config, trainer, facts, plan, dm.loader_options(), user_env, device_settings),
                                  profile=_profile_record(config, run_id, facts), cores_given=cores,
-                                 contention=facts[0]["contention"], **base)
+                                 contention=facts[0]["contention"], interconnect=check.record, **base)
     ranks.destroy_process_group()
     faults.wait_children(trainer, timeout_s=config.pg_timeout_s)
     if result is None:
