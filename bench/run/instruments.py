@@ -17,9 +17,10 @@ import lightning as L
 from bench.core.config import BenchConfig
 from bench.measure import breakdown
 from bench.measure.profiling import StepProfiler
+from bench.measure.stepreads import StepHostReads
 from bench.measure.progress import EpochProgress
 from bench.measure.timing import TrainingTimer
-from bench.run.knobs import StepSleep, active_knobs
+from bench.run.knobs import HOST_READS_ENV, STEP_SLEEP_ENV, StepSleep, active_knobs
 
 # Lightning's callback hooks (setup, teardown, on_*), read from its Callback class
 HOOKS = tuple(sorted(name for name in vars(L.Callback) if name.startswith("on_") or name in ("setup", "teardown")))
@@ -73,6 +74,8 @@ class Instruments:
         # Order matters where hooks coincide: the knob's sleep lies inside the timed steps; the
         # breakdown marks a step's end before the timer's epoch barrier; the profiler writes last;
         # the progress line of the start is printed before the timer's first clock reading.
-        knob = [StepSleep(self.knobs)] if self.knobs else []
+        knob = [StepSleep(self.knobs)] if STEP_SLEEP_ENV in self.knobs else []
+        if HOST_READS_ENV in self.knobs:  # first: its counter is active for all the others' hooks
+            knob.insert(0, StepHostReads(self.knobs[HOST_READS_ENV]))
         return knob + ([self.breakdown] if self.step_breakdown else []) + [self.progress, self.timer] + \
             ([self.profiler] if self.profiler else [])

@@ -22,7 +22,7 @@ from bench.measure.timing import TrainingTimer, steady_figures, wall_seconds
 from bench.results import taint
 from bench.results.resultfile import (build_result, export_run_id, inherited_run_id, load_result, new_run_id,
                                       result_path, utc_now, write_json_atomic)
-from bench.run import comm, dataparallel, faults, ranks, threads, training
+from bench.run import comm, dataparallel, faults, ranks, stopping, threads, training
 from bench.run.instruments import CallbackGroup, Instruments
 from bench.run.model import apply_device_settings
 
@@ -199,7 +199,8 @@ def run_case(config: BenchConfig) -> dict | None:
     device_settings = apply_device_settings(config)  # TF32 flags: in every rank, before any GPU work
     faults.mark_launcher(config)
     tools, thread_plan = Instruments(config, run_id), threads.ThreadPlan(torch_threads)
-    trainer = training.build_trainer(config, run_id, [CallbackGroup(tools.callbacks() + [thread_plan])],
+    stop = stopping.AgreedStop()  # SIGTERM: every rank stops at the same step, no per-step sync (bench.run.stopping)
+    trainer = training.build_trainer(config, run_id, [CallbackGroup(tools.callbacks() + [thread_plan, stop])],
                                  tools.breakdown.actions if config.step_breakdown else None)
     module = training.build_module(config)
     recorded = recorded_config(config)
