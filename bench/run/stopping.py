@@ -108,17 +108,29 @@ class AgreedStop(L.Callback):
 
     def __init__(self, lag_steps: int = LAG_STEPS) -> None:
         self.lag_steps, self.local, self.stopped_at = lag_steps, False, None
-        self._trainer, self._group, self._pending = None, None, deque()
+        self._trainer, self._group, self._pending, self._lightning_poll = None, None, deque(), None
 
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         # before Lightning registers its SIGTERM handler (Trainer._run): the handler it registers is ours
         self._trainer = trainer
-        trainer._signal_connector._sigterm_notifier_fn = self._notify
-        trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = self._poll
+        connector, loop = getattr(trainer, "_signal_connector", None), getattr(trainer.fit_loop, "epoch_loop", None)
+        if connector is None or not hasattr(loop, "_broadcast_sigterm_tensor"):
+            return  # another Lightning (e.g. a lent GPU machine's own): its own behaviour; check_lightning says so
+        connector._sigterm_notifier_fn = self._notify
+        if self._lightning_poll is None:  # (setup runs again for the test pass: the first is Lightning's own)
+            self._lightning_poll = loop._broadcast_sigterm_tensor
+        loop._broadcast_sigterm_tensor = self._poll
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
-        if dist.is_available() and dist.is_initialized() and trainer.world_size > 1 and self._group is None:
-            self._group = dist.new_group(backend="gloo")  # collective: every rank creates it here
+        if self._lightning_poll is None or trainer.world_size < 2 or self._group is not None:
+            return
+        if dist.is_available() and dist.is_initialized():
+            try:  # collective: every rank creates it here. gloo must reach the other nodes (GLOO_SOCKET_IFNAME)
+                self._group = dist.new_group(backend="gloo")
+            except Exception as err:  # noqa: BLE001 (no side group: Lightning's own per-step broadcast, said)
+                print(f"cifar-bench: rank {trainer.global_rank}: no gloo group for the SIGTERM flag ({err}); "
+                      "Lightning's per-step broadcast stays (one host-device sync a step on GPUs)", flush=True)
+                trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = self._lightning_poll
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         agreed = self._drain()
