@@ -145,6 +145,19 @@ def _cpu_cgroup(name: str, quota_us: int, period_us: int = 100_000) -> tuple[Pat
         return None
 
 
+def _remove_cgroup(folder: Path, procs: Path) -> None:
+    """Kill what is left in the cgroup (a failed test's rank), then remove its folder (bounded wait)."""
+    for pid in procs.read_text().split() if procs.exists() else []:
+        psutil.Process(int(pid)).kill()
+    deadline = time.monotonic() + 15
+    while folder.exists():
+        try:
+            folder.rmdir()
+        except OSError:
+            assert time.monotonic() < deadline, f"cannot remove {folder}"
+            time.sleep(0.2)
+
+
 def test_a_rank_slowed_by_a_cgroup_cpu_quota_is_named_the_straggler(tmp_path):
     # 5 % of one CPU: below any fair share this 2-core machine gives a rank, however busy it is (at a load of 14
     # a rank gets about 15 %: a quota of 25 % did not bind there); for the training only, then released
@@ -163,15 +176,7 @@ def test_a_rank_slowed_by_a_cgroup_cpu_quota_is_named_the_straggler(tmp_path):
         proc.wait(timeout=RUN_TIMEOUT_S)
         assert proc.returncode == 0, _log(out)[-3000:]
     finally:
-        for pid in procs.read_text().split() if procs.exists() else []:  # (a leftover, before the folder goes)
-            psutil.Process(int(pid)).kill()
-        deadline = time.monotonic() + 15
-        while folder.exists():
-            try:
-                folder.rmdir()
-            except OSError:
-                assert time.monotonic() < deadline, f"cannot remove {folder}"
-                time.sleep(0.2)
+        _remove_cgroup(folder, procs)
     result = _only_result(out)  # (maybe tainted: the machine is shared; its straggler is named all the same)
     found = result["straggler"]
     assert found["rank"] == 1, (found, result["metrics"]["step_breakdown"]["per_rank"])

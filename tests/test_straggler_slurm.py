@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from bench.measure.wallphases import PHASES
@@ -19,7 +18,7 @@ from tests.test_cluster_smoke import _explain, cluster_up, slurm  # noqa: F401 (
 from tests.test_faults import _assert_nothing_left, _procs
 from tests.test_faults_slurm import (PY, QUEUE_S, REPO, _cancel_own_jobs, _job_gone, _job_id,  # noqa: F401 (fixture)
                                      _sbatch)
-from tests.test_stopping import SLOWED, _cpu_cgroup
+from tests.test_stopping import SLOWED, _cpu_cgroup, _remove_cgroup
 
 pytestmark = pytest.mark.slurm
 
@@ -56,15 +55,7 @@ def test_a_slowed_rank_on_node2_is_named_the_straggler(tmp_path):
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
     finally:
-        for pid in procs.read_text().split() if procs.exists() else []:
-            psutil.Process(int(pid)).kill()
-        deadline = time.monotonic() + 15
-        while folder.exists():
-            try:
-                folder.rmdir()
-            except OSError:
-                assert time.monotonic() < deadline, f"cannot remove {folder}"
-                time.sleep(0.2)
+        _remove_cgroup(folder, procs)
     results = [load_result(p) for p in out.glob("ddp-*.json")]
     assert [r["status"] for r in results] == ["ok"], log.read_text()[-3000:]
     result = results[0]
