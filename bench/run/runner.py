@@ -302,6 +302,7 @@ def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, t
         if tools.profiler is not None:  # gathered before test: the TensorBoard writer is still open
             profile_facts = ranks.all_gather(tools.profiler.facts)
             profiling.publish(trainer, profile_facts, tools.profiler.folder)
+    tools.phases.mark("train_end")  # (marked at on_train_end already after a fit; epochs 0: the test starts here)
     trainer.test(module, datamodule=dm, verbose=False)
     tools.phases.mark("tested")
     facts = ranks.gather_rank_facts(module, {"breakdown": tools.breakdown.epochs, "nccl": comm.own_nccl_facts(),
