@@ -13,8 +13,8 @@ between two steps, so a fetch hidden behind queued GPU work counts as no wait:
   profiler actions ``[_TrainingEpochLoop].train_dataloader_next``,
   ``[Strategy]*.batch_to_device`` and ``[LightningModule]*.on_before_batch_transfer``.
 * ``loop_overhead_s``: the rest of the time between two steps: Lightning's bookkeeping and
-  logging and, with several ranks, its per-step broadcast of a SIGTERM flag (a collective: a rank
-  ahead waits here for the others).
+  logging and, with several ranks, posting the SIGTERM flag's non-blocking all-reduce
+  (:mod:`bench.run.stopping`; Lightning's own per-step broadcast, a blocking collective, is replaced).
 * ``forward_s``: ``on_train_batch_start`` to ``on_before_backward``: training_step up to its
   ``manual_backward`` (the forward pass, the loss, the training counts) and zero_grad.
 * ``allreduce_s``: the *exposed* gradient all-reduce of DDP: from the hand-over of the last

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from bench.measure.steptable import markdown_breakdown
 from bench.results.records import Record
+from bench.results.runlines import run_lines
 
 UNKNOWN = "unknown"  # a fact the results do not record
 
@@ -117,9 +118,23 @@ def where_the_time_goes(rows: list[dict[str, Any]]) -> list[str]:
     """Each row's per-step breakdown, from one real run (the median one, said below the table)."""
     shown = [shown_run(row) for row in rows]
     steps = markdown_breakdown([run.result for run, _ in shown if run.result])
-    if not steps:
+    walls = run_lines([run.result for run, _ in shown if run.result])  # wall time in phases, straggler
+    if not steps and not walls:
         return []
-    return (["", "## Where the time goes", "",
-             "Median training step of the last epoch, averaged over the ranks (see `bench/measure/breakdown.py`), "
-             "of one run per row:", ""] + steps + [""]
-            + [f"- {run.case}: {words}" for run, words in shown if run.result and run.result.get("status") == "ok"])
+    out = ["", "## Where the time goes", ""]
+    if steps:
+        out += (["Median training step of the last epoch, averaged over the ranks (see `bench/measure/breakdown.py`), "
+                 "of one run per row:", ""] + steps + [""]
+                + [f"- {run.case}: {words}" for run, words in shown if run.result and run.result.get("status") == "ok"])
+    if walls:  # (docs/where-the-time-goes.md: the phases, and which a user can shorten)
+        out += ["", "The same runs' wall time in phases, and the straggler of each ddp run:", ""]
+        out += [f"- {line}" for line in walls]
+    return out
+
+
+def not_a_figure_lines(results: list[Record]) -> list[str]:
+    """Wall time in phases and the straggler of the runs that finished but are no figure (e.g. tainted by
+    a contended machine): what happened in them still holds."""
+    lines = run_lines([r.result for r in results if r.status == "ok" and not r.valid and r.result])
+    return (["", "Runs that are not figures (see above), as they happened:", ""] + [f"- {x}" for x in lines]
+            if lines else [])

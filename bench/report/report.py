@@ -48,7 +48,7 @@ from typing import Any
 from bench.core.files import FolderIsAFile, atomic_write_bytes, folder_argument, writable_folder
 from bench.core.tables import fmt as _fmt, fmt_seconds, render
 from bench.report.caserows import case_rows
-from bench.report.facts import cores, title_line, what_ran_section, where_the_time_goes
+from bench.report.facts import cores, not_a_figure_lines, title_line, what_ran_section, where_the_time_goes
 from bench.report.plot import render_png
 from bench.results import compare as cmp
 from bench.results.baselines import load_baseline
@@ -188,6 +188,7 @@ def build_report(results: list[Record], comparisons: list | None, baseline: dict
     rows = case_rows(results)[0]
     out += what_ran_section(rows)
     out += where_the_time_goes(rows)
+    out += not_a_figure_lines(results)  # a tainted run's phases and straggler still hold
     out += ["", "## Environment", ""] + [f"- {label}: {value}" for label, value in _environment(results)]
     return "\n".join(out) + "\n"
 

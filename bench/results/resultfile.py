@@ -11,7 +11,9 @@ One JSON file per run, written by global rank 0 only (``<out_dir>/<run_id>.json`
      "metrics": {"fit_s", "epoch_train_s": [..], "throughput_img_s", "wall_s", "optimizer_steps",
                  "steps_per_epoch", "train_images_per_epoch", "train_loss", "train_accuracy",
                  "test_accuracy", "test_correct", "test_total", "accuracy_meaningful", "parameters",
-                 "step_breakdown": {"parts", "per_rank": [{"rank", "hostname", "epochs": [..]}]}},
+                 "step_breakdown": {"parts", "per_rank": [{"rank", "hostname", "epochs": [..]}]},
+                 "phases": {"import_s", ..., "remainder_s", "wall_s"} (bench.measure.phases)},
+     "straggler": null | {"rank": int | null, "why", "host", "device", "cpus", ...} (bench.results.straggler),
      "sanity": {"loss_finite": bool, "accuracy_floor": float, "accuracy_ok": bool, "passed": bool},
      "world": {"world_size", "num_nodes", "devices_per_node", "backend", "hostnames": [per rank],
                "global_batch_size", "per_device_batch_size", "params_identical": bool,
@@ -38,6 +40,7 @@ from bench.core.tables import fmt, render
 from bench.results.records import RESULT_SCHEMA as SCHEMA, RESULT_SCHEMA_VERSION as SCHEMA_VERSION, STATUSES, split_by_work
 from bench.results.interconnect_lines import record_lines
 from bench.results.records import Record, by_group, from_result, group_label, read_records
+from bench.results.runlines import run_lines
 from bench.results.stats import summary_stats
 from bench.results.system_groups import mixed_systems_note, split_by_system, system_labels
 
@@ -191,7 +194,9 @@ def format_table(results: list[dict | Record]) -> str:
                                                           "right", "left"))
     mixed = mixed_systems_note(_records(results))
     checks = record_lines(_records(results))  # the interconnect check of ddp runs (bench.results.interconnect)
-    return table + (f"\nnote: {mixed}" if mixed else "") + ("\ninterconnect:\n" + "\n".join(checks) if checks else "")
+    lines = run_lines([r.result for r in _records(results)])  # where the wall time went, the straggler
+    return (table + (f"\nnote: {mixed}" if mixed else "") + ("\ninterconnect:\n" + "\n".join(checks) if checks else "")
+            + "".join(f"\n{line}" for line in lines))
 
 
 def add_parser(sub) -> None:

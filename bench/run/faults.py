@@ -131,8 +131,9 @@ def interruption(err: BaseException) -> str:
     ``sys.exit(1)`` from inside its handler (``lightning.pytorch.trainer.call._call_and_handle_interrupt``),
     so a ``SystemExit`` whose context is a ``KeyboardInterrupt`` was a SIGINT.
     """
-    if isinstance(err, sigterm_exception()):
-        return "SIGTERM (Slurm's time limit or scancel, or kill)"
+    if isinstance(err, sigterm_exception()):  # bench.run.stopping names the ranks that got it
+        detail = f"; {err.code}" if isinstance(err.code, str) else ""
+        return f"SIGTERM (Slurm's time limit or scancel, or kill{detail})"
     if isinstance(err, KeyboardInterrupt) or isinstance(err.__context__, KeyboardInterrupt):
         return "SIGINT (Ctrl-C)"
     return f"{type(err).__name__} (exit status {err.code})" if isinstance(err, SystemExit) else type(err).__name__

@@ -16,10 +16,12 @@ import lightning as L
 
 from bench.core.config import BenchConfig
 from bench.measure import breakdown
+from bench.measure.phases import PhaseClock
 from bench.measure.profiling import StepProfiler
+from bench.measure.stepreads import StepHostReads
 from bench.measure.progress import EpochProgress
 from bench.measure.timing import TrainingTimer
-from bench.run.knobs import StepSleep, active_knobs
+from bench.run.knobs import HOST_READS_ENV, STEP_SLEEP_ENV, StepSleep, active_knobs
 
 # Lightning's callback hooks (setup, teardown, on_*), read from its Callback class
 HOOKS = tuple(sorted(name for name in vars(L.Callback) if name.startswith("on_") or name in ("setup", "teardown")))
@@ -60,7 +62,8 @@ for _hook in HOOKS:
 class Instruments:
     """The measuring callbacks of one run: timer, per-step breakdown, optional profiler, test knobs."""
 
-    def __init__(self, config: BenchConfig, run_id: str) -> None:
+    def __init__(self, config: BenchConfig, run_id: str, phases: PhaseClock | None = None) -> None:
+        self.phases = phases or PhaseClock()  # the run's wall time in named phases (rank 0's is recorded)
         self.timer, self.breakdown, self.knobs = TrainingTimer(), breakdown.StepBreakdown(), active_knobs()
         self.profiler, self.step_breakdown = None, config.step_breakdown
         self.progress = EpochProgress(self.timer, config.case)  # one line per epoch, no per-step work
@@ -72,7 +75,10 @@ class Instruments:
         """The instruments in the order their hooks must run."""
         # Order matters where hooks coincide: the knob's sleep lies inside the timed steps; the
         # breakdown marks a step's end before the timer's epoch barrier; the profiler writes last;
-        # the progress line of the start is printed before the timer's first clock reading.
-        knob = [StepSleep(self.knobs)] if self.knobs else []
+        # the progress line of the start is printed before the timer's first clock reading; the phase
+        # marks come last (the fit window holds the timer's barriers, as fit_s does).
+        knob = [StepSleep(self.knobs)] if STEP_SLEEP_ENV in self.knobs else []
+        if HOST_READS_ENV in self.knobs:  # first: its counter is active for all the others' hooks
+            knob.insert(0, StepHostReads(self.knobs[HOST_READS_ENV]))
         return knob + ([self.breakdown] if self.step_breakdown else []) + [self.progress, self.timer] + \
-            ([self.profiler] if self.profiler else [])
+            ([self.profiler] if self.profiler else []) + [self.phases]

@@ -18,11 +18,12 @@ from bench.core.files import FolderIsAFile, atomic_torch_save, writable_folder
 from bench.data import sources, staging
 from bench.data.datamodule import CifarDataModule, check_shared_memory
 from bench.measure import breakdown, contention, environment, profiling
+from bench.measure.phases import PhaseClock
 from bench.measure.timing import TrainingTimer, steady_figures, wall_seconds
-from bench.results import taint
+from bench.results import straggler, taint
 from bench.results.resultfile import (build_result, export_run_id, inherited_run_id, load_result, new_run_id,
                                       result_path, utc_now, write_json_atomic)
-from bench.run import comm, dataparallel, faults, ranks, threads, training
+from bench.run import comm, dataparallel, faults, ranks, stopping, threads, training
 from bench.run.instruments import CallbackGroup, Instruments
 from bench.run.interconnect import InterconnectCheck
 from bench.run.model import apply_device_settings
@@ -177,6 +178,7 @@ def run_case(config: BenchConfig) -> dict | None:
         Exception: whatever broke training, after writing a ``failed`` result (naming lost ranks where known)
             and stopping the ranks this process started.
     """
+    clock = PhaseClock()  # the wall time in named phases (bench.measure.phases): marks from here on
     faults.check_srun(config)
     check_out_dir(config.out_dir)
     if config.case != "dp":  # (a dp case is first asked whether this machine can run it at all, below)
@@ -191,6 +193,7 @@ def run_case(config: BenchConfig) -> dict | None:
             return skipped(config, reason)
         training.check_accelerator(config)
     check_shared_memory(config, workers)
+    clock.mark("model")
     started, run_id, user_env = utc_now(), inherited_run_id() or new_run_id(config.case), comm.user_comm_env()
     export_run_id(run_id)  # the ranks Lightning's launcher starts read it back: one id per run
     comm.request_nccl_log(config, run_id)
@@ -199,9 +202,11 @@ def run_case(config: BenchConfig) -> dict | None:
     cores = contention.cores_given(plan["cores_per_rank"], torch_threads, workers)  # part of "same system"
     device_settings = apply_device_settings(config)  # TF32 flags: in every rank, before any GPU work
     faults.mark_launcher(config)
-    tools, thread_plan = Instruments(config, run_id), threads.ThreadPlan(torch_threads)
+    tools, thread_plan = Instruments(config, run_id, clock), threads.ThreadPlan(torch_threads)
     check = InterconnectCheck(config)  # ddp: at the first setup, in the fit's process group, before fit_s
-    trainer = training.build_trainer(config, run_id, [CallbackGroup([check] + tools.callbacks() + [thread_plan])],
+    stop = stopping.AgreedStop()  # SIGTERM: every rank stops at the same step, no per-step sync (bench.run.stopping)
+    # check before tools: its time falls in the process-group window it is subtracted from (phases)
+    trainer = training.build_trainer(config, run_id, [CallbackGroup([check] + tools.callbacks() + [thread_plan, stop])],
                                  tools.breakdown.actions if config.step_breakdown else None)
     module = training.build_module(config)
     recorded = recorded_config(config)
@@ -227,7 +232,8 @@ def run_case(config: BenchConfig) -> dict | None:
     result = _write_on_rank_zero(trainer, config.out_dir, status="ok", metrics=metrics, sanity=_sanity(config, metrics),
                                  world=_world(config, trainer, facts, plan, dm.loader_options(), user_env, device_settings),
                                  profile=_profile_record(config, run_id, facts), cores_given=cores,
-                                 contention=facts[0]["contention"], interconnect=check.record, **base)
+                                 contention=facts[0]["contention"], interconnect=check.record, phases=clock,
+                                 **base)
     ranks.destroy_process_group()
     faults.wait_children(trainer, timeout_s=config.pg_timeout_s)
     if result is None:
@@ -294,12 +300,15 @@ def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, t
     profile_facts, readings = None, None  # (epochs 0: no fit, no contention readings)
     if config.epochs > 0:
         start = contention.reading()  # before and after the fit, outside the timed steps (no sampling thread)
+        tools.phases.mark("fit_call")
         trainer.fit(module, datamodule=dm)
         readings = {"start": start, "end": contention.reading()}
         if tools.profiler is not None:  # gathered before test: the TensorBoard writer is still open
             profile_facts = ranks.all_gather(tools.profiler.facts)
             profiling.publish(trainer, profile_facts, tools.profiler.folder)
+    tools.phases.mark("train_end")  # (marked at on_train_end already after a fit; epochs 0: the test starts here)
     trainer.test(module, datamodule=dm, verbose=False)
+    tools.phases.mark("tested")
     facts = ranks.gather_rank_facts(module, {"breakdown": tools.breakdown.epochs, "nccl": comm.own_nccl_facts(),
                                              "comm_hook": tools.breakdown.comm_hook,
                                              "training_settings": training.training_settings(module),
@@ -334,8 +343,11 @@ def _write_on_rank_zero(trainer, out_dir: str, exclusive: bool = False, **fields
     if trainer.global_rank != 0:
         return None
     cores = fields.pop("cores_given", None)  # the CPU the run was given (bench.measure.contention)
-    readings = fields.pop("contention", None)
+    readings, clock = fields.pop("contention", None), fields.pop("phases", None)
     result = build_result(environment={**environment.collect(), **({"cores_given": cores} if cores else {})}, **fields)
+    if clock is not None:  # (the interconnect check's own seconds are read from the result)
+        result["metrics"]["phases"] = clock.record(result["metrics"]["wall_s"], result.get("interconnect"))
+        result["straggler"] = straggler.of_result(result)  # a rank that held the others back, or none (why)
     if readings:  # how contended the machine was during the fit, and whether that makes it no figure
         result["contention"] = {**readings, "classification": taint.classify(readings["start"], readings["end"]),
                                 "rule": "off" if os.environ.get(taint.RULE_ENV) == "off" else "on"}

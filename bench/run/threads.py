@@ -84,7 +84,46 @@ class ThreadPlan(L.Callback):
         self.facts = {"torch_threads": torch.get_num_threads(), "loader_workers": getattr(loader, "num_workers", None),
                       "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                       "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
-                      "cluster_environment": cluster_environment(trainer)}
+                      "cluster_environment": cluster_environment(trainer),
+                      # where this rank ran, for naming a straggler (bench.results.straggler)
+                      "cpus": cpu_list(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                      "cpu_max": cgroup_cpu_max(), "device": device_name(trainer.strategy.root_device)}
+
+
+def cpu_list(cpus) -> str:
+    """The CPU binding as ranges, as taskset and Slurm write it: ``{0, 1, 2, 5}`` -> ``"0-2,5"``."""
+    runs: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if runs and cpu == runs[-1][1] + 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+
+
+def cgroup_cpu_max() -> str | None:
+    """This process's cgroup CPU quota as cgroup v2's ``cpu.max`` writes it ("QUOTA PERIOD" in us, "max PERIOD"
+    without one), from v2's ``cpu.max`` or v1's ``cpu.cfs_quota_us``/``cpu.cfs_period_us`` (quota -1: none);
+    None where neither can be read. Sources: the kernel's cgroup v1 and v2 documentation, /proc/self/cgroup."""
+    try:
+        lines = [line.strip().split(":", 2) for line in open("/proc/self/cgroup")]
+        v1 = next((path for _, controllers, path in lines if "cpu" in controllers.split(",")), None)
+        if v1 is not None:
+            base = f"/sys/fs/cgroup/cpu{v1.rstrip('/')}"
+            quota, period = (open(f"{base}/cpu.cfs_{k}_us").read().strip() for k in ("quota", "period"))
+            return f"{'max' if quota == '-1' else quota} {period}"
+        v2 = next(path for _, controllers, path in lines if controllers == "")
+        with open(f"/sys/fs/cgroup{v2.rstrip('/')}/cpu.max") as f:
+            return f.read().strip()
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def device_name(device: torch.device) -> str:
+    """``"cpu"``, or ``"cuda:1 (NVIDIA H100 80GB HBM3)"`` (the device's index as this process numbers it)."""
+    if device.type != "cuda":
+        return str(device)
+    return f"{device} ({torch.cuda.get_device_name(device)})"
 
 
 def cluster_environment(trainer: L.Trainer) -> str | None:

@@ -11,7 +11,7 @@ PRIVATE_IMPORTS = {
     ("lightning.pytorch.strategies.launchers.subprocess_script", "_launch_process_observer"):
         "bench.run.faults (Lightning's child observer, replaced; absent: nothing to replace)",
     ("lightning.pytorch.utilities.exceptions", "SIGTERMException"):
-        "bench.run.faults, bench.run.runner (absent: a SIGTERM is recorded by its SystemExit)",
+        "bench.run.faults, bench.run.runner, bench.run.stopping (absent: a SIGTERM is recorded by its SystemExit)",
     ("torch.distributed.algorithms.ddp_comm_hooks.default_hooks", "allreduce_hook"):
         "bench.measure.breakdown (absent: DDP's own all-reduce, no last-bucket time stamp)",
     ("lightning.fabric.utilities.seed", "pl_worker_init_function"):
