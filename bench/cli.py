@@ -122,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
     from bench.report import report
     from bench.results import compare, recording, resultfile
     from bench.scaling import sweep
+    from bench.history import command as history
 
     ap = _Parser(prog="cifar-bench", description=DESCRIPTION, epilog=_epilog(),
                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -133,6 +134,7 @@ def parser() -> argparse.ArgumentParser:
     recording.add_parser(sub)
     report.add_parser(sub)
     sweep.add_parser(sub)
+    history.add_parser(sub)
     _add_mark_interrupted_parser(sub)
     return ap
 
