@@ -109,6 +109,8 @@ def test_benchmark_history_variable_moves_it_and_off_stops_automatic_adding(tmp_
     assert len(store.load(tmp_path / "moved")[0]) == 1
     monkeypatch.setenv(store.ENV, "off")
     assert store.root() is None
+    store.add_automatically(history_results()[1:2], "test")  # off: nothing added anywhere
+    assert len(store.load(tmp_path / "moved")[0]) == 1
     monkeypatch.delenv(store.ENV)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     assert store.root() == tmp_path / "xdg" / "cifar-bench" / "history"
