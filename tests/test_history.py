@@ -61,7 +61,8 @@ def test_invalid_and_tainted_runs_are_kept_but_never_figures():
     [s] = build(records(*rs))
     assert len(s.runs) == len(rs) and len(s.valid) == len(rs) - 2
     assert all(r.fit_s != 99.0 for r in s.valid)
-    assert [c.index for c in s.points] == [len(BEFORE) - 2]
+    assert [c.index for c in s.points] == [len(BEFORE) - 2]  # among the figures
+    assert s.steps[0]["run_number"] == len(BEFORE) + 1  # in the history (1 = oldest), as the page's x axis
 
 
 def _add(tmp_path, results) -> list[str]:

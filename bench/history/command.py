@@ -83,7 +83,7 @@ def format_table(series: list[Series], where: Path) -> str:
                                           "vs stable [%]", "p (Holm)"], rows)]
     for s in series:
         for st in s.steps:
-            lines.append(f"\n{s.label}: change at run {st['index'] + 1} ({st['started_utc']}, {st['run_id']}): "
+            lines.append(f"\n{s.label}: change at run {st['run_number']} ({st['started_utc']}, {st['run_id']}): "
                          f"fit_s {fmt_seconds(st['median_before_s'])} -> {fmt_seconds(st['median_after_s'])} "
                          f"({st['ratio'] * 100 - 100:+.1f} %, permutation p = {st['p_value']:.3f}); what changed:")
             lines += [f"  {line}" for line in st["what_changed"] or ["no recorded fact differs between the segments"]]

@@ -66,7 +66,7 @@ def _steps(s: Series) -> str:
     if not s.steps:
         return "<p>No change point (E-divisive means, permutation test, level 1 % per series).</p>"
     rows = "".join(
-        f"<tr><td>{st['index'] + 1} of the figures</td><td>{e(st['started_utc'])}<br>{e(st['run_id'])}</td>"
+        f"<tr><td>run {st['run_number']}</td><td>{e(st['started_utc'])}<br>{e(st['run_id'])}</td>"
         f"<td>{fmt_seconds(st['median_before_s'])} &rarr; {fmt_seconds(st['median_after_s'])} "
         f"({st['ratio'] * 100 - 100:+.1f} %)</td><td>{st['p_value']:.3f}</td><td><ul>"
         + "".join(f"<li>{e(line)}</li>" for line in st["what_changed"] or ["no recorded fact differs"])

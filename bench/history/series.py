@@ -64,7 +64,8 @@ def _step(s: Series, cp: ChangePoint, bounds: list[tuple[int, int]], i: int) -> 
     """A change point's facts: the segments before and after it, their medians, what differs."""
     (a, b), (c, d) = bounds[i], bounds[i + 1]
     before, after = s.valid[a:b], s.valid[c:d]
-    return {"index": cp.index, "run_id": after[0].run_id, "started_utc": started(after[0]), "p_value": cp.p_value,
+    return {"index": cp.index, "run_number": next(i for i, r in enumerate(s.runs) if r is after[0]) + 1,
+            "run_id": after[0].run_id, "started_utc": started(after[0]), "p_value": cp.p_value,
             "median_before_s": _median([r.fit_s for r in before]), "median_after_s": _median([r.fit_s for r in after]),
             "ratio": _median([r.fit_s for r in after]) / _median([r.fit_s for r in before]),
             "what_changed": what_changed(after, before) + options_changed(after, before)}
