@@ -125,3 +125,15 @@ def test_a_file_put_into_the_history_by_hand_is_skipped_by_readers(tmp_path):
     assert len(entries) == 3 and len(skipped) == 1 and "notes.json" in skipped[0]
     entries, _ = store.load(where)  # from the rebuilt index
     assert sorted(e["result"]["run_id"] for e in entries) == ["baseline-00", "baseline-01", "baseline-02"]
+
+
+def test_a_step_in_the_machine_load_is_named():
+    rs = history_results()
+    for i, r in enumerate(rs):  # the rule off (as on a busy CI machine): classified, recorded, not excluded
+        r["contention"] = {"rule": "off", "classification": {"state": "clean", "other_busy_cores": 1.8 if i < 8 else 0.1}}
+    [s] = build(records(*rs))
+    assert any(line.startswith("machine load: other processes kept 1.80 -> 0.10 cores") for line in s.steps[0]["what_changed"])
+    for r in rs:
+        r["contention"]["classification"]["other_busy_cores"] = 0.3  # within the threshold: not named
+    [s] = build(records(*rs))
+    assert not any(line.startswith("machine load") for line in s.steps[0]["what_changed"])

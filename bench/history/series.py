@@ -10,6 +10,7 @@ a statistic. Change points are found on fit_s (seconds; the figure the verdicts 
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from bench.results.power import holm
 from bench.results.records import Record, by_group, group_label, split_by_work
 from bench.results.stats import MIN_SAMPLES_FOR_TEST, judge, summary_stats
 from bench.results.system_groups import split_by_system, system_labels
+from bench.results.taint import DEFAULT
 
 #: config fields that are no run option worth naming (where files go)
 NOT_OPTIONS = {"out_dir", "cache_dir", "data_checksums"}
@@ -56,6 +58,21 @@ def options_changed(now: list[Record], ref: list[Record]) -> list[str]:
     return lines
 
 
+def load_changed(now: list[Record], ref: list[Record]) -> list[str]:
+    """A line when the machine's load during the fits differs between the sides: the median cores that
+    other processes kept busy (``contention.classification.other_busy_cores``, recorded by every run even
+    with the contention rule off) moved by more than the taint threshold (:mod:`bench.results.taint`)."""
+    def busy(side: list[Record]) -> list[float]:
+        return [v for r in side if isinstance(v := ((r.result.get("contention") or {}).get("classification") or {})
+                                             .get("other_busy_cores"), (int, float))]
+
+    a, b = busy(ref), busy(now)
+    if not a or not b or abs(statistics.median(b) - statistics.median(a)) <= DEFAULT.other_busy_cores:
+        return []
+    return [f"machine load: other processes kept {statistics.median(a):.2f} -> {statistics.median(b):.2f} cores "
+            "busy during the fit (median; contention, bench/results/taint.py)"]
+
+
 def _median(values: list[float]) -> float:
     return summary_stats(values)["median"]
 
@@ -68,7 +85,7 @@ def _step(s: Series, cp: ChangePoint, bounds: list[tuple[int, int]], i: int) -> 
             "run_id": after[0].run_id, "started_utc": started(after[0]), "p_value": cp.p_value,
             "median_before_s": _median([r.fit_s for r in before]), "median_after_s": _median([r.fit_s for r in after]),
             "ratio": _median([r.fit_s for r in after]) / _median([r.fit_s for r in before]),
-            "what_changed": what_changed(after, before) + options_changed(after, before)}
+            "what_changed": what_changed(after, before) + options_changed(after, before) + load_changed(after, before)}
 
 
 def _newest(s: Series, tol: float) -> tuple[list[float], list[float], dict[str, Any]]:
