@@ -56,23 +56,25 @@ class ChangePoint:
 
 
 def split_scores(x: np.ndarray, min_size: int, exponent: float = 1.0) -> np.ndarray:
-    """Q of every split of ``x`` (shape (n,)); entry t is the split before x[t]; NaN where a side
-    would be shorter than ``min_size``. O(n^2) with prefix sums of the distance matrix."""
-    n = len(x)
-    out = np.full(n, np.nan)
-    if n < 2 * min_size:
-        return out
-    d = np.abs(x[:, None] - x[None, :]) ** exponent
-    s = np.zeros((n + 1, n + 1))
-    s[1:, 1:] = d.cumsum(0).cumsum(1)
-    m = np.arange(min_size, n - min_size + 1)
-    k = n - m
-    left = s[m, m]  # ordered pairs within L (each pair twice)
-    cross = s[m, n] - left
-    right = s[n, n] - 2 * cross - left
-    e = 2 * cross / (m * k) - left / (m * (m - 1)) - right / (k * (k - 1))
-    out[m] = m * k / n * e
-    return out
+    """Q of every split of ``x``: shape (n,) or a batch (b, n) of series, scored each along the last axis;
+    entry t is the split before x[t]; NaN where a side would be shorter than ``min_size``. O(n^2) per
+    series with prefix sums of the distance matrix."""
+    x = np.asarray(x, dtype=float)
+    batch = x.reshape(-1, x.shape[-1])
+    n = batch.shape[1]
+    out = np.full(batch.shape, np.nan)
+    if n >= 2 * min_size:
+        d = np.abs(batch[:, :, None] - batch[:, None, :]) ** exponent
+        s = np.zeros((len(batch), n + 1, n + 1))
+        s[:, 1:, 1:] = d.cumsum(1).cumsum(2)
+        m = np.arange(min_size, n - min_size + 1)
+        k = n - m
+        left = s[:, m, m]  # ordered pairs within L (each pair twice)
+        cross = s[:, m, n] - left
+        right = s[:, n, n][:, None] - 2 * cross - left
+        e = 2 * cross / (m * k) - left / (m * (m - 1)) - right / (k * (k - 1))
+        out[:, m] = m * k / n * e
+    return out.reshape(x.shape)
 
 
 def _best(x: np.ndarray, min_size: int, exponent: float) -> tuple[int, float]:
@@ -86,12 +88,18 @@ def _best(x: np.ndarray, min_size: int, exponent: float) -> tuple[int, float]:
 def _p_value(x: np.ndarray, q: float, settings: Settings, rng: np.random.Generator) -> float:
     """Sequential Monte Carlo p-value of the permutation test (Besag & Clifford 1991, Biometrika 78(2)):
     stop once ``HITS`` permutations score >= q (p = HITS / permutations drawn; a clearly insignificant
-    split costs a few dozen permutations), else p = (1 + hits) / (permutations + 1)."""
-    hits = 0
-    for drawn in range(1, settings.permutations + 1):
-        hits += _best(rng.permutation(x), settings.min_size, settings.exponent)[1] >= q
-        if hits == HITS:
-            return HITS / drawn
+    split costs a few dozen permutations), else p = (1 + hits) / (permutations + 1). Permutations are
+    scored in batches (at most about 4 million distances at once)."""
+    n, hits, drawn = len(x), 0, 0
+    size = max(1, min(100, 4_000_000 // (n * n)))
+    while drawn < settings.permutations:
+        b = min(size, settings.permutations - drawn)
+        scores = split_scores(rng.permuted(np.tile(x, (b, 1)), axis=1), settings.min_size, settings.exponent)
+        # (a permutation equal to x must count: a relative margin for the batch's rounding)
+        counts = hits + np.cumsum(np.nanmax(scores, axis=1) >= q - 1e-9 * abs(q))
+        if counts[-1] >= HITS:
+            return HITS / (drawn + int(np.argmax(counts >= HITS)) + 1)
+        hits, drawn = int(counts[-1]), drawn + b
     return (1 + hits) / (settings.permutations + 1)
 
 
