@@ -88,6 +88,7 @@ def test_command_exit_status_and_json(tmp_path, capsys):
     assert main(["history", "--json", "--history", where]) == 1  # the newest runs are a regression
     [series] = json.loads(capsys.readouterr().out)
     assert series["newest"]["verdict"] == "regression" and len(series["runs"]) == 17
+    assert main(["history", "--level", "1.5", "--history", where]) == 2
 
 
 def test_a_foreign_or_malformed_file_is_refused_and_the_history_is_unchanged(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """``cifar-bench history``: the history of a system, its change points explained, the newest runs judged.
 
-    cifar-bench history [--json] [--html DIR] [--tolerance PCT] [--history DIR]
+    cifar-bench history [--json] [--html DIR] [--tolerance PCT] [--level P] [--history DIR]
     cifar-bench history add RESULT.json... [--history DIR]
 
 Exit status (docs/exit-codes.md's table): 0 no regression; 1 the newest runs of a series are a
@@ -18,6 +18,7 @@ from pathlib import Path
 from bench.core.exitcodes import ExitCode
 from bench.core.tables import fmt, fmt_seconds, render
 from bench.history import store
+from bench.history.changepoints import ALPHA, Settings
 from bench.history.series import Series, as_json, build
 
 
@@ -34,6 +35,8 @@ def add_parser(sub) -> None:
     h.add_argument("--html", type=Path, metavar="DIR", help="also write a self-contained web page into DIR")
     h.add_argument("--tolerance", type=float, default=10.0, help="allowed slowdown of the newest runs in percent "
                                                                   "(default 10)")
+    h.add_argument("--level", type=float, default=ALPHA, help="false-alarm level of the change points per series "
+                                                             f"(default {ALPHA:g}; Otava uses 0.001)")
     sub2 = h.add_subparsers(dest="history_cmd", required=False)
     a = sub2.add_parser("add", help="add result files made elsewhere to the history",
                         description="Add per-run result files to the history; every file is checked first, and a "
@@ -58,7 +61,9 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"cifar-bench history: no runs in {where}: run make bench, or add results with "
               "'cifar-bench history add FILES'", file=sys.stderr)
         return ExitCode.NOTHING_JUDGED
-    series = build(store.records(entries, where), tol=args.tolerance)
+    if not 0 < args.level < 1:
+        raise ValueError(f"--level {args.level:g}: give a false-alarm level between 0 and 1, e.g. 0.01")
+    series = build(store.records(entries, where), tol=args.tolerance, settings=Settings(alpha=args.level))
     if args.html:
         from bench.history.page import write_site
 
