@@ -67,7 +67,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.html:
         from bench.history.page import write_site
 
-        print(f"page: {write_site(series, args.html, where)}", file=sys.stderr)
+        print(f"page: {write_site(series, args.html, where, args.level)}", file=sys.stderr)
     print(json.dumps(as_json(series), indent=1, default=str) if args.json else format_table(series, where))
     return ExitCode.FAILED if any(s.newest.get("verdict") == "regression" for s in series) else ExitCode.OK
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from bench.core.files import atomic_write_bytes
 from bench.core.tables import fmt, fmt_seconds
+from bench.history.changepoints import ALPHA
 from bench.history.series import Series, started
 from bench.measure.steptable import markdown_breakdown
 from bench.results.records import Record
@@ -64,7 +65,7 @@ def chart_svg(s: Series, index: int) -> str:
 
 def _steps(s: Series) -> str:
     if not s.steps:
-        return "<p>No change point (E-divisive means, permutation test, level 1 % per series).</p>"
+        return "<p>No change point (E-divisive means with a permutation test; docs/history.md).</p>"
     rows = "".join(
         f"<tr><td>run {st['run_number']}</td><td>{e(st['started_utc'])}<br>{e(st['run_id'])}</td>"
         f"<td>{fmt_seconds(st['median_before_s'])} &rarr; {fmt_seconds(st['median_after_s'])} "
@@ -105,11 +106,11 @@ def _runs(s: Series) -> str:
             f"<th>images/s</th><th>figure?</th><th></th></tr>{rows}</table>")
 
 
-def page(series: list[Series], where: Path) -> str:
+def page(series: list[Series], where: Path, level: float = ALPHA) -> str:
     """The whole page as HTML text."""
     parts = [f"<h1>cifar-bench history</h1><p>History {e(where)}; written "
              f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; change points: E-divisive means "
-             "(Matteson &amp; James 2014) with a permutation test at 1 % per series; the newest runs judged "
+             f"(Matteson &amp; James 2014) with a permutation test at {level:.0%} per series; the newest runs judged "
              "against the last stable segment with the verdicts' rule (docs/history.md).</p>"]
     for i, s in enumerate(series):
         parts.append(f"<section class='series' id='series-{i}'><h2>{e(s.label)}</h2>"
@@ -122,8 +123,8 @@ def page(series: list[Series], where: Path) -> str:
             f"<link rel='icon' href='data:,'><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
-def write_site(series: list[Series], out: Path, where: Path) -> Path:
+def write_site(series: list[Series], out: Path, where: Path, level: float = ALPHA) -> Path:
     """Write ``out``/index.html atomically; return its path."""
     path = Path(out) / "index.html"
-    atomic_write_bytes(path, page(series, where).encode("utf-8"))
+    atomic_write_bytes(path, page(series, where, level).encode("utf-8"))
     return path
