@@ -17,7 +17,7 @@ ROUNDS ?= 1
 # Where `make data` stages the data set and its decoded cache.
 DATA_DIR ?= data
 
-.PHONY: help setup bench test lock data image container-tools cluster-up cluster-down clean parity gpu-check
+.PHONY: help setup bench test lock data image container-tools browser-tools cluster-up cluster-down clean parity gpu-check
 
 help:
 	@echo "make setup        create $(VENV) with the locked dependencies (requirements.lock: torch, lightning, ...;"
@@ -65,7 +65,7 @@ bench: setup
 	  echo "results: $$runs/ = $$(dirname "$$runs")/latest/ (one JSON per case; suite.json unless the suite failed)"; fi; \
 	rm -f "$$marker"; exit $$status
 
-test: setup cluster-up container-tools
+test: setup cluster-up container-tools browser-tools
 	BENCH_DATA="$(BENCH_DATA)" $(BIN)/python -m pytest -p no:cacheprovider -ra tests suite \
 	  --bench-preset smoke --bench-out runs/test-suite-$(STAMP)
 
@@ -116,6 +116,17 @@ container-tools:
 	if [ -n "$$site" ] && ! grep -q apptainer-install.sh "$$site" 2>/dev/null; then echo "container-tools: the site's $$($$site --version) ($$site)"; \
 	elif [ "$$(id -u)" = 0 ]; then bash container/apptainer-install.sh; \
 	else echo "make test needs Apptainer: install the site's, or run 'bash container/apptainer-install.sh' as root"; exit 2; fi
+
+# What the history page's browser test (tests/test_history_page.py) needs: Debian's chromium and its
+# chromedriver (about 1 minute to install once; its failure says "browser install failed" and exits 3).
+BROWSER_TOOLS := chromium chromium-driver
+browser-tools:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" != 0 ]; then echo "make test needs chromium and chromedriver: apt-get install -y $(BROWSER_TOOLS) (as root)"; exit 2; fi; \
+	echo "installing $(BROWSER_TOOLS) (apt-get) for the history page's browser test"; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_TOOLS) >/dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_TOOLS) >/dev/null; } \
+	  || { echo "browser install failed (apt-get install $(BROWSER_TOOLS))"; exit 3; }
 
 # Parity benchmark (docs/performance.md): not a test; prints median ratios with 95 % CIs. A round's
 # sides run together in turns of SLICE_S seconds (0: one after the other, also images/s over epochs).

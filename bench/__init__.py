@@ -11,4 +11,4 @@ No ``__init__.py`` of a wing imports anything, so ``cifar-bench table`` never lo
 __version__ = "0.1.0"
 
 # The wings from the bottom up (README "Layout"); the top-level modules (cli, __main__) are above all.
-LAYERS = ("core", "measure", "data", "results", "run", "scaling", "report", "selfcheck")
+LAYERS = ("core", "measure", "data", "results", "run", "scaling", "report", "history", "selfcheck")

@@ -122,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser of ``cifar-bench``."""
     from bench.report import report
     from bench.results import compare, recording, resultfile
+    from bench.history import command as history
     from bench.scaling import ab, sweep
 
     ap = _Parser(prog="cifar-bench", description=DESCRIPTION, epilog=_epilog(),
@@ -136,6 +137,7 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_parser(sub)
     ab.add_parser(sub)
     comm_command.add_parser(sub)
+    history.add_parser(sub)
     _add_mark_interrupted_parser(sub)
     return ap
 

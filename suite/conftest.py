@@ -135,6 +135,9 @@ def _take_out_folder(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if global_rank() == 0:  # every run of make bench, the suite and slurm/suite.sh joins the history (docs/history.md)
+        from bench.history.store import add_automatically
+        add_automatically(config.stash.get(RESULTS, []), f"suite --bench-out {config.getoption('--bench-out')}")
     if (lock := config.stash.get(WRITER_LOCK, None)) is not None:
         lock.release()
         for folder in config.stash.get(CREATED, []):  # a session that wrote nothing leaves no new folder

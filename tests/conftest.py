@@ -6,14 +6,17 @@ keys, b'data' uint8 (N, 3072) in R,G,B planes, b'labels' a list of ints), only s
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,10 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 # real run of theirs "tainted", never a figure: they run with the rule off, which each result records as
 # contention.rule; tests/test_contention_hog.py turns it on beside a CPU hog.
 os.environ.setdefault("BENCH_CONTENTION_RULE", "off")
+# The history of runs (bench.history.store) goes to a folder of this test session, never the user's default;
+# the runs the tests start in subprocesses inherit it.
+os.environ["BENCH_HISTORY"] = tempfile.mkdtemp(prefix="cifar-bench-history-tests-")
+atexit.register(shutil.rmtree, os.environ["BENCH_HISTORY"], True)
 
 
 def batch_bytes(n: int, seed: int) -> bytes:

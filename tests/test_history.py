@@ -1,0 +1,140 @@
+"""The history's series and command (bench.history.series, bench.history.command): what changed at a step,
+the newest runs judged against the last stable segment, invalid and tainted runs kept but never figures,
+malformed files refused. Literal numbers; every history lives under tmp_path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.cli import main
+from bench.history import store
+from bench.history.series import build
+from tests.results_factory import CPU, records, result
+
+BEFORE = [20.1, 19.8, 20.3, 20.0, 19.9, 20.2, 20.0, 20.1]
+AFTER = [24.2, 23.9, 24.1, 24.0, 24.3, 23.8]
+
+
+def history_results(after=AFTER, newest=(), **later) -> list[dict]:
+    """Baseline runs, one a minute: BEFORE at commit aaa, then AFTER at commit bbb (torch 2.15 there)."""
+    out = []
+    for i, fit in enumerate([*BEFORE, *after, *newest]):
+        env = {**CPU, "git_commit": "aaa", "git_dirty": False}
+        extra = {}
+        if i >= len(BEFORE):
+            env = {**env, "git_commit": "bbb", "torch": "2.15.0"}
+            extra = later
+        r = result("baseline", [fit], env=env, run_id=f"baseline-{i:02d}", **extra)
+        r["started_utc"] = f"2026-01-01T00:{i:02d}:00+00:00"
+        out.append(r)
+    return out
+
+
+def test_the_step_is_found_and_named_by_the_facts_that_changed_there():
+    [s] = build(records(*history_results(val_every_n_epochs=1)))
+    assert [c.index for c in s.points] == [len(BEFORE)]
+    [step] = s.steps
+    assert step["run_id"] == f"baseline-{len(BEFORE):02d}"
+    assert step["ratio"] == pytest.approx(24.05 / 20.05)
+    changed = "\n".join(step["what_changed"])
+    assert "commit: aaa -> bbb" in changed and "torch: 2.14.1+cu130 -> 2.15.0" in changed
+    assert "option val_every_n_epochs: None -> 1" in changed
+    assert "Python" not in changed and "epochs:" not in changed.replace("val_every_n_epochs", "")
+
+
+def test_newest_runs_are_judged_against_the_last_stable_segment():
+    # the newest 3 runs are 30 % slower than the segment after the step: a regression (no change point can
+    # be placed among them)
+    [s] = build(records(*history_results(newest=(31.0, 31.4, 31.2))))
+    assert s.newest["verdict"] == "regression"
+    assert s.newest["reference_runs"] == [f"baseline-{i:02d}" for i in range(len(BEFORE), len(BEFORE) + len(AFTER))]
+    assert s.newest["ratio"] == pytest.approx(31.2 / 24.05)
+
+
+def test_invalid_and_tainted_runs_are_kept_but_never_figures():
+    rs = history_results()
+    rs[3]["status"], rs[3]["reason"] = "failed", "rank 1 died"
+    rs[5]["contention"] = {"classification": {"state": "tainted", "reasons": ["other processes busy"]}}
+    rs[5]["metrics"]["fit_s"] = rs[5]["metrics"]["fit_s_samples"][0] = 99.0
+    [s] = build(records(*rs))
+    assert len(s.runs) == len(rs) and len(s.valid) == len(rs) - 2
+    assert all(r.fit_s != 99.0 for r in s.valid)
+    assert [c.index for c in s.points] == [len(BEFORE) - 2]  # among the figures
+    assert s.steps[0]["run_number"] == len(BEFORE) + 1  # in the history (1 = oldest), as the page's x axis
+
+
+def _add(tmp_path, results) -> list[str]:
+    folder = tmp_path / "results"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for r in results:
+        (folder / f"{r['run_id']}.json").write_text(json.dumps(r))
+        paths.append(str(folder / f"{r['run_id']}.json"))
+    return paths
+
+
+def test_command_exit_status_and_json(tmp_path, capsys):
+    where = str(tmp_path / "hist")
+    assert main(["history", "--history", where]) == 6  # nothing there yet
+    assert main(["history", "add", *_add(tmp_path, history_results()), "--history", where]) == 0
+    assert main(["history", "--history", where]) == 0
+    out = capsys.readouterr().out
+    assert "change at run 9" in out and "commit: aaa -> bbb" in out
+    assert main(["history", "add", *_add(tmp_path, history_results(newest=(31.0, 31.4, 31.2))),
+                 "--history", where]) == 0
+    capsys.readouterr()
+    assert main(["history", "--json", "--history", where]) == 1  # the newest runs are a regression
+    [series] = json.loads(capsys.readouterr().out)
+    assert series["newest"]["verdict"] == "regression" and len(series["runs"]) == 17
+    assert main(["history", "--level", "1.5", "--history", where]) == 2
+
+
+def test_a_foreign_or_malformed_file_is_refused_and_the_history_is_unchanged(tmp_path, capsys):
+    where = tmp_path / "hist"
+    good = _add(tmp_path, history_results()[:2])
+    bad = tmp_path / "foreign.json"
+    bad.write_text(json.dumps({"schema": "other-tool/result"}))
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"schema": "cifar-bench/result", "run_id": ')
+    for wrong in (bad, broken):
+        assert main(["history", "add", *good, str(wrong), "--history", str(where)]) == 2
+        assert str(wrong) in capsys.readouterr().err
+        assert not (where / "runs").exists() or not list((where / "runs").iterdir())
+
+
+def test_benchmark_history_variable_moves_it_and_off_stops_automatic_adding(tmp_path, monkeypatch):
+    monkeypatch.setenv(store.ENV, str(tmp_path / "moved"))
+    assert store.root() == tmp_path / "moved"
+    store.add_automatically(history_results()[:1], "test")
+    assert len(store.load(tmp_path / "moved")[0]) == 1
+    monkeypatch.setenv(store.ENV, "off")
+    assert store.root() is None
+    store.add_automatically(history_results()[1:2], "test")  # off: nothing added anywhere
+    assert len(store.load(tmp_path / "moved")[0]) == 1
+    monkeypatch.delenv(store.ENV)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert store.root() == tmp_path / "xdg" / "cifar-bench" / "history"
+
+
+def test_a_file_put_into_the_history_by_hand_is_skipped_by_readers(tmp_path):
+    where = tmp_path / "hist"
+    store.add([(r, "t") for r in history_results()[:3]], where)
+    (where / "runs" / "notes.json").write_text("{}")
+    entries, skipped = store.load(where)
+    assert len(entries) == 3 and len(skipped) == 1 and "notes.json" in skipped[0]
+    entries, _ = store.load(where)  # from the rebuilt index
+    assert sorted(e["result"]["run_id"] for e in entries) == ["baseline-00", "baseline-01", "baseline-02"]
+
+
+def test_a_step_in_the_machine_load_is_named():
+    rs = history_results()
+    for i, r in enumerate(rs):  # the rule off (as on a busy CI machine): classified, recorded, not excluded
+        r["contention"] = {"rule": "off", "classification": {"state": "clean", "other_busy_cores": 1.8 if i < 8 else 0.1}}
+    [s] = build(records(*rs))
+    assert any(line.startswith("machine load: other processes kept 1.80 -> 0.10 cores") for line in s.steps[0]["what_changed"])
+    for r in rs:
+        r["contention"]["classification"]["other_busy_cores"] = 0.3  # within the threshold: not named
+    [s] = build(records(*rs))
+    assert not any(line.startswith("machine load") for line in s.steps[0]["what_changed"])
