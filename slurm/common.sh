@@ -109,7 +109,10 @@ wait_step() {
     local status=0
     wait "$step_pid" || status=$?
     if [ "$interrupted" = 1 ] && [ "$terminated" = 0 ]; then
-        for _ in $(seq 1 60); do kill -0 "$step_pid" 2>/dev/null || break; sleep 1; done
+        for _ in $(seq 1 60); do  # (a SIGTERM meanwhile, the time limit reached: no more waiting)
+            kill -0 "$step_pid" 2>/dev/null && [ "$terminated" = 0 ] || break
+            sleep 1
+        done
         kill -KILL "$step_pid" 2>/dev/null || true
     fi
     step_pid=""

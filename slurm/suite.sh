@@ -127,7 +127,7 @@ report_case() {
     if [ "$interrupted" = 1 ] || grep -q "CANCELLED" "$err" 2>/dev/null; then
         end=interrupted code=$EXIT_INTERRUPTED
     fi
-    echo "suite.sh: case '$case' round $round $end (srun step exit $status)${lost:+; lost: $lost}"
+    echo "suite.sh: case '$case' $end (round $round, srun step exit $status)${lost:+; lost: $lost}"
     if [ "${#files[@]}" -eq 0 ] && [ "$interrupted" = 0 ]; then  # no rank could write it: the script does
         end_records "$end" "" "$case:$round:srun step exited $status with no result from rank 0${lost:+; srun: $lost}"
     fi
