@@ -120,6 +120,10 @@ report_case() {
     fi
     [ "$interrupted" = 0 ] && finished+=("$case:$round")
     [ "$status" = 0 ] && return 0
+    if [ "$interrupted" = 1 ] && [ "${#files[@]}" -gt 0 ] && ! grep -q '"status": "interrupted"' "${files[@]}"; then
+        echo "suite.sh: case '$case' (round $round) had written its record when the job was stopped: kept"
+        return 0
+    fi
     local end=failed code=$EXIT_FAILED
     # the suite's step exits with its case's status (docs/exit-codes.md): 3 is a sanity failure, not a fault
     [ "$status" = "$EXIT_SANITY" ] && end="failed its sanity check" code=$EXIT_SANITY
@@ -132,7 +136,7 @@ report_case() {
         end_records "$end" "" "$case:$round:srun step exited $status with no result from rank 0${lost:+; srun: $lost}"
     fi
     for f in "${files[@]}"; do
-        grep -m1 '"reason"' "$f" | sed "s|^ *|suite.sh: $case: |" || true
+        grep -m1 '"reason": "' "$f" | sed "s|^ *|suite.sh: $case: |" || true
     done
     worse "$code"
 }
