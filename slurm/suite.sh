@@ -182,7 +182,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
     run_round "$round"
 done
 if [ "$ROUNDS" -gt 1 ]; then
-    echo "suite.sh: order of the rounds (interleaved): ${finished[*]}" | tee "$RUN_DIR/order.txt"
+    echo "suite.sh: order of the rounds (interleaved): ${finished[*]}"
+    printf '%s\n' "${finished[@]}" > "$RUN_DIR/order.txt"  # one "case:round" a line
 fi
 
 # mark_unfinished: after SIGUSR1 or SIGTERM, every step that did not end on its own gets an

@@ -85,7 +85,7 @@ def test_suite_runs_all_cases_on_two_nodes_as_the_docs_submit_it(tmp_path, real_
     order = ["baseline", 1], ["dp", 1], ["ddp", 1], ["baseline", 2], ["ddp", 2]
     started = [results[tuple(o)]["started_utc"] for o in order]
     assert started == sorted(started), started
-    assert (run_dir / "order.txt").read_text().split(": ", 1)[1].split() == [f"{c}:{r}" for c, r in order]
+    assert (run_dir / "order.txt").read_text().split() == [f"{c}:{r}" for c, r in order]
     # the per-round pytest-benchmark files and the per-run files together: every round counted once
     from bench.results.records import read_records
 
