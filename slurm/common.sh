@@ -45,12 +45,20 @@ choose_runtime() {
         data_dir=$(cd "$(dirname "$BENCH_DATA")" && pwd)
         binds=(--bind "$data_dir:$data_dir:ro" --bind "$PWD")
         [ -n "${BENCH_CACHE:-}" ] && binds+=(--bind "$BENCH_CACHE:$BENCH_CACHE:ro")  # staged by make data
+        if [ -n "${BENCH_RUNS:-}" ]; then  # results outside the checkout: the ranks write there
+            mkdir -p "$BENCH_RUNS" && binds+=(--bind "$(cd "$BENCH_RUNS" && pwd)")
+        fi
         RUN=(apptainer exec --nv "${binds[@]}" --pwd "$PWD" "$CIFAR_SIF" python)
         export BENCH_IMAGE=$CIFAR_SIF
+        # The image's identity for every rank's record (environment.container_image_id): read here, on the
+        # host, once per job (the image cannot read its own SIF header); apptainer passes it to each rank.
+        if [ -z "${BENCH_IMAGE_ID:-}" ]; then
+            BENCH_IMAGE_ID=$(bash container/image-id.sh "$CIFAR_SIF") \
+                || echo "$SCRIPT: warning: no image identity for $CIFAR_SIF (set BENCH_IMAGE_ID=\$(bash container/image-id.sh --digest $CIFAR_SIF))" >&2
+            export BENCH_IMAGE_ID
+        fi
     else
-        local py=${BENCH_PYTHON:-}
-        [ -n "$py" ] || { [ -x .venv/bin/python ] && py=.venv/bin/python; } || py=python3
-        RUN=("$py")
+        RUN=("$HOST_PY")
     fi
     # The code that runs is this checkout (bound into the image at $PWD, where `python -m` imports it
     # ahead of the image's installed copy). The image has no git, so its commit is read here and
@@ -64,26 +72,47 @@ choose_runtime() {
     export BENCH_SOURCE_DIR BENCH_SOURCE_COMMIT BENCH_SOURCE_DIRTY
 }
 
-# --- the time-limit signal: Slurm sends SIGUSR1 to this batch shell 120 s before the end
-# (--signal=B:USR1@120). The running srun step is stopped; the scripts record what did not finish.
+# --- the signals: Slurm sends SIGUSR1 to this batch shell 120 s before the time limit
+# (--signal=B:USR1@120): the running srun step is stopped, bounded, and the scripts record what did not
+# finish. scancel, or the time limit reached, sends SIGTERM to this shell and to every step's tasks at
+# once, then SIGKILL KillWait seconds later (5 on the local cluster, slurm/cluster/slurm.conf; 30 by
+# default) and no new step can start: the steps are already being stopped, so nothing is waited for
+# (terminated=1) and the scripts write their records with the torch-free writer on this host (HOST_PY).
 step_pid=""
 interrupted=0
+terminated=0
 STOPPING="the running step"  # what on_usr1 says it stops; the scripts set it as they go
-# shellcheck disable=SC2329  # invoked through the trap below
+STOP_WHY=""                  # why the job stops, in words, for the records
+# shellcheck disable=SC2329  # invoked through the traps below
 on_usr1() {
-    interrupted=1
+    interrupted=1 STOP_WHY="the Slurm time limit was near (SIGUSR1)"
     echo "$SCRIPT: SIGUSR1 (time limit near): stopping $STOPPING"
     [ -n "$step_pid" ] && kill -TERM "$step_pid" 2>/dev/null || true
 }
+# shellcheck disable=SC2329
+on_term() {
+    interrupted=1 terminated=1 STOP_WHY="the job was stopped by Slurm (SIGTERM: scancel, or the time limit reached)"
+    echo "$SCRIPT: SIGTERM (scancel or time limit): $STOPPING stops; recording what did not finish before SIGKILL"
+}
 trap on_usr1 USR1
+trap on_term TERM
 
-# wait_step: wait for the srun step in $step_pid and return its status. The USR1 trap makes `wait`
-# return early; then wait again, bounded (60 s), and kill what is left of the step.
+# The Python on this (batch) host for the torch-free record writer: BENCH_PYTHON, else the checkout's
+# .venv, else python3 (bench.results.endrecords needs only the standard library).
+HOST_PY=${BENCH_PYTHON:-}
+[ -n "$HOST_PY" ] || { [ -x .venv/bin/python ] && HOST_PY=.venv/bin/python; } || HOST_PY=python3
+
+# wait_step: wait for the srun step in $step_pid and return its status. A trapped signal makes `wait`
+# return early; after SIGUSR1 wait again, bounded (60 s), and kill what is left of the step; after
+# SIGTERM Slurm stops the step itself.
 wait_step() {
     local status=0
     wait "$step_pid" || status=$?
-    if [ "$interrupted" = 1 ]; then
-        for _ in $(seq 1 60); do kill -0 "$step_pid" 2>/dev/null || break; sleep 1; done
+    if [ "$interrupted" = 1 ] && [ "$terminated" = 0 ]; then
+        for _ in $(seq 1 60); do  # (a SIGTERM meanwhile, the time limit reached: no more waiting)
+            kill -0 "$step_pid" 2>/dev/null && [ "$terminated" = 0 ] || break
+            sleep 1
+        done
         kill -KILL "$step_pid" 2>/dev/null || true
     fi
     step_pid=""

@@ -188,6 +188,12 @@ def container_facts() -> dict:
             "container_image_id": os.environ.get("BENCH_IMAGE_ID") or None}
 
 
+def runtime_facts() -> dict:
+    """Where this rank's Python runs, gathered from every rank (``world.runtime_per_rank``): its prefix
+    (``sys.prefix``: e.g. the image's ``/usr`` or a host ``.venv``) and the container (:func:`container_facts`)."""
+    return {"python_prefix": sys.prefix, **container_facts()}
+
+
 def installed_packages() -> dict[str, str]:
     """Every installed Python distribution and its version (what `pip freeze` would list)."""
     from importlib import metadata
@@ -200,6 +206,7 @@ def collect() -> dict:
     return {
         "hostname": socket.gethostname(),
         "python": sys.version.split()[0],
+        "python_prefix": sys.prefix,
         "platform": platform.platform(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,

@@ -54,6 +54,7 @@ def _world(config: BenchConfig, trainer, facts: list[dict], plan: dict, loader: 
         "loader_workers_per_rank": mine.get("loader_workers"),  # the DataLoader's num_workers during training
         "thread_plan": plan,  # what bench.run.threads planned: cores of the rank, threads, workers
         "read_back_per_rank": [f.get("read_back") for f in facts],
+        "runtime_per_rank": [f.get("runtime") for f in facts],  # each rank's Python prefix and container image
         # what the loader really did (persistence needs workers), from the datamodule itself
         "loader_effective": {k: loader[k] for k in ("pin_memory", "persistent_workers")},
         # communication settings a user may have tuned (e.g. NCCL_SOCKET_IFNAME, NCCL_IB_HCA)
@@ -313,6 +314,7 @@ def _train_and_test(config: BenchConfig, trainer, module, dm: CifarDataModule, t
                                              "comm_hook": tools.breakdown.comm_hook,
                                              "training_settings": training.training_settings(module),
                                              "node_gpus": environment.node_gpu_facts(),
+                                             "runtime": environment.runtime_facts(),
                                              "read_back": thread_plan.facts})
     for rank, f in enumerate(facts):
         f["rank"], f["profile"] = rank, profile_facts[rank] if profile_facts else None
