@@ -7,7 +7,6 @@ leaves no result JSON. Failures during training leave a ``failed`` result with t
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import socket
@@ -17,75 +16,15 @@ from bench.core.config import BenchConfig, ConfigError, make_config
 from bench.core.files import FolderIsAFile, atomic_torch_save, writable_folder
 from bench.data import sources, staging
 from bench.data.datamodule import CifarDataModule, check_shared_memory
-from bench.measure import breakdown, contention, environment, profiling
+from bench.measure import contention, environment, profiling
 from bench.measure.phases import PhaseClock
-from bench.measure.timing import TrainingTimer, steady_figures, wall_seconds
 from bench.results import straggler, taint
 from bench.results.resultfile import (build_result, export_run_id, inherited_run_id, load_result, new_run_id,
                                       result_path, utc_now, write_json_atomic)
-from bench.run import comm, dataparallel, faults, ranks, stopping, threads, training
+from bench.run import comm, dataparallel, faults, ranks, runfacts, stopping, threads, training
 from bench.run.instruments import CallbackGroup, Instruments
 from bench.run.interconnect import InterconnectCheck
 from bench.run.model import apply_device_settings
-
-
-def _sanity(config: BenchConfig, metrics: dict) -> dict:
-    """Correctness checks, kept apart from the performance figures."""
-    # no training (epochs 0: evaluation only) has no loss to check
-    loss_ok = config.epochs == 0 or (metrics.get("train_loss") is not None and math.isfinite(metrics["train_loss"]))
-    acc = metrics.get("test_accuracy")
-    acc_ok = (not metrics.get("accuracy_meaningful")) or (acc is not None and acc >= config.accuracy_floor)
-    return {"loss_finite": loss_ok, "accuracy_floor": config.accuracy_floor, "accuracy_ok": acc_ok,
-            "passed": loss_ok and acc_ok}
-
-
-def _world(config: BenchConfig, trainer, facts: list[dict], plan: dict, loader: dict, user_env: dict,
-           device_settings: dict) -> dict:
-    backend = getattr(trainer.strategy, "_process_group_backend", None)
-    mine = facts[0].get("read_back") or {}  # rank 0's, read inside the running rank (threads.ThreadPlan)
-    return {
-        "world_size": trainer.world_size, "num_nodes": trainer.num_nodes,
-        "devices_per_node": config.devices, "backend": backend,
-        "cluster_environment": mine.get("cluster_environment"),
-        "hostnames": [f["hostname"] for f in facts],
-        "global_batch_size": config.global_batch_size, "per_device_batch_size": config.per_device_batch_size,
-        "params_identical": len({f["param_digest"] for f in facts}) == 1,
-        "torch_threads_per_rank": mine.get("torch_threads"),  # torch.get_num_threads() during training
-        "loader_workers_per_rank": mine.get("loader_workers"),  # the DataLoader's num_workers during training
-        "thread_plan": plan,  # what bench.run.threads planned: cores of the rank, threads, workers
-        "read_back_per_rank": [f.get("read_back") for f in facts],
-        "runtime_per_rank": [f.get("runtime") for f in facts],  # each rank's Python prefix and container image
-        # what the loader really did (persistence needs workers), from the datamodule itself
-        "loader_effective": {k: loader[k] for k in ("pin_memory", "persistent_workers")},
-        # communication settings a user may have tuned (e.g. NCCL_SOCKET_IFNAME, NCCL_IB_HCA)
-        "comm_env": user_env,
-        "communication": comm.communication(backend, [f.get("nccl") for f in facts], user_env, facts[0].get("comm_hook")),
-        "device_settings": device_settings,  # TF32 flags as torch reports them (bench.run.model.apply_device_settings)
-        "training_settings": facts[0].get("training_settings"),  # read back from the module (training.training_settings)
-        "nodes": environment.node_hardware(facts),  # GPU name, driver, MIG mode of every node; mixed flagged
-    }
-
-
-def _metrics(config: BenchConfig, trainer, module, dm: CifarDataModule, timer: TrainingTimer,
-             facts: list[dict]) -> dict:
-    images = len(dm.train_set) if dm.train_set is not None else 0
-    train_s = sum(timer.epoch_train_s)
-    return {
-        "fit_s": timer.fit_s, "epoch_train_s": timer.epoch_train_s,
-        "throughput_img_s": images * len(timer.epoch_train_s) / train_s if train_s else None,
-        "wall_s": wall_seconds(), "optimizer_steps": trainer.global_step,
-        **steady_figures(timer, images),  # start-up and new batch shapes apart
-        "steps_per_epoch": len(dm.global_batch_sizes), "train_images_per_epoch": images,
-        "train_loss": sum(f["loss_mean"] for f in facts) / len(facts) if config.epochs else None,
-        # fraction of the (augmented) training images of the last epoch classified right, all ranks
-        "train_accuracy": module.train_accuracies[-1] if module.train_accuracies else None,
-        **module.test_results,
-        "accuracy_meaningful": config.data != "synthetic",
-        "parameters": training.trained_parameters(module),
-        "step_breakdown": {"parts": list(breakdown.PARTS), "units": "s", "see": "bench/measure/breakdown.py",
-                           "per_rank": [{"rank": f["rank"], "hostname": f["hostname"], "epochs": f["breakdown"]}
-                                        for f in facts]} if config.step_breakdown else None,
-    }
 
 
 MIN_FREE_BYTES = 2**20  # a result JSON and a run's TensorBoard file take tens of KiB; profiles more (bytes)
@@ -229,9 +168,9 @@ def run_case(config: BenchConfig) -> dict | None:
         watch.stop()
         raise _record_failed_run(config, trainer, err, record, base) from err
     watch.stop()
-    metrics = _metrics(config, trainer, module, dm, tools.timer, facts)
-    result = _write_on_rank_zero(trainer, config.out_dir, status="ok", metrics=metrics, sanity=_sanity(config, metrics),
-                                 world=_world(config, trainer, facts, plan, dm.loader_options(), user_env, device_settings),
+    metrics = runfacts.metrics(config, trainer, module, dm, tools.timer, facts)
+    result = _write_on_rank_zero(trainer, config.out_dir, status="ok", metrics=metrics, sanity=runfacts.sanity(config, metrics),
+                                 world=runfacts.world(config, trainer, facts, plan, dm.loader_options(), user_env, device_settings),
                                  profile=_profile_record(config, run_id, facts), cores_given=cores,
                                  contention=facts[0]["contention"], interconnect=check.record, phases=clock,
                                  **base)
