@@ -35,7 +35,7 @@ from pathlib import Path
 
 from bench.core.config import ConfigError, make_config
 from bench.core.files import atomic_open
-from bench.results.records import RESULT_SCHEMA, RESULT_SCHEMA_VERSION
+from bench.results.schema import RESULT_SCHEMA, RESULT_SCHEMA_VERSION
 
 CASES = ("baseline", "dp", "ddp")
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NNODES", "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE",

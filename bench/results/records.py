@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bench.results.baselines import SCHEMA as BASELINE_SCHEMA, validate_baseline
+# the per-run result format (written by bench.results.resultfile), in a module of its own for the torch-free writer
+from bench.results.schema import RESULT_SCHEMA, RESULT_SCHEMA_VERSION
 from bench.results.taint import taint_problem
 
-RESULT_SCHEMA = "cifar-bench/result"  # the per-run result format (written by bench.results.resultfile)
-RESULT_SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "interrupted", "skipped")
 CASE_ORDER = ("baseline", "dp", "ddp")
 PRIORITY = {"run": 0, "suite": 1, "baseline": 2}  # which copy of a sample is kept (the most complete)
