@@ -121,3 +121,19 @@ def test_significant_slowdown_with_enough_power_is_a_regression_without_the_boun
     ref = [100.0 * E(-0.03), 100.0, 100.0 * E(0.03)]
     v = judge([x * E(0.11) for x in ref], ref, 10.0)
     assert v.verdict == "regression" and v.detectable_pct == pytest.approx(7.82, abs=0.01) and v.notes == ()
+
+
+def test_a_slowdowns_lower_bound_below_one_never_makes_it_a_regression():
+    # From a new user's trial: +61.9 % with detectable change 57.5 % was called a regression because its
+    # lower bound (-14.4 %... here -23.6 %) was "beyond the tolerance" on the speed-up side. Shift of log
+    # times 0.48 with se 0.27 on 4 df, level 0.025: lower bound exp(0.48 - 2.7764 * 0.27) = exp(-0.2696) = 0.764.
+    from bench.results.stats import apply_rule
+    v = apply_rule(1.619, 0.01, 0.575, 20, 10.0, "20 repeats a side would detect 10 %", (0.48, 0.27, 4.0), 0.025)
+    assert v.verdict == "inconclusive" and "(-23.6 %)" in v.notes[0], v
+    assert ratio_bound(0.48, 0.27, 4.0, 0.025, slower=True) == pytest.approx(E(0.48 - 2.7764 * 0.27), abs=1e-4)
+    # the same for a speed-up whose upper bound lies above 1
+    v = apply_rule(1 / 1.619, 0.01, 0.575, 20, 10.0, "more", (-0.48, 0.27, 4.0), 0.025)
+    assert v.verdict == "inconclusive", v
+    # a slowdown whose lower bound is itself beyond the tolerance stays a regression
+    v = apply_rule(1.619, 0.001, 0.575, 20, 10.0, "more", (0.48, 0.05, 4.0), 0.025)
+    assert v.verdict == "regression", v

@@ -90,14 +90,16 @@ def welch_log_shift(now: Sequence[float], ref: Sequence[float]) -> tuple[float, 
     return statistics.fmean(a) - statistics.fmean(b), math.sqrt(se2), df
 
 
-def ratio_bound(d: float, se: float, df: float, level: float) -> float:
-    """One-sided confidence bound (1 - ``level``) of the ratio exp(d) on the side of 1 that d lies:
-    the lower bound of a slowdown (d > 0), the upper bound of a speed-up (d < 0). A slowdown whose
-    lower bound exceeds 1 + tolerance is beyond the tolerance at that confidence, whatever the power."""
+def ratio_bound(d: float, se: float, df: float, level: float, slower: bool | None = None) -> float:
+    """One-sided confidence bound (1 - ``level``) of the ratio exp(d) on the side of the change judged:
+    the lower bound of a slowdown (``slower`` True), the upper bound of a speed-up (False); None: the
+    side d lies on. A slowdown whose lower bound exceeds 1 + tolerance is beyond the tolerance at that
+    confidence, whatever the power."""
     from scipy import stats
 
     half = stats.t.ppf(1 - level, df) * se if se > 0 else 0.0
-    return math.exp(d - half) if d > 0 else math.exp(d + half)
+    slower = d > 0 if slower is None else slower
+    return math.exp(d - half) if slower else math.exp(d + half)
 
 
 def one_sided_test_p(now: Sequence[float], ref: Sequence[float], drift: Drift | None = None) -> float:
@@ -187,9 +189,11 @@ def apply_rule(ratio: float, p: float, detectable: float, needed: int | None, to
                 f"{more}",))
         if detectable * 100.0 <= tol:
             return TimeVerdict(word, **common)
-        bound = ratio_bound(*shift, level)
+        # the bound on the side of the change judged: a slowdown's lower bound must itself be beyond the
+        # tolerance (a trial's slowdown passed on a lower bound of -14.4 %, "beyond" the speed-up side)
+        bound = ratio_bound(*shift, level, slower=ratio > 1)
         shown = f"{(bound - 1.0) * 100.0:+.1f} %"
-        if bound > limit or 1.0 / bound > limit:
+        if (bound > limit) if ratio > 1 else (1.0 / bound > limit):
             return TimeVerdict(word, **common, notes=(
                 f"the detectable change ({detectable:.1%}) exceeds the {tol:g} % tolerance, but the "
                 f"{1 - level:.1%} confidence bound of the {change} ({shown}) is already beyond it",))
