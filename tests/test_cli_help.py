@@ -129,3 +129,15 @@ def test_mark_interrupted_asks_for_what_the_record_needs(capsys):
         assert stop.value.code == 2 and said in capsys.readouterr().err
     args = cli.parser().parse_args([*base, "--preset", "cpu", "--data", "synthetic", "--reason", "time limit"])
     assert (args.preset, args.data, args.reason, args.status) == ("cpu", "synthetic", "time limit", "interrupted")
+
+
+@pytest.mark.parametrize("command", ["compare", "baseline record", "report", "history", "ab", "comm"])
+def test_every_tolerance_is_a_finite_percentage(command):
+    # --tolerance nan judged any slowdown 'unchanged'; history took -5 (a new user's trial)
+    import subprocess
+    import sys
+    for bad in ("nan", "-5", "inf", "ten"):
+        proc = subprocess.run([sys.executable, "-m", "bench", *command.split(), "--tolerance", bad],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and f"--tolerance: '{bad}'" in proc.stderr and "Traceback" not in proc.stderr, \
+            (bad, proc.stderr[-1000:])

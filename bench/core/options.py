@@ -9,6 +9,7 @@ on the case or the machine. Help and defaults therefore cannot drift from the co
 from __future__ import annotations
 
 import argparse
+import math
 import dataclasses
 
 from bench.core.config import PRESETS, option_for
@@ -59,3 +60,19 @@ def _shown(value) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     return "none" if value == "" else str(value)
+
+
+def tolerance_percent(text: str) -> float:
+    """argparse type of every ``--tolerance``: a finite percentage >= 0 (float('nan') passed every
+    comparison and judged any slowdown ``unchanged``; a negative one made every row a regression).
+
+    Raises:
+        argparse.ArgumentTypeError: not a number, not finite, or negative (argparse: exit 2, one line).
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: give the allowed change in percent, e.g. 10")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the allowed change in percent as a finite number >= 0, e.g. 10")
+    return value

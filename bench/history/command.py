@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from bench.core.exitcodes import ExitCode
+from bench.core.options import tolerance_percent
 from bench.core.tables import fmt, fmt_seconds, render
 from bench.history import store
 from bench.history.changepoints import ALPHA, Settings
@@ -33,7 +34,7 @@ def add_parser(sub) -> None:
     h.add_argument("--history", help=f"history folder (default: ${store.ENV}, else {store.default_root()})")
     h.add_argument("--json", action="store_true", help="print the series as JSON for tools")
     h.add_argument("--html", type=Path, metavar="DIR", help="also write a self-contained web page into DIR")
-    h.add_argument("--tolerance", type=float, default=10.0, help="allowed slowdown of the newest runs in percent "
+    h.add_argument("--tolerance", type=tolerance_percent, default=10.0, help="allowed slowdown of the newest runs in percent "
                                                                   "(default 10)")
     h.add_argument("--level", type=float, default=ALPHA, help="false-alarm level of the change points per series "
                                                              f"(default {ALPHA:g}; Otava uses 0.001)")

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.files import FolderIsAFile, atomic_write_bytes, folder_argument, writable_folder
+from bench.core.options import tolerance_percent
 from bench.core.tables import fmt as _fmt, fmt_seconds, render
 from bench.report.caserows import case_rows
 from bench.report.facts import cores, not_a_figure_lines, title_line, what_ran_section, where_the_time_goes
@@ -262,7 +263,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("report", help="write report.md (publishable table) and report.png from results")
     p.add_argument("results", nargs="+", type=Path, help="result JSON, pytest-benchmark JSON or baseline files")
     p.add_argument("--baseline", help="also compare with this baseline (baselines/NAME.json or a path)")
-    p.add_argument("--tolerance", type=float, default=10.0, help="allowed slowdown in percent (default 10)")
+    p.add_argument("--tolerance", type=tolerance_percent, default=10.0, help="allowed slowdown in percent (default 10)")
     p.add_argument("--out", required=True, type=folder_argument, help="folder for report.md and report.png")
     p.set_defaults(func=cmd_report)
     return p

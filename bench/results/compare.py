@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.exitcodes import REGRESSION, ExitCode
+from bench.core.options import tolerance_percent
 from bench.core.tables import fmt, render
 from bench.results.baselines import WORK_FIELDS, case_groups, load_baseline, validate_baseline, work_differences
 from bench.results.drift import Drift, describe, estimate
@@ -263,7 +264,7 @@ def add_parser(sub) -> None:
                                        "5 when a case has no valid run, 6 when nothing could be judged")
     c.add_argument("results", nargs="+", type=Path, help="result JSON, pytest-benchmark JSON or baseline files")
     c.add_argument("--baseline", required=True, help="baseline name (baselines/NAME.json) or path")
-    c.add_argument("--tolerance", type=float, default=10.0, help="allowed slowdown in percent (default 10)")
+    c.add_argument("--tolerance", type=tolerance_percent, default=10.0, help="allowed slowdown in percent (default 10)")
     c.add_argument("--accept-test-knobs", action="store_true",
                    help="tests only: judge runs made with test knobs (BENCH_TEST_*) as if they were real")
     c.set_defaults(func=cmd_compare)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench.core.options import tolerance_percent
 from bench.results.baselines import case_groups, record_baseline, target_path, write_baseline
 from bench.results.drift import noise_check_groups
 from bench.results.power import noise_check
@@ -29,7 +30,7 @@ def add_parser(sub) -> None:
     r.add_argument("--source", default="recorded with cifar-bench baseline record")
     r.add_argument("--force", action="store_true", help="replace an existing baseline of that name; record a "
                    "case too noisy for the tolerance, with a warning kept in the file")
-    r.add_argument("--tolerance", type=float, default=10.0,
+    r.add_argument("--tolerance", type=tolerance_percent, default=10.0,
                    help="slowdown in percent the baseline must be able to show (default 10, as compare's)")
     r.set_defaults(func=cmd_record)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.core.config import ACCELERATORS, MODELS, ConfigError
 from bench.core.exitcodes import REGRESSION, ExitCode
+from bench.core.options import tolerance_percent
 
 SCHEMA = "cifar-bench/interconnect"
 
@@ -40,7 +41,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", choices=MODELS, default="simple_cnn",
                    help="network whose gradient bucket the sizes reach beyond (default: simple_cnn)")
     p.add_argument("--baseline", help="judge against this baseline (name or path): its ddp case's interconnect figures")
-    p.add_argument("--tolerance", type=float, default=10.0, help="allowed bus bandwidth loss in percent (default 10)")
+    p.add_argument("--tolerance", type=tolerance_percent, default=10.0, help="allowed bus bandwidth loss in percent (default 10)")
     p.add_argument("--out", type=Path, help="also write the record as JSON to this file")
     p.add_argument("--pg-timeout-s", type=float, default=120.0, help="longest wait for a missing rank [s] (default 120)")
     p.set_defaults(func=cmd_comm)

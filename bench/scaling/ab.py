@@ -37,6 +37,7 @@ from pathlib import Path
 from bench.core.config import CASES, ConfigError
 from bench.core.exitcodes import ExitCode
 from bench.core.files import folder_argument
+from bench.core.options import tolerance_percent
 from bench.scaling.ab_sides import NAMES, Side, check_options, order, run_argv, run_id, side_of
 
 AB_SCHEMA = "cifar-bench/ab"
@@ -74,7 +75,7 @@ def add_parser(sub) -> None:
                        help=f"side {name}: run options of its own, after the common ones; give them with '=': "
                             f"--{low}-args='--num-workers 2' (the work must stay the same)")
     p.add_argument("--pairs", type=int, default=5, help="pairs of runs per case (default 5; >= 3 for a verdict)")
-    p.add_argument("--tolerance", type=float, default=10.0, help="allowed slowdown of B in percent (default 10)")
+    p.add_argument("--tolerance", type=tolerance_percent, default=10.0, help="allowed slowdown of B in percent (default 10)")
     p.add_argument("--launcher", help="prefix of every run, e.g. 'srun -N2 --ntasks-per-node=2' (slurm/ab.sh)")
     p.add_argument("--out", dest="out_dir", type=folder_argument, help="folder of the results (default runs/ab-TIME)")
     p.add_argument("--from-results", type=Path, metavar="AB_JSON", help="judge the runs of this ab.json; run nothing")

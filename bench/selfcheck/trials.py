@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench.core.exitcodes import ExitCode
+from bench.core.options import tolerance_percent
 from bench.results.baselines import record_baseline
 from bench.results.compare import compare, exit_code
 from bench.results.drift import estimate
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="ROUNDS of each make bench (repeats a side)")
     ap.add_argument("--pairs", type=int, default=20, help="identical pairs")
     ap.add_argument("--slowdowns", type=int, default=10, help="pairs with an injected slowdown")
-    ap.add_argument("--tolerance", type=float, default=10.0, help="percent, as compare's")
+    ap.add_argument("--tolerance", type=tolerance_percent, default=10.0, help="percent, as compare's")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / f"trials-{time.strftime('%Y%m%d-%H%M%S')}")
     ap.add_argument("--make-arg", action="append", default=[], help="extra make variable, e.g. BENCH_ARGS=... (repeatable)")
     ap.add_argument("--label", default="", help="how busy the machine was, said in the header (e.g. 'idle node')")
