@@ -16,6 +16,7 @@ run's metrics and the full result under ``extra_info["result"]``.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -84,6 +85,24 @@ def check_bench_rounds(rounds: str) -> str | None:
     return None
 
 
+STOPPED_BY: list[str] = []  # the signal that stopped the suite ("SIGTERM"), for its last line
+
+
+def _sigterm_as_ctrl_c() -> None:
+    """SIGTERM (`timeout`, a CI job cancelled, `kill -- -PGID`) takes Ctrl-C's path: the running case
+    records ``interrupted``, the finished ones keep their rows and history, exit 4. Without it pytest died
+    at once, the run lost its pipe before writing its record, and nothing of the session was kept (a new
+    user's trial). Not inside a Slurm step: there slurm/suite.sh owns the job's SIGTERM (KillWait)."""
+    if "SLURM_STEP_ID" in os.environ:
+        return
+
+    def stop(signum, frame):
+        STOPPED_BY.append("SIGTERM")
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if problem := (check_bench_out(config.getoption("--bench-out")) or check_bench_args(config.getoption("--bench-arg"))
                    or check_bench_rounds(config.getoption("--bench-rounds"))):
@@ -94,6 +113,7 @@ def pytest_configure(config: pytest.Config) -> None:
         pytest.exit(f"suite stopped: bad input (exit status {int(ExitCode.BAD_INPUT)}), said above",
                     returncode=int(ExitCode.BAD_INPUT))
     config.option.bench_rounds = int(config.getoption("--bench-rounds"))
+    _sigterm_as_ctrl_c()
     config.stash[RESULTS] = []
     config.stash[CASE_STATUSES] = []
     config.stash[ORDER] = []

@@ -20,7 +20,7 @@ from bench.core.exitcodes import ExitCode
 from bench.measure import environment
 from bench.results.baselines import summary_stats
 from bench.results.resultfile import load_result
-from suite.conftest import CASE_STATUSES, ORDER, RESULTS, WALL_TIME_GROUP, WRITER_LOCK, global_rank
+from suite.conftest import CASE_STATUSES, ORDER, RESULTS, STOPPED_BY, WALL_TIME_GROUP, WRITER_LOCK, global_rank
 from suite.relay import CaseFailed, CaseSkipped, relay_run, show, stop_on
 
 
@@ -132,7 +132,8 @@ def run_case(request: pytest.FixtureRequest, benchmark, case: str, bench_round: 
         stopped = KeyboardInterrupt()
     if isinstance(stopped, KeyboardInterrupt):  # pytest's own would print "!!! KeyboardInterrupt !!!" and a
         # traceback into this file: the run's own line said what happened, the suite's table says the rest
-        pytest.exit("suite interrupted (Ctrl-C): what the run recorded is in its line and the table above",
+        how = "SIGTERM" if STOPPED_BY else "Ctrl-C"
+        pytest.exit(f"suite interrupted ({how}): what the run recorded is in its line and the table above",
                     returncode=int(pytest.ExitCode.INTERRUPTED))
     if stopped is not None:  # outside the except block: pytest's outcome without a chained traceback
         stop_on(config, stopped)

@@ -148,6 +148,21 @@ def test_ctrl_c_of_the_suite_lets_the_run_record_it_and_exits_4(tmp_path):
     assert _processes_left(tmp_path) == []
 
 
+def test_sigterm_to_the_suites_process_group_takes_ctrl_cs_path(tmp_path):
+    # `timeout`, a cancelled CI job or `kill -- -PGID`: pytest died at once, and the run, its pipe gone,
+    # left no record (a new user's trial: no result, no table, a stale lock)
+    proc, log = _suite_training(tmp_path)
+    time.sleep(2.0)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 4, log.read_text()[-3000:]
+    (row,) = _rows(log.read_text().split("cifar-bench cases")[1])
+    assert row.startswith("baseline (1 device) interrupted") and "SIGTERM" in row, row
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("baseline-*.json")]
+    assert record["status"] == "interrupted" and record["reason"].startswith("SIGTERM"), record["reason"]
+    assert "suite interrupted (SIGTERM)" in log.read_text() and "Traceback" not in log.read_text()
+    assert _processes_left(tmp_path, grace_s=30) == []
+
+
 def test_a_run_killed_without_a_result_gets_the_suites_record_and_a_row(tmp_path):
     """SIGKILL (as the kernel's OOM killer sends) leaves the run no chance to write its result: the suite
     records what happened, so the end table and the folder still say it, and exits 1 (failed)."""

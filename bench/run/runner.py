@@ -160,12 +160,15 @@ def run_case(config: BenchConfig) -> dict | None:
         facts = _train_and_test(config, trainer, module, dm, tools, thread_plan)
     except (faults.sigterm_exception(), KeyboardInterrupt, SystemExit) as err:  # Slurm time limit, scancel, Ctrl-C
         watch.stop()
-        reason = f"{faults.interruption(err)} during the run"
-        _write_on_rank_zero(trainer, config.out_dir, status="interrupted", reason=reason, exclusive=True, **base)
-        faults.kill_children(trainer)
-        raise RunInterrupted(reason) from err
+        raise _record_interrupted(config, trainer, f"{faults.interruption(err)} during the run", base) from err
     except Exception as err:
         watch.stop()
+        if getattr(trainer, "received_sigterm", False):
+            # the same SIGTERM reached this rank's loader workers (`kill -- -PGID`, `timeout`): one died
+            # before the agreed stop, and the loader's error is only how this rank noticed
+            reason = (f"{faults.interruption(faults.sigterm_exception()())} during the run; then "
+                      f"{faults.error_text(err)}")
+            raise _record_interrupted(config, trainer, reason, base) from err
         raise _record_failed_run(config, trainer, err, record, base) from err
     watch.stop()
     metrics = runfacts.metrics(config, trainer, module, dm, tools.timer, facts)
@@ -181,6 +184,14 @@ def run_case(config: BenchConfig) -> dict | None:
     if config.save_weights:
         result["weights_path"] = str(_save_weights(module, Path(result["path"]).with_suffix(".weights.pt")))
     return result
+
+
+def _record_interrupted(config: BenchConfig, trainer, reason: str, base: dict) -> RunInterrupted:
+    """The ``interrupted`` record (rank 0; a record written first is kept), then stop the ranks this
+    process started. Returns the :class:`RunInterrupted` to raise."""
+    _write_on_rank_zero(trainer, config.out_dir, status="interrupted", reason=reason, exclusive=True, **base)
+    faults.kill_children(trainer)
+    return RunInterrupted(reason)
 
 
 def _record_failed_run(config: BenchConfig, trainer, err: Exception, record, base: dict) -> RunFailed:
