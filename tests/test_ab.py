@@ -59,6 +59,14 @@ def test_a_sides_bad_run_options_are_refused_before_anything_runs(tmp_path):
     assert proc.returncode == 2 and "side B" in proc.stderr and not (tmp_path / "ab").exists(), proc.stderr
 
 
+def test_a_missing_program_or_data_set_is_refused_before_anything_runs(tmp_path):
+    # a trial's --b-cmd /nonexistent/python ran side A in full first; a missing --data started 6 runs
+    proc = run_cli("ab", *RUN, "--b-cmd", str(tmp_path / "nonexistent" / "python"), "--out", str(tmp_path / "ab"))
+    assert proc.returncode == 2 and "side B: the command" in proc.stderr and not (tmp_path / "ab").exists(), proc.stderr
+    proc = run_cli("ab", "--preset", "smoke", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "ab"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and not (tmp_path / "ab").exists(), proc.stderr
+
+
 def _manifest(folder: Path, a_times: list[float], b_times: list[float], b_env: dict) -> Path:
     pairs = []
     for i, (ta, tb) in enumerate(zip(a_times, b_times)):

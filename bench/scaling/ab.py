@@ -38,7 +38,8 @@ from bench.core.config import CASES, ConfigError
 from bench.core.exitcodes import ExitCode
 from bench.core.files import folder_argument
 from bench.core.options import tolerance_percent
-from bench.scaling.ab_sides import NAMES, Side, check_options, order, run_argv, run_id, side_of
+from bench.scaling.ab_sides import (NAMES, Side, check_command, check_data, check_options, order, run_argv, run_id,
+                                    side_of)
 
 AB_SCHEMA = "cifar-bench/ab"
 
@@ -101,6 +102,8 @@ def cmd_ab(args: argparse.Namespace) -> int:
     sides, common = _sides(args), common_argv(args)
     for side in sides.values():
         check_options(side, common, args.cases)  # every run valid before anything runs
+        check_command(side)
+    check_data(getattr(args, "data", None) or os.environ.get("BENCH_DATA"))  # as the runs will read it
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out_dir or f"runs/ab-{stamp}")
     manifest = {"schema": AB_SCHEMA, "schema_version": 1, "created_utc": utc_now(), "tolerance_pct": args.tolerance,

@@ -137,3 +137,39 @@ def check_options(side: Side, common: list[str], cases: list[str]) -> None:
             run_config(args)
         except ConfigError as err:
             raise ConfigError(f"side {side.name}, case {case}: {err}") from None
+
+
+def check_command(side: Side) -> None:
+    """Check, before anything runs, that the side's command names a program this machine has (a trial's
+    ``--b-cmd /nonexistent/python`` ran side A in full, then failed on B with another message).
+
+    Raises:
+        ConfigError: the program is not found or not executable.
+    """
+    import os
+    import shutil
+
+    program = side.command[0]
+    found = shutil.which(program) if os.sep not in program else (program if os.access(program, os.X_OK) else None)
+    if found is None:
+        raise ConfigError(f"side {side.name}: the command {shlex.join(side.command)} names {program}, which is not "
+                          f"an executable here: give a Python (e.g. other-venv/bin/python) or a command that runs one")
+
+
+def check_data(data: str | None) -> None:
+    """Check, before anything runs, that the data path holds a known layout (a trial's missing --data
+    started 6 runs, then ended 'invalid' with exit 5 instead of bad input).
+
+    Raises:
+        ConfigError: the run's own message (bench.data.sources.detect_kind).
+    """
+    from pathlib import Path
+
+    from bench.data.sources import DataError, detect_kind
+
+    if data and data != "synthetic":
+        try:
+            detect_kind(Path(data).expanduser())
+        except DataError as err:
+            raise ConfigError(str(err)) from None
+
