@@ -45,7 +45,15 @@ def _env(**extra: str) -> dict:
 def _start(out: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     log = open(out.parent / f"{out.name}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "bench", "run", "--out", str(out), *args], cwd=REPO,
-                            env=env or _env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+                            env=env or _env(), stdout=log, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=default_sigint)
+
+
+def default_sigint() -> None:
+    """In a child before exec: SIGINT back to its default. A test session started in the background of a
+    non-interactive shell (`nohup ... &`) inherits SIGINT ignored, and an ignored signal stays ignored
+    across exec, so Python would never raise KeyboardInterrupt and the Ctrl-C tests would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _log(out: Path) -> str:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import run_cli
+from tests.test_faults import default_sigint
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--bench-preset", "smoke", "--bench-data", "synthetic", "--bench-arg=--train-samples=2048",
@@ -114,6 +115,7 @@ def _suite_training(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / "suite.log"
     with open(log, "w") as sink:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=default_sigint,
                                 env={**os.environ, "BENCH_TEST_STEP_SLEEP_S": "0.3"})
     deadline = time.monotonic() + 240
     while "training 1 epoch(s)" not in log.read_text():
