@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.selfcheck.parity_report import ratio_summary, same_work, summarize, turn_problems
+from tests.test_faults import default_sigint
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -174,7 +175,7 @@ def test_a_stopped_parity_run_says_so_exits_4_and_leaves_no_process(tmp_path, si
     proc = subprocess.Popen([sys.executable, "-m", "bench.selfcheck.parity", "--data", "synthetic", "--preset", "smoke",
                              "--pairs", "1", "--data-paths", "uint8", "--train-samples", "6400", "--test-samples", "200",
                              "--slice-s", slice_s, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)  # (see tests.test_faults)
     deadline = time.monotonic() + 120
     while len(_processes_naming(str(out / "round0"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)  # a side and its loader worker, or (in turns) two sides, one of them stopped
