@@ -138,3 +138,49 @@ def test_a_step_in_the_machine_load_is_named():
         r["contention"]["classification"]["other_busy_cores"] = 0.3  # within the threshold: not named
     [s] = build(records(*rs))
     assert not any(line.startswith("machine load") for line in s.steps[0]["what_changed"])
+
+
+def test_a_step_placed_off_by_the_statistics_moves_to_the_recorded_change_beside_it():
+    # the commit changes at run 8, but run 8 is as fast as before (its noise), so the numbers alone put the
+    # step at run 9; the one recorded change within 2 runs is at 8: the step is placed there and named
+    fits = [20.1, 19.8, 20.3, 20.0, 19.9, 20.2, 20.0, 20.1, 20.2, 24.2, 23.9, 24.1, 24.0, 24.3]
+    rs = history_results(after=fits[len(BEFORE):])
+    for r, fit in zip(rs, fits):
+        r["metrics"]["fit_s"] = r["metrics"]["fit_s_samples"][0] = fit
+    [s] = build(records(*rs))
+    assert [c.index for c in s.points] == [len(BEFORE)]
+    assert "commit: aaa -> bbb" in "\n".join(s.steps[0]["what_changed"])
+    # without a recorded change (one commit throughout) the step stays where the numbers put it
+    for r in rs:
+        r["environment"].update(git_commit="aaa", torch=CPU["torch"])
+    [s] = build(records(*rs))
+    assert [c.index for c in s.points] == [len(BEFORE) + 1]
+
+
+def test_the_newest_verdict_says_when_the_contention_rule_was_off_for_its_runs():
+    rs = history_results(newest=(31.0, 31.4, 31.2))
+    rs[-1]["contention"] = {"rule": "off", "classification": {"state": "tainted", "reasons": ["busy"]}}
+    [s] = build(records(*rs))
+    assert any("1 of these runs were tainted" in n and "BENCH_CONTENTION_RULE=off" in n for n in s.newest["notes"])
+    [s] = build(records(*history_results(newest=(31.0, 31.4, 31.2))))
+    assert not any("contention rule was off" in n for n in s.newest["notes"])
+
+
+def test_scaling_now_uses_each_configurations_newest_segment():
+    from bench.history.scaling import scaling_rows
+
+    ddp = []
+    # faster from run 6 (10 runs cannot show a change at the 1 % level: 5 a side is 1 ordering in 126)
+    for i, fit in enumerate([20.0, 20.2, 19.9, 20.1, 20.0, 20.1, 12.1, 12.0, 12.2, 12.1, 11.9, 12.0]):
+        env = {**CPU, "git_commit": "aaa" if i < 6 else "ccc", "git_dirty": False}
+        r = result("ddp", [fit], devices=2, env=env, run_id=f"ddp-{i}")
+        r["started_utc"] = f"2026-01-01T01:{i:02d}:00+00:00"
+        ddp.append(r)
+    series = build(records(*history_results(), *ddp))
+    [(system, rows, notes)] = scaling_rows(series)
+    assert [(r["case"], r["devices"]) for r in rows] == [("baseline", 1), ("ddp", 2)]
+    assert rows[1]["samples"] == [12.1, 12.0, 12.2, 12.1, 11.9, 12.0]  # after ddp's change point only
+    assert rows[1]["speedup"] == pytest.approx(24.05 / 12.05)  # baseline's newest segment: AFTER
+    assert rows[1]["efficiency"] == pytest.approx(24.05 / 12.05 / 2)
+    # one configuration only: no curve
+    assert scaling_rows(build(records(*history_results()))) == []

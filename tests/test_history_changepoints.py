@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.history.changepoints import ALPHA, Settings, change_points, segments, split_scores
+from bench.history.changepoints import ALPHA, Settings, change_points, place, segments, split_scores
 
 N = 100  # series per condition
 LENGTH = 40  # runs per series; steps at runs 10..30
@@ -25,6 +25,26 @@ def test_a_clear_step_is_found_at_its_place_and_explains_the_segments():
     assert [c.index for c in points] == [7]
     assert points[0].p_value < ALPHA
     assert segments(len(x), points) == [(0, 7), (7, 14)]
+
+
+def test_place_of_literal_numbers():
+    assert place(np.array([0.0, 0.1, -0.1, 0.0, 5.0, 5.1, 4.9, 5.0]), min_size=3) == 4
+    assert place(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), min_size=3) == -1  # no split leaves 3 runs a side
+    # a step before the last 3 runs (the last split allowed) stays there, not one run inwards
+    assert place(np.array([24.2, 23.9, 24.1, 24.0, 24.3, 23.8, 31.0, 31.4, 31.2]), min_size=3) == 6
+
+
+def test_place_puts_steps_within_one_run_more_often_than_the_energy_statistics_argmax():
+    """Over 1,000 series of 40 runs with a 2-SD step (seed fixed): the Bayes rule of ``place`` against the
+    argmax of the E-divisive statistic (measured over 4,000: 88.4 % against 83.8 %, docs/history.md)."""
+    rng = np.random.default_rng(5)
+    by_place = by_argmax = 0
+    for _ in range(1000):
+        x, at = _step_series(rng, 2.0)
+        by_place += abs(place(x, 3) - at) <= 1
+        by_argmax += abs(int(np.nanargmax(split_scores(x, 3))) - at) <= 1
+    assert by_place > by_argmax + 20
+    assert by_place >= 850
 
 
 def test_no_change_point_among_the_newest_runs():
@@ -52,8 +72,10 @@ def test_false_alarms_over_noise_only_series_are_at_most_the_stated_level():
 
 def test_steps_of_two_sd_are_found_within_one_run_as_often_as_the_best_possible_location():
     """2-SD steps: found in >= 90 % of series; placed within one run as often as an oracle that knows there
-    is exactly one step and takes its maximum-likelihood place (the best any method can do: about 87 %,
-    so 90 % within one run is out of reach for 2-SD steps in normal noise) less 5 points."""
+    is exactly one step and takes its maximum-likelihood place, less 5 points, and in >= 80 %. The
+    statistics alone cannot place 2-SD steps within one run in 90 % of series: a rule told both means and
+    the sd exactly gets about 92 %, the best rule that must estimate them about 88 % (docs/history.md);
+    in a real history :func:`bench.history.series.snap` moves a step to the recorded change beside it."""
     rng = np.random.default_rng(7)
     found = near = oracle = 0
     for i in range(N):

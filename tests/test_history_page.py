@@ -51,8 +51,22 @@ def hostile_history(where: Path) -> list[dict]:
     rs[2]["world"]["hostnames"] = [HOSTILE_HOST]
     rs[4]["environment"] = {**rs[4]["environment"], "torch": HOSTILE_VERSION}
     rs[5]["contention"] = {"classification": {"state": "tainted", "reasons": [HOSTILE_VERSION]}}
-    store.add([(r, "test") for r in rs], where)
+    store.add([(r, "test") for r in rs + ddp_points()], where)
     return rs
+
+
+def ddp_points() -> list[dict]:
+    """ddp on 2 and 4 devices, 3 runs each, at the newest commit: a scaling curve of 3 points with baseline."""
+    from tests.results_factory import CPU, result
+
+    out = []
+    for devices, fits in ((2, [13.1, 13.0, 13.2]), (4, [7.4, 7.5, 7.3])):
+        for i, fit in enumerate(fits):
+            r = result("ddp", [fit], devices=devices, env={**CPU, "git_commit": "bbb", "git_dirty": False,
+                                                           "torch": "2.15.0"}, run_id=f"ddp{devices}-{i}")
+            r["started_utc"] = f"2026-01-01T01:{devices}{i}:00+00:00"
+            out.append(r)
+    return out
 
 
 def test_page_in_a_real_browser(tmp_path):
@@ -67,11 +81,13 @@ def test_page_in_a_real_browser(tmp_path):
         errors = [x for x in driver.get_log("browser") if x["level"] in ("SEVERE", "ERROR")]
         assert errors == []
         figures = driver.find_elements("css selector", "figure[data-series]")
-        assert len(figures) == 1
+        assert len(figures) == 3  # baseline, ddp on 2 and on 4 devices
         markers = driver.find_elements("css selector", "#points-0 use")
         assert len(markers) == int(figures[0].get_attribute("data-points")) == len(rs) - 1  # the tainted one is no figure
         assert len(driver.find_elements("css selector", "#invalid-0 use")) == 1
         assert len(driver.find_elements("css selector", "[id^='change-0-']")) == 1
+        [curve] = driver.find_elements("css selector", "figure[data-scaling]")
+        assert len(driver.find_elements("css selector", "#scaling-0 use")) == int(curve.get_attribute("data-points")) == 3
         assert driver.execute_script("return window.__pwned === undefined")
         assert driver.execute_script("return document.getElementsByTagName('script').length") == 0
         assert driver.execute_script("return document.getElementsByTagName('img').length") == 0

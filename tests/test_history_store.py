@@ -6,12 +6,17 @@ Bounded (every process has a timeout) and checked for leftovers."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
+
+from bench.history import store
+from tests.results_factory import result
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,3 +106,16 @@ def store_load(where: Path):
     entries, skipped = store.load(where)
     assert json.loads((where / "index.json").read_text())["version"] == store.INDEX_VERSION
     return entries, skipped
+
+
+def test_temporary_files_of_writers_killed_over_a_day_ago_are_removed_by_the_next_add(tmp_path):
+    runs = tmp_path / "history" / "runs"
+    runs.mkdir(parents=True)
+    old, young = runs / ".dead-writer.json.abc.tmp", runs / ".live-writer.json.def.tmp"
+    for path in (old, young):
+        path.write_text('{"half": ')
+    day_ago = time.time() - store.STALE_TMP_S - 60
+    os.utime(old, (day_ago, day_ago))
+    store.add([(result("baseline", [10.0], run_id="after-cleanup"), "test")], tmp_path / "history")
+    assert not old.exists() and young.exists()  # a writer may be between its write and its link right now
+    assert [e["result"]["run_id"] for e in store.load(tmp_path / "history")[0]] == ["after-cleanup"]

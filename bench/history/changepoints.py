@@ -14,6 +14,12 @@ Clifford's sequential p-value; else p = (1 + #{permuted max Q >= observed}) / (p
 A split with p < ``alpha`` becomes a change point and the search goes on; the first split that is
 not significant ends it.
 
+Placement: the energy statistic decides *whether* a segment holds a change; *where* is then chosen
+by :func:`place`, the Bayes rule for "within one run of the true place" under a single mean shift in
+Gaussian noise (unknown means and sd). For 2-SD steps in series of 40 runs the energy statistic's own
+argmax lands within one run in about 84 % of series, :func:`place` in about 88 %; a rule told both
+means and the sd exactly gets about 92 % (docs/history.md, "How well a step is placed").
+
 False-alarm control: in a series without a change, the first test is a permutation test at level
 ``alpha``, and the search ends at the first non-significant test, so the chance of reporting any
 change point in such a series is at most ``alpha`` (per series; 0.01 by default). A segment is never
@@ -85,6 +91,31 @@ def _best(x: np.ndarray, min_size: int, exponent: float) -> tuple[int, float]:
     return t, float(scores[t])
 
 
+def place(x: np.ndarray, min_size: int) -> int:
+    """The place of one mean shift in ``x`` (shape (n,)): the first index after it.
+
+    The posterior over the split t with flat priors on the two means and on log sd and a uniform
+    prior over the allowed splits (each side >= ``min_size``) is p(t | x) ~ (m k)^(-1/2) RSS_t^(-(n-2)/2),
+    RSS_t the residual sum of squares about the two sides' means (m = t, k = n - t values); the t
+    whose window t-1..t+1 holds the most posterior mass is returned (the Bayes rule for the loss
+    "more than one run off"), except that a posterior mode on the first or last allowed split next to
+    it is kept (a window there is cut short, which would always pull the place one run inwards: a step
+    before the newest 3 runs would be put before the newest 4). Returns -1 when no split is allowed.
+    """
+    x = np.asarray(x, dtype=float)
+    n = len(x)
+    t = np.arange(min_size, n - min_size + 1)
+    if len(t) == 0:
+        return -1
+    c, c2 = np.concatenate([[0.0], np.cumsum(x - x.mean())]), np.concatenate([[0.0], np.cumsum((x - x.mean()) ** 2)])
+    m, k = t, n - t
+    rss = (c2[t] - c[t] ** 2 / m) + ((c2[n] - c2[t]) - (c[n] - c[t]) ** 2 / k)
+    log_p = -0.5 * np.log(m * k) - (n - 2) / 2 * np.log(np.maximum(rss, 1e-300))
+    p = np.exp(log_p - log_p.max())
+    best, mode = int(np.argmax(np.convolve(p, np.ones(3), "same"))), int(np.argmax(p))
+    return int(t[mode if mode in (0, len(t) - 1) and abs(mode - best) == 1 else best])
+
+
 def _p_value(x: np.ndarray, q: float, settings: Settings, rng: np.random.Generator) -> float:
     """Sequential Monte Carlo p-value of the permutation test (Besag & Clifford 1991, Biometrika 78(2)):
     stop once ``HITS`` permutations score >= q (p = HITS / permutations drawn; a clearly insignificant
@@ -120,11 +151,11 @@ def change_points(values: list[float], settings: Settings = Settings()) -> list[
                       for t, q in [_best(x[a:b], settings.min_size, settings.exponent)] if t >= 0]
         if not candidates:
             break
-        q, index, a, b = max(candidates)
+        q, _, a, b = max(candidates)
         p = _p_value(x[a:b], q, settings, rng)
         if p >= settings.alpha:
             break
-        found.append(ChangePoint(index, p, q))
+        found.append(ChangePoint(a + place(x[a:b], settings.min_size), p, q))
     return sorted(found, key=lambda c: c.index)
 
 

@@ -9,7 +9,9 @@ Per series (system, configuration, case): the trend of fit time and throughput w
 marked (each valid run one marker in the SVG group ``points-N``, invalid and tainted runs grey
 crosses in ``invalid-N``, never figures), each change point with what changed between the segments,
 the newest runs' verdict, and each run's details (environment, step breakdown, TensorBoard log folder
-where present). Each chart's figure carries ``data-points`` (valid runs) for tools and tests.
+where present). Each chart's figure carries ``data-points`` (valid runs) for tools and tests. Then,
+per system, the scaling curve of its configurations as they stand now (:mod:`bench.history.scaling`;
+its figure's ``data-points`` = configurations with a speedup).
 """
 
 from __future__ import annotations
@@ -106,6 +108,27 @@ def _runs(s: Series) -> str:
             f"<th>images/s</th><th>figure?</th><th></th></tr>{rows}</table>")
 
 
+def _scaling(series: list[Series]) -> list[str]:
+    """One section per system whose configurations as they stand now make a scaling curve."""
+    from bench.history.scaling import NEWEST, curve_svg, scaling_rows
+
+    parts = []
+    for i, (system, rows, notes) in enumerate(scaling_rows(series)):
+        table = "".join(
+            f"<tr><td>{e(r['configuration'])}</td><td>{r['devices']}</td><td>{len(r['samples'])}</td>"
+            f"<td>{fmt_seconds(r['fit_s'])}</td><td>{r['speedup']:.2f}x</td><td>{r['efficiency']:.0%}</td></tr>"
+            for r in rows)
+        parts.append(
+            f"<section class='scaling' id='scaling-{i}'><h2>Scaling now{': ' + e(system) if system else ''}</h2>"
+            f"<p>Each configuration's newest stable segment (the valid runs after its last change point, at most "
+            f"{NEWEST}); speedup = median fit_s of the baseline case / median fit_s, efficiency = speedup / devices.</p>"
+            + (f"<figure data-points='{len(rows)}' data-scaling='{i}'>{curve_svg(rows, i)}</figure>" if rows else "")
+            + (f"<table><tr><th>configuration</th><th>devices</th><th>runs</th><th>median fit_s</th><th>speedup</th>"
+               f"<th>efficiency</th></tr>{table}</table>" if rows else "")
+            + "".join(f"<p>{e(n)}</p>" for n in notes) + "</section>")
+    return parts
+
+
 def page(series: list[Series], where: Path, level: float = ALPHA) -> str:
     """The whole page as HTML text."""
     parts = [f"<h1>cifar-bench history</h1><p>History {e(where)}; written "
@@ -117,6 +140,7 @@ def page(series: list[Series], where: Path, level: float = ALPHA) -> str:
                      f"<figure data-points='{len(s.valid)}' data-change-points='{len(s.points)}' "
                      f"data-series='{i}'>{chart_svg(s, i)}</figure>{_steps(s)}{_newest(s)}"
                      f"<details><summary>{len(s.runs)} runs, newest first</summary>{_runs(s)}</details></section>")
+    parts += _scaling(series)
     if not series:
         parts.append("<p>No runs in the history.</p>")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>cifar-bench history</title>"

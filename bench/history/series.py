@@ -21,7 +21,9 @@ from bench.results.power import holm
 from bench.results.records import Record, by_group, group_label, split_by_work
 from bench.results.stats import MIN_SAMPLES_FOR_TEST, judge, summary_stats
 from bench.results.system_groups import split_by_system, system_labels
-from bench.results.taint import DEFAULT
+from bench.results.taint import DEFAULT, RULE_ENV, overridden
+
+SNAP_RUNS = 2  # a change point moves to a recorded change at most this many runs away (runs)
 
 #: config fields that are no run option worth naming (where files go)
 NOT_OPTIONS = {"out_dir", "cache_dir", "data_checksums"}
@@ -35,6 +37,7 @@ class Series:
     label: str
     runs: list[Record]
     valid: list[Record]
+    system: str = ""  # the system's label among the history's systems ("" when there is one)
     points: list[ChangePoint] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
     newest: dict[str, Any] = field(default_factory=dict)
@@ -88,6 +91,30 @@ def _step(s: Series, cp: ChangePoint, bounds: list[tuple[int, int]], i: int) -> 
             "what_changed": what_changed(after, before) + options_changed(after, before) + load_changed(after, before)}
 
 
+def recorded_changes(runs: list[Record]) -> list[int]:
+    """Indices i (0 < i < len) where a recorded fact differs between ``runs[i - 1]`` and ``runs[i]``
+    (versions, image, commit, nodes, system and work fields, run options; not the machine load)."""
+    return [i for i in range(1, len(runs))
+            if what_changed(runs[i:i + 1], runs[i - 1:i]) or options_changed(runs[i:i + 1], runs[i - 1:i])]
+
+
+def snap(points: list[ChangePoint], runs: list[Record], min_size: int) -> list[ChangePoint]:
+    """Each change point moved to the one recorded change within :data:`SNAP_RUNS` runs of it, where there
+    is exactly one and the move keeps every segment >= ``min_size`` runs (else it stays where the
+    statistics put it). Why: a step caused by an update starts at the update's first run, and the
+    statistics alone place a 2-SD step one or more runs off in about 1 series in 8
+    (:func:`bench.history.changepoints.place`); a step placed off names the wrong facts or none."""
+    changes = recorded_changes(runs)
+    out = list(points)
+    for i, cp in enumerate(out):
+        near = [j for j in changes if abs(j - cp.index) <= SNAP_RUNS]
+        lo = (out[i - 1].index if i else 0) + min_size
+        hi = (out[i + 1].index if i + 1 < len(out) else len(runs)) - min_size
+        if len(near) == 1 and lo <= near[0] <= hi and near[0] != cp.index:
+            out[i] = ChangePoint(near[0], cp.p_value, cp.q)
+    return out
+
+
 def _newest(s: Series, tol: float) -> tuple[list[float], list[float], dict[str, Any]]:
     """The newest MIN_SAMPLES_FOR_TEST figures and the last stable segment before them (the runs since
     the last change point before the newest ones)."""
@@ -115,11 +142,11 @@ def build(records: list[Record], tol: float = 10.0, settings: Settings = Setting
             for work, work_label in split_by_work(runs):
                 work = sorted(work, key=lambda r: (started(r), r.run_id))
                 label = " ".join(x for x in (system, group_label(group), work_label) if x)
-                out.append(Series(label, work, [r for r in work if r.valid]))
+                out.append(Series(label, work, [r for r in work if r.valid], system))
     judged = []
     for s in out:
         values = [r.fit_s for r in s.valid]
-        s.points = change_points(values, settings) if values else []
+        s.points = snap(change_points(values, settings), s.valid, settings.min_size) if values else []
         bounds = segments(len(values), s.points)
         s.steps = [_step(s, cp, bounds, i) for i, cp in enumerate(s.points)]
         if len(values) >= 2 * MIN_SAMPLES_FOR_TEST:
@@ -134,8 +161,11 @@ def build(records: list[Record], tol: float = 10.0, settings: Settings = Setting
                      for _, now, ref, _ in judged])
     for (s, now, ref, info), p in zip(judged, adjusted):
         v = judge(now, ref, tol, p_value=p, tests=len(judged))
+        off = sum(overridden(r.result or {}) for r in s.valid[-len(now) - len(ref):])
         s.newest = {**info, "verdict": v.verdict, "p_value": v.p_value, "ratio": _median(now) / _median(ref),
-                    "detectable_pct": v.detectable_pct, "notes": list(v.notes),
+                    "detectable_pct": v.detectable_pct, "notes": list(v.notes) + ([
+                        f"{off} of these runs were tainted by a contended machine but kept as figures: their "
+                        f"contention rule was off ({RULE_ENV}=off)"] if off else []),
                     "what_changed": [] if v.verdict == "unchanged" else
                     what_changed(s.valid[-len(now):], s.valid[-len(now) - len(ref):-len(now)])}
     return out

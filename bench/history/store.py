@@ -25,6 +25,7 @@ import json
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -89,14 +90,35 @@ class Added:
     already: tuple[str, ...]
 
 
+STALE_TMP_S = 24 * 3600.0  # s: a writer links its temporary file within seconds; one this old was killed
+
+
+def remove_stale_tmp(runs: Path, now: float | None = None) -> int:
+    """Delete the hidden ``.*.tmp`` files in ``runs`` last modified more than :data:`STALE_TMP_S` ago
+    (left by writers killed mid-write; readers never read them). Returns how many went; a file that
+    vanished or cannot be removed (another writer's cleanup, permissions) is left to the next add."""
+    now = time.time() if now is None else now
+    gone = 0
+    for path in runs.glob(".*.tmp"):
+        try:
+            if now - path.stat().st_mtime > STALE_TMP_S:
+                path.unlink()
+                gone += 1
+        except OSError:
+            continue
+    return gone
+
+
 def add(results: Iterable[tuple[dict[str, Any], str]], where: Path) -> Added:
     """Add (result, source) pairs to the history at ``where``; each result already checked.
 
     A run id already present keeps its first entry (a second copy, e.g. a re-added file, changes
-    nothing). Raises OSError when the folder cannot be written (bench.core.files.DiskFullError when full).
+    nothing). Temporary files of writers killed over a day ago are removed (:func:`remove_stale_tmp`).
+    Raises OSError when the folder cannot be written (bench.core.files.DiskFullError when full).
     """
     runs = where / "runs"
     runs.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp(runs)
     added, already = [], []
     for result, source in results:
         entry = {"schema": ENTRY_SCHEMA, "schema_version": ENTRY_VERSION, "added_utc": utc_now(),
