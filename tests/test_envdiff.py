@@ -27,3 +27,26 @@ def test_a_side_with_several_values_shows_them_all():
     base = baseline_of(result("baseline", [10.0], env=CPU))
     now = records(result("baseline", [10.0], env=CPU), result("baseline", [10.0], env={**CPU, "python": "3.12.1"}))
     assert "Python: 3.11.7 -> 3.11.7 | 3.12.1" in what_changed(now, records_of(base, "test"))
+
+
+def test_library_variables_kernels_and_packages_that_differ_are_listed():
+    before = records(result("baseline", [10.0], env={**CPU, "cpu_capability": "AVX2", "library_env": {},
+                                                     "packages": {"numpy": "2.3.1", "torch": "2.14.1", "tqdm": "4.67"}}))
+    after = records(result("baseline", [10.0], env={**CPU, "cpu_capability": "DEFAULT",
+                                                    "library_env": {"ATEN_CPU_CAPABILITY": "default"},
+                                                    "packages": {"numpy": "2.3.2", "torch": "2.14.1", "tqdm": "4.67",
+                                                                 "jemalloc-shim": "1.0"}}))
+    lines = what_changed(after, before)
+    assert lines == ["torch CPU kernels: AVX2 -> DEFAULT", "ATEN_CPU_CAPABILITY: unset -> default",
+                     "package jemalloc-shim: not installed -> 1.0", "package numpy: 2.3.1 -> 2.3.2"]
+    # a result older than library_env: its variables are unknown ("?"), not "unset"
+    old = records(result("baseline", [10.0], env={**CPU, "cpu_capability": "DEFAULT"}))
+    assert "ATEN_CPU_CAPABILITY: ? -> default" in what_changed(after, old)
+    assert not any(line.startswith("package ") for line in what_changed(after, old))  # packages unknown there
+
+
+def test_communication_variables_are_listed_as_set_or_unset():
+    a = records(result("ddp", [10.0], env=CPU, devices=2))
+    r = result("ddp", [10.0], env=CPU, devices=2)
+    r["world"]["comm_env"] = {"NCCL_ALGO": "Ring"}
+    assert what_changed(records(r), a) == ["NCCL_ALGO: unset -> Ring"]

@@ -194,6 +194,19 @@ def runtime_facts() -> dict:
     return {"python_prefix": sys.prefix, **container_facts()}
 
 
+#: environment variables that steer the libraries' kernels, threads, memory or compilation (prefixes), recorded
+#: as ``library_env`` so a history or comparison can name them ("ATEN_CPU_CAPABILITY: unset -> default");
+#: NCCL_*/GLOO_* are recorded apart (``world.comm_env``, bench.run.comm)
+LIBRARY_ENV_PREFIXES = ("OMP_", "KMP_", "GOMP_", "MKL_", "ONEDNN_", "DNNL_", "ATEN_", "OPENBLAS_", "CUBLAS",
+                        "CUDNN_", "CUDA_LAUNCH_BLOCKING", "CUDA_MODULE_LOADING", "CUDA_DEVICE_MAX_CONNECTIONS",
+                        "PYTORCH_", "TORCH_", "TORCHINDUCTOR_", "NVIDIA_TF32_OVERRIDE", "LD_PRELOAD", "MALLOC_")
+
+
+def library_env() -> dict[str, str]:
+    """The set environment variables named by :data:`LIBRARY_ENV_PREFIXES`, sorted by name."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(LIBRARY_ENV_PREFIXES)}
+
+
 def installed_packages() -> dict[str, str]:
     """Every installed Python distribution and its version (what `pip freeze` would list)."""
     from importlib import metadata
@@ -212,6 +225,9 @@ def collect() -> dict:
         "torchvision": torchvision.__version__,
         "lightning": lightning.__version__,
         "torchmetrics": torchmetrics.__version__,
+        # the ATen CPU kernels in use (e.g. AVX512, AVX2, DEFAULT): the CPU and ATEN_CPU_CAPABILITY decide
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "library_env": library_env(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),

@@ -129,22 +129,15 @@ def _knobs(records: list[Record]) -> str:
     return ", ".join(seen) or "none"
 
 
-def _comm_env(records: list[Record], name: str) -> str:
-    values = sorted({str((r.world.get("comm_env") or {}).get(name, "unset")) for r in records})
-    return " | ".join(values)
-
-
 def differences(pairs: dict[str, list[Pair]]) -> list[str]:
     """Lines "FACT: A -> B" for every recorded fact that differs between the sides' runs
-    (:func:`bench.results.envdiff.what_changed`), the communication variables the runs recorded
-    (``world.comm_env``: NCCL_*, GLOO_*) and the test knobs, where they differ."""
+    (:func:`bench.results.envdiff.what_changed`: versions, packages, the environment variables the runs
+    recorded such as ``NCCL_ALGO``, ...) and the test knobs, where they differ."""
     a = [p[0] for ps in pairs.values() for p in ps if p[0] is not None]
     b = [p[1] for ps in pairs.values() for p in ps if p[1] is not None]
     if not (a and b):
         return ["a side left no result: nothing to compare"]
     lines = what_changed(b, a)
-    names = sorted({k for r in a + b for k in (r.world.get("comm_env") or {})})
-    lines += [f"{k}: {_comm_env(a, k)} -> {_comm_env(b, k)}" for k in names if _comm_env(a, k) != _comm_env(b, k)]
     if _knobs(a) != _knobs(b):
         lines.append(f"test knobs: {_knobs(a)} -> {_knobs(b)}")
     return lines

@@ -15,7 +15,10 @@ from bench.results.system import system_of
 
 #: environment fields compared, in the order shown, with their names for users
 VERSIONS = {"torch": "torch", "lightning": "Lightning", "torch_cuda_build": "CUDA build", "cuda_driver": "driver",
-            "nccl": "NCCL", "cudnn": "cuDNN", "python": "Python", "torchvision": "torchvision"}
+            "nccl": "NCCL", "cudnn": "cuDNN", "python": "Python", "torchvision": "torchvision",
+            "cpu_capability": "torch CPU kernels"}
+#: packages named by VERSIONS already (``environment.packages`` keys, lower case)
+_NAMED = {"torch", "lightning", "torchvision"}
 #: image identity (issue 29 adds fields named container_* / image_*) and the source commit
 IDENTITY = {"container_runtime": "container runtime", "container_image": "image", "git_commit": "commit",
             "git_dirty": "uncommitted changes"}
@@ -47,17 +50,44 @@ def _facts(envs: list[dict]) -> dict[str, Any]:
     return facts
 
 
+def _comm(r: Any) -> dict[str, str]:
+    """NCCL_*/GLOO_* variables the user set (``world.comm_env``; every run records it, so absent = unset)."""
+    return (r.world or {}).get("comm_env") or {}
+
+
+def _library(r: Any) -> dict[str, str] | None:
+    """OMP_*, MKL_*, ONEDNN_*, ATEN_*, ... variables (``environment.library_env``; None, unknown, in a
+    result older than that field)."""
+    return (r.environment or {}).get("library_env")
+
+
+def _keyed(now: list[Any], ref: list[Any], table, label: str, missing: str, skip: set[str] = set(),
+           both: bool = False) -> dict:
+    """Fact name -> getter for each entry of a recorded table (``table(record)``: a dict or None) on either
+    side; an entry absent from a recorded table reads ``missing``, a table not recorded "?". With ``both``,
+    nothing unless each side recorded the table (hundreds of packages "? -> x" would say nothing)."""
+    if both and not all(any(table(r) is not None for r in side) for side in (now, ref)):
+        return {}
+    names = sorted({k for r in [*now, *ref] for k in (table(r) or {})} - skip, key=str.lower)
+    return {f"{label}{k}": (lambda r, k=k: None if table(r) is None else table(r).get(k, missing)) for k in names}
+
+
 def what_changed(now: list[Any], ref: list[Any]) -> list[str]:
     """Lines "NAME: REF -> NOW" for each recorded fact whose values differ between the sides.
 
-    Facts: versions (:data:`VERSIONS`), image identity and commit (:data:`IDENTITY`, and any
-    ``container_*``/``image_*`` field), node names, the "same system" facts
-    (:func:`bench.results.system.system_of`) and the work fields (``WORK_FIELDS``). A fact unknown
-    on both sides is skipped; unknown on one side shows as "?".
+    Facts: versions (:data:`VERSIONS`, with the torch CPU kernels in use), image identity and commit
+    (:data:`IDENTITY`, and any ``container_*``/``image_*`` field), node names, the "same system" facts
+    (:func:`bench.results.system.system_of`), the work fields (``WORK_FIELDS``), the environment
+    variables that steer the libraries (``NCCL_ALGO: unset -> Ring``) and every other installed package
+    (``package numpy: 2.3.1 -> 2.3.2``, from ``environment.packages``). A fact unknown on both sides is
+    skipped; unknown on one side shows as "?".
     """
     envs = [r.environment for r in [*now, *ref] if r.environment]
+    facts = {**_facts(envs), **_keyed(now, ref, _comm, "", "unset"), **_keyed(now, ref, _library, "", "unset"),
+             **_keyed(now, ref, lambda r: (r.environment or {}).get("packages"), "package ", "not installed",
+                      _NAMED, both=True)}
     lines = []
-    for name, get in _facts(envs).items():
+    for name, get in facts.items():
         a, b = _values(ref, get), _values(now, get)
         if a != b and not (a == ["?"] and b == ["?"]):
             lines.append(f"{name}: {' | '.join(a)} -> {' | '.join(b)}")
