@@ -166,5 +166,7 @@ def test_sigterm_stops_the_running_side_and_exits_4(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 4 and "interrupted after 0 pair(s)" in out, out
+    assert "nothing to judge (no ab.json" in out and "--from-results" not in out  # none was written
+    assert not (tmp_path / "ab" / "ab.json").exists()
     with pytest.raises(ProcessLookupError):
         os.kill(side_pid, 0)  # the side's process was stopped with ab (reaped by ab: no zombie either)

@@ -98,7 +98,11 @@ def test_a_foreign_or_malformed_file_is_refused_and_the_history_is_unchanged(tmp
     bad.write_text(json.dumps({"schema": "other-tool/result"}))
     broken = tmp_path / "broken.json"
     broken.write_text('{"schema": "cifar-bench/result", "run_id": ')
-    for wrong in (bad, broken):
+    words = tmp_path / "words.json"  # a figure that is no number
+    r = history_results()[0]
+    r["metrics"]["fit_s"] = "fast"
+    words.write_text(json.dumps(r))
+    for wrong in (bad, broken, words):
         assert main(["history", "add", *good, str(wrong), "--history", str(where)]) == 2
         assert str(wrong) in capsys.readouterr().err
         assert not (where / "runs").exists() or not list((where / "runs").iterdir())

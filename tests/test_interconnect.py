@@ -188,6 +188,11 @@ def test_comm_refuses_bad_input_before_any_rank_starts(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:  # argparse's check of every --tolerance (bench.core.options)
         main(["comm", "--tolerance", "-1"])
     assert stop.value.code == 2 and "--tolerance" in capsys.readouterr().err
+    assert main(["comm", "--devices", "0"]) == 2  # 0 processes is bad input, not the default 2
+    assert "--devices must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["comm", "--out", str(tmp_path / "typo" / "comm.json")]) == 2
+    assert "does not exist: create it first" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+    assert main(["comm", "--out", str(tmp_path)]) == 2 and "is a folder" in capsys.readouterr().err
 
 
 def _pairs_rank(rank: int, world: int, port: int, hosts: list[str], queue) -> None:

@@ -256,3 +256,14 @@ def test_report_shows_where_the_time_goes_per_case():
     assert row == ["ddp", "2", "50.00", "10.00 (20 %)", "20.00 (40 %)", "6.00 (12 %)", "4.00 (8 %)"]
     assert "| baseline" not in section  # no breakdown recorded: no row, nothing invented
     assert "Where the time goes" not in report.build_report(records(result("baseline", [20.0])), None, None)
+
+
+def test_a_tainted_run_is_listed_as_not_a_figure_not_as_not_run():
+    from tests.results_factory import CPU, records, result
+
+    runs = [result("baseline", [10.0], env=CPU) for _ in range(3)]
+    runs[1]["contention"] = {"classification": {"state": "tainted", "reasons": ["other processes kept 1.2 cores busy"]}}
+    terminal = report.format_terminal_table(records(*runs))
+    assert f"not a figure ({runs[1]['run_id']}): baseline (1 device) - tainted: other processes kept 1.2 cores busy" \
+        in terminal
+    assert "not run:" not in terminal

@@ -203,7 +203,8 @@ def format_terminal_table(results: list[Record], comparisons: list | None = None
     """The report's table as aligned plain text, then the not-run cases and notes."""
     headers, cells, align, not_run, notes = _table(results, comparisons, baseline)
     lines = render(headers, cells, align=_align(align)).splitlines() if cells else ["(no case has a valid run)"]
-    lines += [f"not run: {n['case']}: {n['status']} - {n['reason']}" for n in not_run]
+    lines += [f"not run: {n['case']}: {n['status']} - {n['reason']}" if n["status"] == "skipped"
+              else f"{n['status']}: {n['case']} - {n['reason']}" for n in not_run]  # status: "not a figure (RUN)"
     lines += [f"note: {n}" for n in notes]
     return "\n".join(lines) + "\n"
 

@@ -200,6 +200,15 @@ def check_result(obj: Any, where: str) -> dict[str, Any]:
                          f"(this tool reads {RESULT_SCHEMA_VERSION}); upgrade cifar-bench")
     if obj.get("case") is None or obj.get("status") not in STATUSES:
         raise ValueError(f"{where}: result lacks 'case' or a known 'status'; the file is damaged, re-run the case")
+    metrics = obj.get("metrics")
+    if metrics is not None and not isinstance(metrics, dict):
+        raise ValueError(f"{where}: 'metrics' is not an object; the file is damaged, re-run the case")
+    for key in ("fit_s", "throughput_img_s", "wall_s"):  # the figures: a number (finite, >= 0) or absent/null
+        value = (metrics or {}).get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value < 0):
+            raise ValueError(f"{where}: metrics.{key} is {value!r}, not a number of seconds or images/s; "
+                             "the file is damaged, re-run the case")
     return obj
 
 

@@ -53,6 +53,9 @@ def cmd_comm(args: argparse.Namespace) -> int:
         raise ConfigError(f"--tolerance is a loss in percent and must be >= 0, got {args.tolerance}")
     if not 0 < args.pg_timeout_s <= 7 * 24 * 3600:
         raise ConfigError(f"--pg-timeout-s must be > 0 and at most a week, got {args.pg_timeout_s}")
+    if args.out is not None and (args.out.is_dir() or not args.out.parent.is_dir()):
+        raise ConfigError(f"--out {args.out}: " + ("is a folder: name a file, e.g. comm.json" if args.out.is_dir() else
+                          f"its folder {args.out.parent} does not exist: create it first (a typo would be a new folder)"))
     baseline = _load_baseline(args.baseline) if args.baseline else None  # a bad name fails before any rank starts
     if "SLURM_STEP_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -61,7 +64,7 @@ def cmd_comm(args: argparse.Namespace) -> int:
         record = _measure(env.global_rank(), env.local_rank(), env.world_size(), env.main_address, env.main_port, args,
                           _plan(args))
         return _report(record, args, baseline) if record is not None else 0
-    devices = args.devices or _default_devices(args.accelerator)
+    devices = _default_devices(args.accelerator) if args.devices is None else args.devices
     if devices < 1:
         raise ConfigError(f"--devices must be >= 1, got {devices}")
     if args.accelerator == "gpu":

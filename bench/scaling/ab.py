@@ -117,8 +117,10 @@ def cmd_ab(args: argparse.Namespace) -> int:
                 manifest["pairs"].append(_run_pair(sides, launcher, common, case, i, stamp, out, args.pairs))
                 _write(manifest, out)
     except KeyboardInterrupt:
-        print(f"ab: interrupted after {len(manifest['pairs'])} pair(s); judge them with "
-              f"cifar-bench ab --from-results {out / 'ab.json'}", flush=True)
+        done = len(manifest["pairs"])
+        print(f"ab: interrupted after {done} pair(s); " + (
+            f"judge them with cifar-bench ab --from-results {out / 'ab.json'}" if done else
+            f"no pair finished, so there is nothing to judge (no ab.json; the runs so far are in {out})"), flush=True)
         return int(ExitCode.INTERRUPTED)
     finally:
         signal.signal(signal.SIGTERM, before)
