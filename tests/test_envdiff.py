@@ -50,3 +50,16 @@ def test_communication_variables_are_listed_as_set_or_unset():
     r = result("ddp", [10.0], env=CPU, devices=2)
     r["world"]["comm_env"] = {"NCCL_ALGO": "Ring"}
     assert what_changed(records(r), a) == ["NCCL_ALGO: unset -> Ring"]
+
+
+def test_by_case_a_fact_of_one_case_is_named_with_it_and_a_common_one_once():
+    from bench.results.envdiff import what_changed_by_case
+
+    ref = records(result("baseline", [10.0], env=CPU), result("ddp", [6.0], env=CPU, devices=2))
+    base_now = result("baseline", [10.0], env={**CPU, "torch": "2.15.0"})
+    ddp_now = result("ddp", [6.0], env={**CPU, "torch": "2.15.0"}, devices=2)
+    ddp_now["world"]["comm_env"] = {"GLOO_SOCKET_IFNAME": "eth1"}
+    lines = what_changed_by_case(records(base_now, ddp_now), ref)
+    assert lines == ["torch: 2.14.1+cu130 -> 2.15.0", "ddp: GLOO_SOCKET_IFNAME: unset -> eth1"]
+    # pooled, the baseline case's "unset" would have shown as a value of the new side
+    assert "GLOO_SOCKET_IFNAME: unset -> unset | eth1" in what_changed(records(base_now, ddp_now), ref)

@@ -42,7 +42,7 @@ from bench.core.options import tolerance_percent
 from bench.core.tables import fmt, render
 from bench.results.baselines import WORK_FIELDS, case_groups, load_baseline, validate_baseline, work_differences
 from bench.results.drift import Drift, describe, estimate
-from bench.results.envdiff import what_changed
+from bench.results.envdiff import what_changed_by_case
 from bench.results.interconnect_lines import compare_lines
 from bench.results.power import holm
 from bench.results.records import Record, by_group, group_label, read_records, records_of
@@ -277,7 +277,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     comparisons = compare(records, baseline, tolerance_pct=args.tolerance)
     print(format_table(comparisons), end="")
     valid = [r for r in records if r.valid]
-    changed = what_changed(valid, records_of(baseline, f"baseline {baseline.get('name')}")) if valid else \
+    changed = what_changed_by_case(valid, records_of(baseline, f"baseline {baseline.get('name')}")) if valid else \
         ["no valid run now: nothing to compare"]  # (else every fact would read "x -> " as if it had changed)
     if lines := compare_lines(records, baseline, args.tolerance):  # its own verdict, beside the time's
         print("\ninterconnect (bus bandwidth, tolerance as for times):\n" + "\n".join(lines))

@@ -92,3 +92,17 @@ def what_changed(now: list[Any], ref: list[Any]) -> list[str]:
         if a != b and not (a == ["?"] and b == ["?"]):
             lines.append(f"{name}: {' | '.join(a)} -> {' | '.join(b)}")
     return lines
+
+
+def what_changed_by_case(now: list[Any], ref: list[Any]) -> list[str]:
+    """:func:`what_changed` case by case (records of one case against the same case's), for the cases on
+    both sides: a line true of every such case once, a line of some cases only prefixed with them
+    (``ddp: NCCL_ALGO: unset -> Ring``), so a fact of one case is neither pooled with the others'
+    ("unset | Ring") nor lost. Without a case on both sides: :func:`what_changed` of all records."""
+    cases = [c for c in dict.fromkeys(r.case for r in now) if any(r.case == c for r in ref)]
+    if not cases:
+        return what_changed(now, ref)
+    per = {c: what_changed([r for r in now if r.case == c], [r for r in ref if r.case == c]) for c in cases}
+    lines = list(dict.fromkeys(line for c in cases for line in per[c]))
+    common = [line for line in lines if all(line in per[c] for c in cases)]
+    return common + [f"{', '.join(c for c in cases if line in per[c])}: {line}" for line in lines if line not in common]
