@@ -196,6 +196,19 @@ def test_record_refuses_a_case_too_noisy_for_the_tolerance(tmp_path, monkeypatch
     assert not (tmp_path / "baselines" / "mine.json").exists()
 
 
+def test_record_qualifies_several_cases_at_the_level_compare_judges_them():
+    # two cases: compare's Holm rule meets the smallest p at 5 % / 2, so record does too (one-sided 2.5 %:
+    # t(4) 2.7764 + 0.9410) * 0.3037 * sqrt(2/3) -> 151.3 %, 161 a side) - not 114 % and 127 as for one case
+    from bench.results.recording import qualify
+
+    base = baseline_of(*[result(case, [s], devices=2 if case == "ddp" else 1)
+                         for case in ("baseline", "ddp") for s in (26.9, 15.9, 15.9)])
+    lines = qualify(base, 10.0, force=True)
+    assert len(lines) == 2
+    assert "slowdowns of 151.3% or more (at 2.50% one-sided: 5% shared by Holm's rule over 2 cases" in lines[0]
+    assert "161 repeats a side would be needed" in lines[0]
+
+
 def test_record_with_force_keeps_the_warning_in_the_file(tmp_path, monkeypatch, capsys):
     code, path = _record_cli(tmp_path, monkeypatch, [26.9, 15.9, 15.9], "--force")
     entry = json.loads(path.read_text())["cases"]["baseline"]
