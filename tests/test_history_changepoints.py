@@ -96,3 +96,28 @@ def test_steps_of_three_sd_are_found_within_one_run_in_90_percent():
         x, at = _step_series(rng, 3.0)
         near += any(abs(c.index - at) <= 1 for c in change_points(list(x), Settings(seed=i)))
     assert near >= 0.9 * N
+
+
+def test_two_sd_steps_with_a_recorded_change_at_the_step_are_placed_within_one_run_in_90_percent():
+    """The histories the product keeps: each step comes with a recorded change (here torch 2.14 -> 2.15 at
+    the step's first run), so a step found near it is placed on it (bench.history.series.snap). 100
+    series of 40 runs (fit_s = 20 s + 2-SD steps, sd 0.5 s), as records through ``build``."""
+    from bench.history.series import build
+    from tests.results_factory import CPU, records, result
+
+    rng = np.random.default_rng(13)
+    found = near = 0
+    for i in range(N):
+        x, at = _step_series(rng, 2.0)
+        runs = []
+        for j, v in enumerate(x):
+            env = {**CPU, "git_dirty": False, "torch": "2.15.0" if j >= at else "2.14.1"}
+            r = result("baseline", [20.0 + 0.5 * v], env=env, run_id=f"s{i}-r{j:02d}")
+            r["started_utc"] = f"2026-01-01T00:{j:02d}:00+00:00"
+            runs.append(r)
+        [s] = build(records(*runs), settings=Settings(seed=i))
+        found += bool(s.points)
+        near += any(abs(c.index - at) <= 1 for c in s.points)
+        assert all("torch: 2.14.1 -> 2.15.0" in st["what_changed"] for st in s.steps if st["index"] == at)
+    assert found >= 0.9 * N
+    assert near >= 0.9 * N
