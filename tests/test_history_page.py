@@ -87,7 +87,7 @@ def test_page_in_a_real_browser(tmp_path):
         assert len(driver.find_elements("css selector", "#invalid-0 use")) == 1
         assert len(driver.find_elements("css selector", "[id^='change-0-']")) == 1
         [curve] = driver.find_elements("css selector", "figure[data-scaling]")
-        assert len(driver.find_elements("css selector", "#scaling-0 use")) == int(curve.get_attribute("data-points")) == 3
+        assert len(driver.find_elements("css selector", "#scaling-points-0 use")) == int(curve.get_attribute("data-points")) == 3
         assert driver.execute_script("return window.__pwned === undefined")
         assert driver.execute_script("return document.getElementsByTagName('script').length") == 0
         assert driver.execute_script("return document.getElementsByTagName('img').length") == 0

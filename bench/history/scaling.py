@@ -56,7 +56,7 @@ def scaling_rows(series: list[Series]) -> list[tuple[str, list[dict[str, Any]], 
 
 def curve_svg(rows: list[dict[str, Any]], index: int) -> str:
     """Speedup against devices with the ideal (= devices) line, each point labelled with its efficiency
-    (inline SVG, text as paths; the points in the SVG group ``scaling-N``)."""
+    (inline SVG, text as paths; the points in the SVG group ``scaling-points-N``)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5.5, 3.8), dpi=100, layout="constrained")
@@ -64,7 +64,7 @@ def curve_svg(rows: list[dict[str, Any]], index: int) -> str:
     devices = [r["devices"] for r in rows]
     top = max(devices)
     ax.plot([1, top], [1, top], "--", color="grey", lw=1, label="ideal (speedup = devices)")
-    ax.plot(devices, [r["speedup"] for r in rows], "o", color="tab:green", ms=7, gid=f"scaling-{index}",
+    ax.plot(devices, [r["speedup"] for r in rows], "o", color="tab:green", ms=7, gid=f"scaling-points-{index}",
             label="speedup = fit_s(baseline) / fit_s")
     for r in rows:
         ax.annotate(f"{r['efficiency']:.0%}", (r["devices"], r["speedup"]), textcoords="offset points",
