@@ -59,6 +59,9 @@ def chart_svg(s: Series, index: int) -> str:
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
     ax_p.set_xlabel("run (oldest first); red dashes: change points; grey x: not a figure")
+    from matplotlib.ticker import MaxNLocator
+
+    ax_p.xaxis.set_major_locator(MaxNLocator(integer=True))  # runs are counted: no tick at run 1.25
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
