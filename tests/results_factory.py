@@ -48,7 +48,7 @@ def result(case: str, samples: list[float], status: str = "ok", devices: int = 1
 
 
 def records(*results: dict) -> list:
-    """The records of in-memory results (as :func:`bench.results.records.read_records` gives them)."""
+    """The records of in-memory results (as :func:`bench.results.reading.read_records` gives them)."""
     return [rec for r in results for rec in from_result(r, "(test)")]
 
 

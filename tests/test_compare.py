@@ -8,7 +8,7 @@ from bench.core.exitcodes import ExitCode
 from bench.results.baselines import load_baseline
 from bench.results.compare import compare, exit_code, format_table, hardware_difference
 from bench.results.recording import qualify
-from bench.results.records import read_records
+from bench.results.reading import read_records
 from tests.results_factory import A100, CONFIG, CPU, H200, REFERENCE, baseline_of, records, result
 
 

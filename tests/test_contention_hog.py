@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 from bench.results.baselines import write_baseline
-from bench.results.records import read_records
+from bench.results.reading import read_records
 from bench.results.taint import RULE_ENV
 from tests.conftest import run_cli, run_result
 from tests.results_factory import baseline_of, result

@@ -23,7 +23,7 @@ from bench.results.compare import DRIFT_NOTE, compare, format_table
 from bench.results.drift import describe, estimate, floor, noise_check_groups, shift
 from bench.results.power import noise_check
 from bench.results.recording import qualify
-from bench.results.records import read_records
+from bench.results.reading import read_records
 from bench.results.stats import judge
 from tests.results_factory import baseline_of, records, result, write
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.results.records import read_records
+from bench.results.reading import read_records
 from bench.results.resultfile import load_result
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.results.envdiff import what_changed
-from bench.results.records import records_of
+from bench.results.reading import records_of
 from tests.results_factory import CPU, H200, baseline_of, records, result
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.results.records import problem_of, read_records
+from bench.results.reading import read_records
+from bench.results.records import problem_of
 from tests.conftest import run_cli
 from tests.results_factory import FIXTURES, REPO
 
@@ -204,7 +205,7 @@ def test_table_never_pools_runs_that_did_different_work(tmp_path):
 
 
 def test_a_folder_given_as_a_result_says_so(tmp_path):
-    from bench.results.records import read_records
+    from bench.results.reading import read_records
 
     with pytest.raises(ValueError, match="is a folder: pass the JSON files in it"):
         read_records([tmp_path])

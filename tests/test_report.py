@@ -12,7 +12,7 @@ import pytest
 from bench.core import files
 from bench.report import report
 from bench.results.baselines import write_baseline
-from bench.results.records import read_records
+from bench.results.reading import read_records
 from tests.results_factory import CPU, REFERENCE, baseline_of, records, result as _result, write
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -87,7 +87,7 @@ def test_suite_runs_all_cases_on_two_nodes_as_the_docs_submit_it(tmp_path, real_
     assert started == sorted(started), started
     assert (run_dir / "order.txt").read_text().split() == [f"{c}:{r}" for c, r in order]
     # the per-round pytest-benchmark files and the per-run files together: every round counted once
-    from bench.results.records import read_records
+    from bench.results.reading import read_records
 
     records = read_records([str(p) for p in run_dir.glob("*.json")])
     assert sorted((r.case, r.status) for r in records) == sorted((c, results[c, r]["status"]) for c, r in order)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.results.records import read_records
+from bench.results.reading import read_records
 from bench.results.writerlock import LOCK_NAME
 from tests.conftest import REPO, run_cli
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bench.report.caserows import case_rows
-from bench.results.records import read_records
+from bench.results.reading import read_records
 from bench.results.resultfile import format_table, summary_rows
 from tests import results_factory as rf
 

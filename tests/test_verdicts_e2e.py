@@ -36,7 +36,7 @@ import pytest
 
 from bench.results.baselines import record_baseline, write_baseline
 from bench.results.power import detectable_change, pooled_sd_log
-from bench.results.records import read_records
+from bench.results.reading import read_records
 from bench.run.knobs import STEP_SLEEP_ENV
 from tests.conftest import REPO, run_cli, run_result
 

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bench.core.files import atomic_open
-from bench.results.records import Record, check_result, from_result
+from bench.results.reading import check_result
+from bench.results.records import Record, from_result
 from bench.results.resultfile import utc_now
 
 ENV = "BENCH_HISTORY"  # moves the history; "off" turns the automatic adding of make bench / the suite off
@@ -64,7 +65,7 @@ def entry_name(run_id: str) -> str:
 
 
 def read_result_file(path: str | Path) -> dict[str, Any]:
-    """A per-run result from a file, checked (:func:`bench.results.records.check_result`).
+    """A per-run result from a file, checked (:func:`bench.results.reading.check_result`).
 
     Raises:
         ValueError: unreadable, not JSON, not a cifar-bench per-run result, or without a run id.

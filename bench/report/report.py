@@ -3,7 +3,7 @@
     cifar-bench report RESULTS... [--baseline NAME|PATH] [--tolerance PCT] --out DIR
 
 writes ``DIR/report.md`` and ``DIR/report.png`` (each atomically: temp file in DIR, then
-``os.replace``). Inputs are whatever :func:`bench.results.records.read_records` reads: per-run result JSON,
+``os.replace``). Inputs are whatever :func:`bench.results.reading.read_records` reads: per-run result JSON,
 pytest-benchmark JSON, or a baseline file (``cifar-bench report baselines/a100-2node.json --out DIR``
 gives the reference table).
 
@@ -54,7 +54,8 @@ from bench.report.plot import render_png
 from bench.results import compare as cmp
 from bench.results.baselines import load_baseline
 from bench.results.interconnect_lines import record_lines
-from bench.results.records import Record, group_label, read_records
+from bench.results.reading import read_records
+from bench.results.records import Record, group_label
 
 UNKNOWN = "unknown"  # an environment fact the results do not record
 
@@ -158,7 +159,7 @@ def _environment(records: list[Record]) -> list[tuple[str, str]]:
 
 
 def build_report(results: list[Record], comparisons: list | None, baseline: dict | None) -> str:
-    """The markdown report (see the module docstring) of records from :func:`bench.results.records.read_records`.
+    """The markdown report (see the module docstring) of records from :func:`bench.results.reading.read_records`.
 
     Args:
         results: the records (each sample once).

@@ -84,7 +84,7 @@ def work_differences(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list
 
 def record_baseline(records: list, name: str, source: str,
                     recorded_utc: str | None = None) -> tuple[dict[str, Any], list[str]]:
-    """Build a baseline dict from records (:func:`bench.results.records.read_records`; pure).
+    """Build a baseline dict from records (:func:`bench.results.reading.read_records`; pure).
 
     Only valid records (figures) count; the others are left out and listed. The samples of one
     case are pooled and their run ids stored beside them (``run_ids``), so a baseline file read

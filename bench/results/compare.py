@@ -45,7 +45,8 @@ from bench.results.drift import Drift, describe, estimate
 from bench.results.envdiff import what_changed_by_case
 from bench.results.interconnect_lines import compare_lines
 from bench.results.power import holm
-from bench.results.records import Record, by_group, group_label, read_records, records_of
+from bench.results.reading import read_records, records_of
+from bench.results.records import Record, by_group, group_label
 from bench.results.stats import MIN_SAMPLES_FOR_TEST, judge, one_sided_test_p
 from bench.results.system import hardware_difference, system_of, unchecked
 from bench.results.taint import RULE_ENV, overridden
@@ -98,7 +99,7 @@ def _reasons(records: list[Record]) -> list[str]:
 
 
 def compare(records: list[Record], baseline: dict[str, Any], tolerance_pct: float = 10.0) -> list[CaseComparison]:
-    """Compare current records (:func:`bench.results.records.read_records`) with a baseline dict.
+    """Compare current records (:func:`bench.results.reading.read_records`) with a baseline dict.
 
     Rows in group order (baseline, dp, ddp, others; devices, nodes), then missing cases.
 

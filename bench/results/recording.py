@@ -2,7 +2,7 @@
 
     cifar-bench baseline record RESULTS... --name NAME [--source TEXT] [--force]
 
-Reads through :func:`bench.results.records.read_records`, records with :func:`bench.results.baselines.record_baseline`
+Reads through :func:`bench.results.reading.read_records`, records with :func:`bench.results.baselines.record_baseline`
 and writes where :func:`bench.results.baselines.target_path` allows (never over a file without ``--force``,
 never over the shipped ``a100-2node``).
 """
@@ -16,7 +16,7 @@ from bench.core.options import tolerance_percent
 from bench.results.baselines import case_groups, record_baseline, target_path, write_baseline
 from bench.results.drift import noise_check_groups
 from bench.results.power import noise_check
-from bench.results.records import read_records
+from bench.results.reading import read_records
 from bench.results.stats import ALPHA
 
 

@@ -37,9 +37,10 @@ from typing import Any
 
 from bench.core.files import atomic_open
 from bench.core.tables import fmt, render
-from bench.results.records import RESULT_SCHEMA as SCHEMA, RESULT_SCHEMA_VERSION as SCHEMA_VERSION, STATUSES, split_by_work
 from bench.results.interconnect_lines import record_lines
-from bench.results.records import Record, by_group, from_result, group_label, read_records
+from bench.results.reading import read_records
+from bench.results.records import STATUSES, Record, by_group, from_result, group_label, split_by_work
+from bench.results.schema import RESULT_SCHEMA as SCHEMA, RESULT_SCHEMA_VERSION as SCHEMA_VERSION
 from bench.results.runlines import run_lines
 from bench.results.stats import summary_stats
 from bench.results.system_groups import mixed_systems_note, split_by_system, system_labels
@@ -157,7 +158,7 @@ def summary_rows(results: list[dict | Record]) -> list[list[str]]:
     """The printed rows: one per group of valid runs (median fit_s, CV over its samples, n), then one
     per run that is not a figure (skipped, failed, sanity failed, profiled, test knobs) with why.
 
-    ``results`` are records (:func:`bench.results.records.read_records`) or result dicts.
+    ``results`` are records (:func:`bench.results.reading.read_records`) or result dicts.
     """
     rows, records = [], _records(results)
     labels = system_labels(records)

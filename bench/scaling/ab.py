@@ -165,7 +165,7 @@ def _write(manifest: dict, out: Path) -> None:
 
 
 def _record(folder: Path, relative: str | None, accept: bool):
-    from bench.results.records import read_records
+    from bench.results.reading import read_records
 
     path = folder / relative if relative else None
     return read_records([path], accept_test_knobs=accept)[0] if path and path.is_file() else None

@@ -138,7 +138,7 @@ def _is_sweep_summary(path: Path) -> bool:
 def run(args: argparse.Namespace) -> int:
     """The ``sweep`` command (see the module docstring); returns the exit status."""
     if args.from_results:
-        from bench.results.records import read_records
+        from bench.results.reading import read_records
 
         # the sweep's own summary (sweep.json) is what a glob of its folder also matches: it is an
         # output of this command, not a run

@@ -44,7 +44,7 @@ from bench.results.compare import compare, exit_code
 from bench.results.drift import estimate
 from bench.results.power import detectable_change, noise_check
 from bench.results.recording import qualify
-from bench.results.records import read_records
+from bench.results.reading import read_records
 from bench.results.stats import ALPHA
 from bench.results.taint import RULE_ENV
 
