@@ -207,6 +207,9 @@ def test_record_qualifies_several_cases_at_the_level_compare_judges_them():
     assert len(lines) == 2
     assert "slowdowns of 151.3% or more (at 2.50% one-sided: 5% shared by Holm's rule over 2 cases" in lines[0]
     assert "161 repeats a side would be needed" in lines[0]
+    # a case of 2 samples gets no test in compare (fewer than 3), so it does not share the level
+    base["cases"]["dp"] = {**base["cases"]["ddp"], "fit_s_samples": [15.9, 16.0]}
+    assert "over 2 cases" in qualify(base, 10.0, force=True)[0]
 
 
 def test_record_with_force_keeps_the_warning_in_the_file(tmp_path, monkeypatch, capsys):

@@ -45,11 +45,18 @@ def test_library_variables_kernels_and_packages_that_differ_are_listed():
     assert not any(line.startswith("package ") for line in what_changed(after, old))  # packages unknown there
 
 
-def test_communication_variables_are_listed_as_set_or_unset():
-    a = records(result("ddp", [10.0], env=CPU, devices=2))
-    r = result("ddp", [10.0], env=CPU, devices=2)
-    r["world"]["comm_env"] = {"NCCL_ALGO": "Ring"}
-    assert what_changed(records(r), a) == ["NCCL_ALGO: unset -> Ring"]
+def test_communication_variables_are_listed_as_set_or_unset_where_both_sides_recorded_them():
+    plain, ring = result("ddp", [10.0], env=CPU, devices=2), result("ddp", [10.0], env=CPU, devices=2)
+    plain["world"]["comm_env"], ring["world"]["comm_env"] = {}, {"NCCL_ALGO": "Ring"}
+    assert what_changed(records(ring), records(plain)) == ["NCCL_ALGO: unset -> Ring"]
+    # a baseline file's samples hold no comm_env: a variable the user keeps set is no change against it
+    assert what_changed(records(ring), records_of(baseline_of(result("ddp", [10.0], env=CPU, devices=2)), "b")) == []
+
+
+def test_the_same_values_in_another_order_are_no_change():
+    ref = records(result("ddp", [10.0], env=CPU, devices=2), result("ddp", [10.0], env={**CPU, "python": "3.12.1"}, devices=2))
+    now = records(result("ddp", [10.0], env={**CPU, "python": "3.12.1"}, devices=2), result("ddp", [10.0], env=CPU, devices=2))
+    assert what_changed(now, ref) == []
 
 
 def test_by_case_a_fact_of_one_case_is_named_with_it_and_a_common_one_once():
@@ -58,8 +65,21 @@ def test_by_case_a_fact_of_one_case_is_named_with_it_and_a_common_one_once():
     ref = records(result("baseline", [10.0], env=CPU), result("ddp", [6.0], env=CPU, devices=2))
     base_now = result("baseline", [10.0], env={**CPU, "torch": "2.15.0"})
     ddp_now = result("ddp", [6.0], env={**CPU, "torch": "2.15.0"}, devices=2)
-    ddp_now["world"]["comm_env"] = {"GLOO_SOCKET_IFNAME": "eth1"}
+    ddp_now["world"]["comm_env"], base_now["world"]["comm_env"] = {"GLOO_SOCKET_IFNAME": "eth1"}, {}
+    for r in ref:
+        r.world["comm_env"] = {}
     lines = what_changed_by_case(records(base_now, ddp_now), ref)
     assert lines == ["torch: 2.14.1+cu130 -> 2.15.0", "ddp: GLOO_SOCKET_IFNAME: unset -> eth1"]
     # pooled, the baseline case's "unset" would have shown as a value of the new side
     assert "GLOO_SOCKET_IFNAME: unset -> unset | eth1" in what_changed(records(base_now, ddp_now), ref)
+
+
+def test_library_variables_are_those_set_when_the_process_started(monkeypatch):
+    from bench.measure import environment
+
+    seen = environment.library_env({"OMP_NUM_THREADS": "4", "HOME": "/root", "ATEN_CPU_CAPABILITY": "default",
+                                    "NCCL_ALGO": "Ring", "LD_PRELOAD": "libjemalloc.so"})
+    assert seen == {"ATEN_CPU_CAPABILITY": "default", "LD_PRELOAD": "libjemalloc.so", "OMP_NUM_THREADS": "4"}
+    # set later in the process (as Lightning's launcher sets OMP_NUM_THREADS for ddp): not the user's setting
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    assert "MKL_NUM_THREADS" not in environment.library_env() or "MKL_NUM_THREADS" in environment.ENV_AT_START

@@ -144,21 +144,48 @@ def test_a_step_in_the_machine_load_is_named():
     assert not any(line.startswith("machine load") for line in s.steps[0]["what_changed"])
 
 
-def test_a_step_placed_off_by_the_statistics_moves_to_the_recorded_change_beside_it():
-    # the commit changes at run 8, but run 8 is as fast as before (its noise), so the numbers alone put the
-    # step at run 9; the one recorded change within 2 runs is at 8: the step is placed there and named
-    fits = [20.1, 19.8, 20.3, 20.0, 19.9, 20.2, 20.0, 20.1, 20.2, 24.2, 23.9, 24.1, 24.0, 24.3]
-    rs = history_results(after=fits[len(BEFORE):])
-    for r, fit in zip(rs, fits):
-        r["metrics"]["fit_s"] = r["metrics"]["fit_s_samples"][0] = fit
-    [s] = build(records(*rs))
-    assert [c.index for c in s.points] == [len(BEFORE)]
-    assert "commit: aaa -> bbb" in "\n".join(s.steps[0]["what_changed"])
-    # without a recorded change (one commit throughout) the step stays where the numbers put it
-    for r in rs:
-        r["environment"].update(git_commit="aaa", torch=CPU["torch"])
-    [s] = build(records(*rs))
-    assert [c.index for c in s.points] == [len(BEFORE) + 1]
+def _series_of(fits: list[float], change_at: int | None, **env) -> list[dict]:
+    """Baseline runs with these fit times; from run ``change_at`` on, the environment has ``env``."""
+    out = []
+    for i, fit in enumerate(fits):
+        r = result("baseline", [fit], env={**CPU, "git_dirty": False, **(env if change_at is not None
+                                                                             and i >= change_at else {})},
+                   run_id=f"baseline-{i:02d}")
+        r["started_utc"] = f"2026-01-01T00:{i:02d}:00+00:00"
+        out.append(r)
+    return out
+
+
+# a 2-SD step: the numbers put it at run 8 (posterior 0.24 there, 0.76 at run 9); sd of the runs about 0.25 s
+AMBIGUOUS = [20.1, 19.6, 20.4, 20.0, 19.7, 20.3, 19.9, 20.2, 20.9, 21.8, 22.1, 21.7, 22.2, 21.9, 22.0]
+SHARP = [20.1, 19.8, 20.3, 20.0, 19.9, 20.2, 20.0, 20.1, 24.2, 23.9, 24.1, 24.0, 24.3, 23.8]
+
+
+def test_a_step_the_numbers_place_one_run_off_moves_to_the_recorded_change_beside_it():
+    [s] = build(records(*_series_of(AMBIGUOUS, 9, git_commit="bbb")))
+    assert [c.index for c in s.points] == [9]
+    assert "commit: 0123456789abcdef0123 -> bbb" in s.steps[0]["what_changed"]
+    [s] = build(records(*_series_of(AMBIGUOUS, None)))  # no recorded change: where the numbers put it
+    assert [c.index for c in s.points] == [8]
+
+
+def test_a_sharp_step_is_not_moved_onto_an_unrelated_change_beside_it():
+    for at in (9, 10):  # a package update one and two runs after a step the numbers place exactly
+        [s] = build(records(*_series_of(SHARP, at, packages={"numpy": "2.3.2"})))
+        assert [c.index for c in s.points] == [8]
+
+
+def test_snap_keeps_segments_of_min_size_and_moves_only_to_a_single_change():
+    from bench.history.changepoints import ChangePoint
+    from bench.history.series import snap
+
+    rs = records(*_series_of(AMBIGUOUS, 9, git_commit="bbb"))
+    cp = ChangePoint(8, 0.001, 1.0)
+    assert snap([cp], rs, 3) == [ChangePoint(9, 0.001, 1.0)]
+    assert snap([cp], rs, 7) == [cp]  # 9 would leave the last segment 6 runs < 7
+    two = records(*_series_of(AMBIGUOUS, 9, git_commit="bbb")[:7], *_series_of(AMBIGUOUS, 0, git_commit="ccc")[7:9],
+                  *_series_of(AMBIGUOUS, 0, git_commit="bbb")[9:])
+    assert snap([cp], two, 3) == [cp]  # changes at 7 and 9: which one? the numbers' place stays
 
 
 def test_the_newest_verdict_says_when_the_contention_rule_was_off_for_its_runs():
@@ -174,7 +201,7 @@ def test_scaling_now_uses_each_configurations_newest_segment():
     from bench.history.scaling import scaling_rows
 
     ddp = []
-    # faster from run 6 (10 runs cannot show a change at the 1 % level: 5 a side is 1 ordering in 126)
+    # faster from run 6 (with 5 a side a perfect split is 2 orderings in 252: p ~ 0.008, too close to 1 %)
     for i, fit in enumerate([20.0, 20.2, 19.9, 20.1, 20.0, 20.1, 12.1, 12.0, 12.2, 12.1, 11.9, 12.0]):
         env = {**CPU, "git_commit": "aaa" if i < 6 else "ccc", "git_dirty": False}
         r = result("ddp", [fit], devices=2, env=env, run_id=f"ddp-{i}")
@@ -188,3 +215,19 @@ def test_scaling_now_uses_each_configurations_newest_segment():
     assert rows[1]["efficiency"] == pytest.approx(24.05 / 12.05 / 2)
     # one configuration only: no curve
     assert scaling_rows(build(records(*history_results()))) == []
+
+
+def test_add_refuses_a_suite_summary_alone_and_skips_it_beside_the_runs(tmp_path, capsys):
+    where = tmp_path / "hist"
+    good = _add(tmp_path, history_results()[:2])
+    suite = tmp_path / "results" / "suite.json"
+    suite.write_text(json.dumps({"benchmarks": []}))
+    assert main(["history", "add", str(suite), "--history", str(where)]) == 2
+    assert "holds no run of its own" in capsys.readouterr().err
+    assert main(["history", "add", *good, str(suite), "--history", str(where)]) == 0
+    assert "2 run(s) added; 1 suite.json skipped" in capsys.readouterr().out
+
+
+def test_a_bad_level_is_bad_input_even_on_an_empty_history(tmp_path, capsys):
+    assert main(["history", "--level", "2", "--history", str(tmp_path / "empty")]) == 2
+    assert "--level 2" in capsys.readouterr().err

@@ -86,7 +86,7 @@ def test_steps_of_two_sd_are_found_within_one_run_as_often_as_the_best_possible_
         oracle += abs(int(np.nanargmax(split_scores(x, 3, exponent=2.0))) - at) <= 1
     assert found >= 0.9 * N
     assert near >= oracle - 0.05 * N
-    assert near >= 0.8 * N
+    assert near >= 0.85 * N  # 89 with this seed; 88.4 % over 4,000 series
 
 
 def test_steps_of_three_sd_are_found_within_one_run_in_90_percent():

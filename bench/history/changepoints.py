@@ -91,27 +91,37 @@ def _best(x: np.ndarray, min_size: int, exponent: float) -> tuple[int, float]:
     return t, float(scores[t])
 
 
-def place(x: np.ndarray, min_size: int) -> int:
-    """The place of one mean shift in ``x`` (shape (n,)): the first index after it.
-
-    The posterior over the split t with flat priors on the two means and on log sd and a uniform
-    prior over the allowed splits (each side >= ``min_size``) is p(t | x) ~ (m k)^(-1/2) RSS_t^(-(n-2)/2),
-    RSS_t the residual sum of squares about the two sides' means (m = t, k = n - t values); the t
-    whose window t-1..t+1 holds the most posterior mass is returned (the Bayes rule for the loss
-    "more than one run off"), except that a posterior mode on the first or last allowed split next to
-    it is kept (a window there is cut short, which would always pull the place one run inwards: a step
-    before the newest 3 runs would be put before the newest 4). Returns -1 when no split is allowed.
-    """
+def posterior(x: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The posterior of the place of one mean shift in ``x`` (shape (n,)): ``(t, p)``, the allowed splits
+    (first index after the shift; each side >= ``min_size``) and their probabilities (summing to 1;
+    both empty when no split is allowed). Flat priors on the two means and on log sd, uniform over the
+    splits: p(t | x) ~ (m k)^(-1/2) RSS_t^(-(n-2)/2), RSS_t the residual sum of squares about the two
+    sides' means (m = t, k = n - t values)."""
     x = np.asarray(x, dtype=float)
     n = len(x)
     t = np.arange(min_size, n - min_size + 1)
     if len(t) == 0:
-        return -1
+        return t, np.zeros(0)
     c, c2 = np.concatenate([[0.0], np.cumsum(x - x.mean())]), np.concatenate([[0.0], np.cumsum((x - x.mean()) ** 2)])
     m, k = t, n - t
     rss = (c2[t] - c[t] ** 2 / m) + ((c2[n] - c2[t]) - (c[n] - c[t]) ** 2 / k)
     log_p = -0.5 * np.log(m * k) - (n - 2) / 2 * np.log(np.maximum(rss, 1e-300))
     p = np.exp(log_p - log_p.max())
+    return t, p / p.sum()
+
+
+def place(x: np.ndarray, min_size: int) -> int:
+    """The place of one mean shift in ``x`` (shape (n,)): the first index after it.
+
+    Of the :func:`posterior` over the splits, the t whose window t-1..t+1 holds the most posterior
+    mass is returned (the Bayes rule for the loss
+    "more than one run off"), except that a posterior mode on the first or last allowed split next to
+    it is kept (a window there is cut short, which would always pull the place one run inwards: a step
+    before the newest 3 runs would be put before the newest 4). Returns -1 when no split is allowed.
+    """
+    t, p = posterior(x, min_size)
+    if len(t) == 0:
+        return -1
     best, mode = int(np.argmax(np.convolve(p, np.ones(3), "same"))), int(np.argmax(p))
     return int(t[mode if mode in (0, len(t) - 1) and abs(mode - best) == 1 else best])
 

@@ -50,11 +50,19 @@ def add_parser(sub) -> None:
 def cmd_history(args: argparse.Namespace) -> int:
     where = store.root(getattr(args, "add_history", None) or args.history) or store.default_root()
     if args.history_cmd == "add":
+        # a results folder's glob (runs/latest/*.json) holds the suite's summary beside the per-run files: skip it
+        suites = [p for p in args.results if p.name == "suite.json"]
+        if suites and len(suites) == len(args.results):
+            raise ValueError(f"{suites[0]}: the suite's summary holds no run of its own: pass the per-run files "
+                             f"beside it ({suites[0].parent}/*.json)")
         results = [(store.read_result_file(p), str(p.resolve())) for p in args.results if p.name != "suite.json"]
         done = store.add(results, where)
         print(f"history {where}: {len(done.added)} run(s) added"
-              + (f", {len(done.already)} already there (kept as they were)" if done.already else ""))
+              + (f", {len(done.already)} already there (kept as they were)" if done.already else "")
+              + (f"; {len(suites)} suite.json skipped (its runs are the per-run files)" if suites else ""))
         return ExitCode.OK
+    if not 0 < args.level < 1:
+        raise ValueError(f"--level {args.level:g}: give a false-alarm level between 0 and 1, e.g. 0.01")
     entries, skipped = store.load(where)
     for line in skipped:
         print(f"cifar-bench history: {line}", file=sys.stderr)
@@ -62,8 +70,6 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"cifar-bench history: no runs in {where}: run make bench, or add results with "
               "'cifar-bench history add FILES'", file=sys.stderr)
         return ExitCode.NOTHING_JUDGED
-    if not 0 < args.level < 1:
-        raise ValueError(f"--level {args.level:g}: give a false-alarm level between 0 and 1, e.g. 0.01")
     series = build(store.records(entries, where), tol=args.tolerance, settings=Settings(alpha=args.level))
     if args.html:
         from bench.history.page import write_site

@@ -119,6 +119,7 @@ def _scaling(series: list[Series]) -> list[str]:
     for i, (system, rows, notes) in enumerate(scaling_rows(series)):
         table = "".join(
             f"<tr><td>{e(r['configuration'])}</td><td>{r['devices']}</td><td>{len(r['samples'])}</td>"
+            f"<td>{e(max(started(x) for x in r['runs']))}</td>"
             f"<td>{fmt_seconds(r['fit_s'])}</td><td>{r['speedup']:.2f}x</td><td>{r['efficiency']:.0%}</td></tr>"
             for r in rows)
         parts.append(
@@ -126,7 +127,8 @@ def _scaling(series: list[Series]) -> list[str]:
             f"<p>Each configuration's newest stable segment (the valid runs after its last change point, at most "
             f"{NEWEST}); speedup = median fit_s of the baseline case / median fit_s, efficiency = speedup / devices.</p>"
             + (f"<figure data-points='{len(rows)}' data-scaling='{i}'>{curve_svg(rows, i)}</figure>" if rows else "")
-            + (f"<table><tr><th>configuration</th><th>devices</th><th>runs</th><th>median fit_s</th><th>speedup</th>"
+            + (f"<table><tr><th>configuration</th><th>devices</th><th>runs</th><th>newest run (UTC: a configuration "
+               f"not run lately is compared with today's baseline)</th><th>median fit_s</th><th>speedup</th>"
                f"<th>efficiency</th></tr>{table}</table>" if rows else "")
             + "".join(f"<p>{e(n)}</p>" for n in notes) + "</section>")
     return parts

@@ -14,7 +14,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.history.changepoints import ChangePoint, Settings, change_points, segments
+import numpy as np
+
+from bench.history.changepoints import ChangePoint, Settings, change_points, posterior, segments
 from bench.results.baselines import WORK_FIELDS
 from bench.results.envdiff import what_changed
 from bench.results.power import holm
@@ -24,6 +26,7 @@ from bench.results.system_groups import split_by_system, system_labels
 from bench.results.taint import DEFAULT, RULE_ENV, overridden
 
 SNAP_RUNS = 2  # a change point moves to a recorded change at most this many runs away (runs)
+SNAP_ODDS = 0.1  # ... where the place's posterior there is at least this fraction of its peak
 
 #: config fields that are no run option worth naming (where files go)
 NOT_OPTIONS = {"out_dir", "cache_dir", "data_checksums"}
@@ -99,18 +102,25 @@ def recorded_changes(runs: list[Record]) -> list[int]:
 
 
 def snap(points: list[ChangePoint], runs: list[Record], min_size: int) -> list[ChangePoint]:
-    """Each change point moved to the one recorded change within :data:`SNAP_RUNS` runs of it, where there
-    is exactly one and the move keeps every segment >= ``min_size`` runs (else it stays where the
-    statistics put it). Why: a step caused by an update starts at the update's first run, and the
-    statistics alone place a 2-SD step one or more runs off in about 1 series in 8
-    (:func:`bench.history.changepoints.place`); a step placed off names the wrong facts or none."""
+    """Each change point moved to the recorded change (:func:`recorded_changes`) within :data:`SNAP_RUNS`
+    runs of it, where there is exactly one, the move keeps every segment >= ``min_size`` runs, and the
+    numbers do not speak against it: the posterior of the step's place
+    (:func:`bench.history.changepoints.posterior`, over the runs between the neighbouring change points)
+    is at least :data:`SNAP_ODDS` of its peak there. Why: a step caused by an update starts at the
+    update's first run, and from the numbers alone a 2-SD step lands more than one run off in about 1
+    series in 8; a step placed off names the wrong facts or none. A sharp step is not moved onto an
+    unrelated change beside it (its posterior there is far below the peak)."""
     changes = recorded_changes(runs)
+    values = np.array([r.fit_s for r in runs], dtype=float)
     out = list(points)
     for i, cp in enumerate(out):
+        start = out[i - 1].index if i else 0
+        end = out[i + 1].index if i + 1 < len(out) else len(runs)
         near = [j for j in changes if abs(j - cp.index) <= SNAP_RUNS]
-        lo = (out[i - 1].index if i else 0) + min_size
-        hi = (out[i + 1].index if i + 1 < len(out) else len(runs)) - min_size
-        if len(near) == 1 and lo <= near[0] <= hi and near[0] != cp.index:
+        if len(near) != 1 or near[0] == cp.index or not start + min_size <= near[0] <= end - min_size:
+            continue
+        t, p = posterior(values[start:end], min_size)
+        if p[near[0] - start - int(t[0])] >= SNAP_ODDS * p.max():
             out[i] = ChangePoint(near[0], cp.p_value, cp.q)
     return out
 

@@ -202,9 +202,17 @@ LIBRARY_ENV_PREFIXES = ("OMP_", "KMP_", "GOMP_", "MKL_", "ONEDNN_", "DNNL_", "AT
                         "PYTORCH_", "TORCH_", "TORCHINDUCTOR_", "NVIDIA_TF32_OVERRIDE", "LD_PRELOAD", "MALLOC_")
 
 
-def library_env() -> dict[str, str]:
-    """The set environment variables named by :data:`LIBRARY_ENV_PREFIXES`, sorted by name."""
-    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(LIBRARY_ENV_PREFIXES)}
+def library_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The set environment variables named by :data:`LIBRARY_ENV_PREFIXES` in ``environ`` (default: as this
+    process started, :data:`ENV_AT_START`), sorted by name."""
+    source = ENV_AT_START if environ is None else environ
+    return {k: v for k, v in sorted(source.items()) if k.startswith(LIBRARY_ENV_PREFIXES)}
+
+
+#: the environment as this process started (read when this module is imported, at the start of every
+#: process of a run): Lightning's launcher sets OMP_NUM_THREADS later for ddp, and the thread plan
+#: (world.thread_plan) records the threads a run used; what a user set is what a comparison should name
+ENV_AT_START = dict(os.environ)
 
 
 def installed_packages() -> dict[str, str]:

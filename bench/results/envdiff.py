@@ -50,9 +50,10 @@ def _facts(envs: list[dict]) -> dict[str, Any]:
     return facts
 
 
-def _comm(r: Any) -> dict[str, str]:
-    """NCCL_*/GLOO_* variables the user set (``world.comm_env``; every run records it, so absent = unset)."""
-    return (r.world or {}).get("comm_env") or {}
+def _comm(r: Any) -> dict[str, str] | None:
+    """NCCL_*/GLOO_* variables the user set (``world.comm_env``: every run records it; None where a record
+    does not hold it, e.g. a baseline file's samples)."""
+    return (r.world or {}).get("comm_env")
 
 
 def _library(r: Any) -> dict[str, str] | None:
@@ -83,13 +84,14 @@ def what_changed(now: list[Any], ref: list[Any]) -> list[str]:
     skipped; unknown on one side shows as "?".
     """
     envs = [r.environment for r in [*now, *ref] if r.environment]
-    facts = {**_facts(envs), **_keyed(now, ref, _comm, "", "unset"), **_keyed(now, ref, _library, "", "unset"),
+    facts = {**_facts(envs), **_keyed(now, ref, _comm, "", "unset", both=True),
+             **_keyed(now, ref, _library, "", "unset"),
              **_keyed(now, ref, lambda r: (r.environment or {}).get("packages"), "package ", "not installed",
                       _NAMED, both=True)}
     lines = []
     for name, get in facts.items():
         a, b = _values(ref, get), _values(now, get)
-        if a != b and not (a == ["?"] and b == ["?"]):
+        if set(a) != set(b):  # (the same values in another order are no change)
             lines.append(f"{name}: {' | '.join(a)} -> {' | '.join(b)}")
     return lines
 

@@ -17,7 +17,7 @@ from bench.results.baselines import case_groups, record_baseline, target_path, w
 from bench.results.drift import noise_check_groups
 from bench.results.power import noise_check
 from bench.results.reading import read_records
-from bench.results.stats import ALPHA
+from bench.results.stats import ALPHA, MIN_SAMPLES_FOR_TEST
 
 
 def add_parser(sub) -> None:
@@ -48,7 +48,8 @@ def qualify(baseline: dict, tolerance_pct: float, force: bool) -> list[str]:
     lines = []
     # compare shares its level over the cases by Holm's rule: the smallest p meets ALPHA / cases, so a
     # baseline of k cases is qualified at that level (else record said 14 repeats where compare needs 18)
-    k_cases = max(1, sum(len(e.get("fit_s_samples") or []) >= 2 for e in baseline["cases"].values()))
+    judged = [e for e in baseline["cases"].values() if len(e.get("fit_s_samples") or []) >= MIN_SAMPLES_FOR_TEST]
+    k_cases = max(1, len(judged))
     level = ALPHA / k_cases
     for case, entry in baseline["cases"].items():
         groups = case_groups(entry)

@@ -119,7 +119,7 @@ def cmd_ab(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         done = len(manifest["pairs"])
         print(f"ab: interrupted after {done} pair(s); " + (
-            f"judge them with cifar-bench ab --from-results {out / 'ab.json'}" if done else
+            f"judge them with cifar-bench ab --from-results {out / 'ab.json'}" if (out / "ab.json").exists() else
             f"no pair finished, so there is nothing to judge (no ab.json; the runs so far are in {out})"), flush=True)
         return int(ExitCode.INTERRUPTED)
     finally:
