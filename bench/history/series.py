@@ -26,7 +26,7 @@ from bench.results.system_groups import split_by_system, system_labels
 from bench.results.taint import DEFAULT, RULE_ENV, overridden
 
 SNAP_RUNS = 2  # a change point moves to a recorded change at most this many runs away (runs)
-SNAP_ODDS = 0.1  # ... where the place's posterior there is at least this fraction of its peak
+SNAP_ODDS = 0.01  # ... where the place's posterior there is at least this fraction of its peak (odds 1:100)
 
 #: config fields that are no run option worth naming (where files go)
 NOT_OPTIONS = {"out_dir", "cache_dir", "data_checksums"}
