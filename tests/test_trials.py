@@ -3,7 +3,9 @@ themselves are a documented command, not part of CI (docs/verdict-trials.md)."""
 
 from __future__ import annotations
 
-from bench.selfcheck.trials import detectable_table, summary, trial_table
+import pytest
+
+from bench.selfcheck.trials import detectable_table, injected_pct, summary, trial_table
 
 
 def _row(trial, case, verdict, injected=None, diff=1.0, exit_=0):
@@ -46,3 +48,9 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys):
 
     assert main(["--rounds", "2", "--out", str(tmp_path / "t")]) == 2
     assert "--rounds must be >= 3" in capsys.readouterr().err and not (tmp_path / "t").exists()
+
+
+def test_the_injected_slowdown_composes_tolerance_and_detectable_change_as_ratios():
+    assert injected_pct(10.0, 30.0) == pytest.approx(43.0)  # 1.1 x 1.3 = 1.43, not 40
+    assert injected_pct(10.0, 0.0) == pytest.approx(10.0)
+    assert injected_pct(10.0, 90.0) == 100.0  # capped

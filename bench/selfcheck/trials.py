@@ -9,8 +9,9 @@ Issue 27's "done when", as one command (not part of CI: the full trials take hou
   At most 1 regression is expected in all (the per-case level is 5 %, shared by Holm's rule).
 * ``--slowdowns`` injected slowdowns: the same pair, the second with the step test knob
   (``BENCH_TEST_STEP_SLEEP_S``, a sleep after every training step: a software slowdown that leaves the
-  CPU supply alone) sized so the ``baseline`` case slows by the tolerance plus the detectable change of
-  the first group (``sleep = (tol + det) x fit_s / optimizer_steps``), compared with
+  CPU supply alone) sized so the ``baseline`` case slows by the tolerance and the detectable change of
+  the first group composed as ratios (``slowdown = (1 + tol)(1 + det) - 1``, at least ``tol + det``;
+  ``sleep = slowdown x fit_s / optimizer_steps``), compared with
   ``--accept-test-knobs``. At least 8 of 10 should be ``regression``.
 
 It writes ``OUT/trials.md`` (the trial table: preset, repeats, spread, detectable change, verdict per
@@ -50,6 +51,15 @@ from bench.results.taint import RULE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 REPEATS = (3, 5, 10)
+
+
+def injected_pct(tolerance_pct: float, detectable_pct: float) -> float:
+    """The slowdown to inject (percent): the tolerance and the detectable change composed as ratios,
+    (1 + tol)(1 + det) - 1, at most 100 %. Why ratios: a slowdown is called a regression beyond the
+    tolerance when its one-sided confidence bound clears 1 + tol (when det > tol); the detectable
+    change is the ratio the test finds with 80 % power against 1, so against 1 + tol it takes
+    (1 + tol)(1 + det). An additive tol + det would be found with less than 80 % power."""
+    return min(((1 + tolerance_pct / 100.0) * (1 + detectable_pct / 100.0) - 1) * 100.0, 100.0)
 
 
 def trial_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -142,7 +152,7 @@ def _pair(i: int, kind: str, args: argparse.Namespace) -> tuple[list[dict], dict
 
         samples = groups["baseline"]
         det = (noise_check(samples, args.tolerance, ALPHA) or (0.0, None))[0]
-        injected = min(args.tolerance + det, 100.0)
+        injected = injected_pct(args.tolerance, det)
         steps = next(r.result["metrics"]["optimizer_steps"] for r in first if r.valid and r.case == "baseline")
         env = {STEP_SLEEP_ENV: repr(injected / 100.0 * statistics.median(samples) / steps)}
     second = _bench(args.out / f"{kind}-{i}-b", args, env)
